@@ -1,0 +1,96 @@
+//! The handle a running task child gets: its identity, its stop signal,
+//! and a way to announce where it serves.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::InstanceId;
+
+/// State one incarnation shares with the supervisor and its probes.
+#[derive(Debug, Default)]
+pub(crate) struct InstanceShared {
+    pub(crate) address: OnceLock<SocketAddr>,
+}
+
+/// Given to every task child when it starts.
+///
+/// The child should finish soon after [`cancelled`](Self::cancelled)
+/// resolves: that is the supervisor asking it to drain and stop. If it is
+/// still running when its grace period ends, its future is dropped.
+#[derive(Clone)]
+pub struct ChildContext {
+    id: InstanceId,
+    generation: u64,
+    cancel: CancellationToken,
+    shared: Arc<InstanceShared>,
+    on_announce: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+}
+
+impl std::fmt::Debug for ChildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildContext")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChildContext {
+    pub(crate) fn new(
+        id: InstanceId,
+        generation: u64,
+        cancel: CancellationToken,
+        shared: Arc<InstanceShared>,
+        on_announce: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+    ) -> Self {
+        Self {
+            id,
+            generation,
+            cancel,
+            shared,
+            on_announce,
+        }
+    }
+
+    /// This instance's id, stable across restarts.
+    pub fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    /// This incarnation's number: 0 at first start, +1 per restart.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Resolves when the supervisor asks this instance to stop.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Whether the supervisor has asked this instance to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The stop signal itself, to hand to code that takes a token
+    /// (for example axum's graceful shutdown).
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Announces the address this instance serves on.
+    ///
+    /// The address travels in the [`Ready`](crate::EventKind::Ready) event
+    /// (so the registry can route to it) and is what [`TcpProbe`](crate::TcpProbe)
+    /// checks. For a child built with
+    /// [`ready_on_announce`](crate::ChildSpec::ready_on_announce), this is
+    /// also what makes it ready. Only the first call of an incarnation counts.
+    pub fn announce(&self, address: SocketAddr) {
+        if self.shared.address.set(address).is_ok() {
+            (self.on_announce)(address);
+        }
+    }
+}

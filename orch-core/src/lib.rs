@@ -1,0 +1,63 @@
+//! The embedded orchestrator of orch: supervisor trees, health probes and
+//! lifecycle events.
+//!
+//! A [`Supervisor`] starts the children of a [`SupervisorSpec`] in order,
+//! watches them, restarts them by Erlang/OTP's rules (strategies, restart
+//! types, restart intensity) with Kubernetes-style backoff and probes, and
+//! stops them in reverse order with a grace period. Every step is a
+//! [`LifecycleEvent`] that the discovery registry and the autoscaler consume
+//! through a gap-free [`Subscription`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use orch_core::{ChildSpec, EventKind, Supervisor, SupervisorSpec, Update};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = SupervisorSpec::builder("app")
+//!     .child(ChildSpec::task("flaky", |ctx| async move {
+//!         if ctx.generation() == 0 {
+//!             return Err("first run fails".into());
+//!         }
+//!         ctx.cancelled().await;
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!     }))
+//!     .build()?;
+//! let handle = Supervisor::start(spec)?;
+//! let mut events = handle.subscribe().events;
+//! // Starting, Ready, Exited (failed), Restarting, Starting, Ready (generation 1).
+//! while let Some(Update::Event(e)) = events.next().await {
+//!     if e.generation == 1 && matches!(e.kind, EventKind::Ready { .. }) {
+//!         break;
+//!     }
+//! }
+//! handle.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod child;
+pub mod event;
+pub mod probe;
+mod scaler;
+pub mod spec;
+pub mod supervisor;
+
+pub use child::{ChildContext, OutputMode, ProcessSpec};
+pub use event::{
+    EventKind, EventStream, ExitReason, InstanceId, InstanceInfo, InstanceState, LifecycleEvent,
+    Subscription, Update,
+};
+pub use probe::{Probe, ProbeKind, ProbeOutcome, ProbeSpec, ProbeTarget, ProbeTiming, TcpProbe, probe_fn};
+pub use scaler::{ScaleError, Scaler};
+#[cfg(feature = "backoff")]
+pub use spec::LegacyBackoff;
+pub use spec::{
+    BackoffPolicy, Backon, ChildPolicy, ChildSpec, RestartBackoff, RestartIntensity, RestartType, SpecError,
+    Strategy, SupervisorBuilder, SupervisorPolicy, SupervisorSpec,
+};
+pub use supervisor::{
+    ChildInfo, CommandError, ReplicaGroup, StartError, Supervisor, SupervisorError, SupervisorHandle,
+};

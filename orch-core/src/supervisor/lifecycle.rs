@@ -1,0 +1,318 @@
+//! Starting, stopping and readiness of instances.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::runtime::{Instance, Key, Msg, Phase, Runtime};
+use crate::child::{ChildContext, InstanceShared, run_process, run_task};
+use crate::probe::{ProbeTarget, ProbeTransition, run_probes};
+use crate::spec::{ChildKind, ReadyGate};
+use crate::{EventKind, ExitReason, InstanceId, LifecycleEvent};
+
+/// An instance being stopped: what is needed to wait for it, detached from
+/// the runtime's state so several can be awaited at once.
+struct Stopping {
+    index: usize,
+    ordinal: u32,
+    task: Option<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Runtime {
+    pub(super) fn publish(&self, index: usize, ordinal: u32, kind: EventKind) {
+        let position = &self.positions[index];
+        let Some(inst) = position.instances.get(ordinal as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        self.hub.publish(LifecycleEvent {
+            id: inst.id.clone(),
+            child: position.spec.id.clone(),
+            generation: inst.generation,
+            at: Instant::now(),
+            kind,
+        });
+    }
+
+    /// Starts instances up to the position's desired count.
+    pub(super) fn start_position(&mut self, index: usize) {
+        let desired = self.positions[index].desired;
+        for ordinal in 0..desired as u32 {
+            let free = self.positions[index]
+                .instances
+                .get(ordinal as usize)
+                .is_none_or(|s| s.is_none() || s.as_ref().is_some_and(|i| i.phase == Phase::Down));
+            if free {
+                self.spawn_instance(index, ordinal);
+            }
+        }
+    }
+
+    /// Spawns a new incarnation at `ordinal` (generation 0 if the slot is free).
+    pub(super) fn spawn_instance(&mut self, index: usize, ordinal: u32) {
+        let path = self.path.clone();
+        let position = &mut self.positions[index];
+        let slot = ordinal as usize;
+        if position.instances.len() <= slot {
+            position.instances.resize_with(slot + 1, || None);
+        }
+        let probes = position.spec.probes.clone();
+        let (id, generation, schedule) = match position.instances[slot].take() {
+            Some(mut old) => (old.id.clone(), old.generation + 1, old.schedule.take()),
+            None => {
+                let ordinal = position.spec.is_group().then_some(ordinal);
+                (InstanceId::new(&path, &position.spec.id, ordinal), 0, None)
+            }
+        };
+        let key = Key {
+            position: position.uid,
+            ordinal,
+            generation,
+        };
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(InstanceShared::default());
+        let tx = self.msg_tx.clone();
+        let ctx = ChildContext::new(
+            id.clone(),
+            generation,
+            cancel.clone(),
+            shared.clone(),
+            Arc::new(move |address| {
+                let _ = tx.send(Msg::Announced { key, address });
+            }),
+        );
+        let tx = self.msg_tx.clone();
+        let task = match &position.spec.kind {
+            ChildKind::Task(factory) => spawn_reporting(run_task(factory.clone(), ctx), tx, key),
+            ChildKind::Process(spec) => spawn_reporting(run_process(spec.clone(), ctx), tx, key),
+            ChildKind::Supervisor(spec) => {
+                let nested = super::restart::run_nested(spec.clone(), self.hub.clone(), path.clone(), ctx);
+                spawn_reporting(nested, tx, key)
+            }
+        };
+        let probe_task = (!probes.is_empty()).then(|| {
+            let tx = self.msg_tx.clone();
+            let (target_id, target_shared) = (id.clone(), shared.clone());
+            tokio::spawn(run_probes(
+                probes.clone(),
+                move || ProbeTarget {
+                    id: target_id.clone(),
+                    generation,
+                    address: target_shared.address.get().copied(),
+                },
+                move |transition| {
+                    let _ = tx.send(Msg::Probe { key, transition });
+                },
+            ))
+            .abort_handle()
+        });
+        let spec = &position.spec;
+        position.instances[slot] = Some(Instance {
+            id,
+            generation,
+            phase: Phase::Running,
+            cancel,
+            task: Some(task),
+            probes: probe_task,
+            shared,
+            schedule,
+            started_at: Instant::now(),
+            startup_done: probes.startup.is_none(),
+            probe_ready: probes.readiness.is_none(),
+            announced: spec.ready_gate == ReadyGate::Started,
+            ready: false,
+        });
+        tracing::debug!(child = %spec.id, ordinal, generation, "starting instance");
+        self.publish(index, ordinal, EventKind::Starting);
+        self.update_ready(index, ordinal);
+    }
+
+    /// Publishes Ready or NotReady when the instance's readiness changed.
+    pub(super) fn update_ready(&mut self, index: usize, ordinal: u32) {
+        let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() else {
+            return;
+        };
+        let ready = inst.phase == Phase::Running && inst.startup_done && inst.probe_ready && inst.announced;
+        if ready == inst.ready {
+            return;
+        }
+        inst.ready = ready;
+        let address = inst.shared.address.get().copied();
+        let kind = if ready {
+            EventKind::Ready { address }
+        } else {
+            EventKind::NotReady
+        };
+        tracing::debug!(instance = %inst.id, ready, "readiness changed");
+        self.publish(index, ordinal, kind);
+    }
+
+    pub(super) fn find(&self, key: Key) -> Option<usize> {
+        let index = self.position_index(key.position)?;
+        let inst = self.positions[index].instance(key)?;
+        (inst.phase == Phase::Running).then_some(index)
+    }
+
+    pub(super) fn on_announce(&mut self, key: Key, address: SocketAddr) {
+        if let Some(index) = self.find(key) {
+            tracing::debug!(child = %self.positions[index].spec.id, ordinal = key.ordinal, %address, "instance announced");
+            if let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() {
+                inst.announced = true;
+            }
+            self.update_ready(index, key.ordinal);
+        }
+    }
+
+    pub(super) async fn on_probe(
+        &mut self,
+        key: Key,
+        transition: ProbeTransition,
+    ) -> Result<(), crate::SupervisorError> {
+        let Some(index) = self.find(key) else {
+            return Ok(());
+        };
+        let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() else {
+            return Ok(());
+        };
+        match transition {
+            ProbeTransition::StartupPassed => inst.startup_done = true,
+            ProbeTransition::Ready => inst.probe_ready = true,
+            ProbeTransition::NotReady => inst.probe_ready = false,
+            ProbeTransition::StartupFailed | ProbeTransition::LivenessFailed => {
+                let reason = if transition == ProbeTransition::StartupFailed {
+                    ExitReason::StartupFailed
+                } else {
+                    ExitReason::LivenessFailed
+                };
+                tracing::warn!(instance = %inst.id, %reason, "killing instance");
+                // Kubernetes kills a container that fails its probe with the
+                // usual grace period; the exit is then handled as a crash.
+                self.stop_instances(&[(index, key.ordinal)], false).await;
+                return self.on_crash(index, key.ordinal, reason).await;
+            }
+        }
+        self.update_ready(index, key.ordinal);
+        Ok(())
+    }
+
+    /// Stops every instance of a position, concurrently; with `remove` they
+    /// are forgotten (Stopped is published), else left `Down` for a restart.
+    pub(super) async fn stop_position(&mut self, index: usize, remove: bool) {
+        let targets: Vec<(usize, u32)> = self.positions[index]
+            .live()
+            .rev()
+            .map(|(o, _)| (index, o))
+            .collect();
+        self.stop_instances(&targets, remove).await;
+    }
+
+    /// Stops the given instances concurrently: Stopping, cancellation, then
+    /// each waits for its grace period and is aborted if still running.
+    pub(super) async fn stop_instances(&mut self, targets: &[(usize, u32)], remove: bool) {
+        let mut stopping = Vec::with_capacity(targets.len());
+        for &(index, ordinal) in targets {
+            let grace = self.positions[index].spec.policy.shutdown_grace;
+            let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() else {
+                continue;
+            };
+            let was_running = inst.phase == Phase::Running;
+            inst.phase = Phase::Down;
+            inst.ready = false;
+            if let Some(probes) = inst.probes.take() {
+                probes.abort();
+            }
+            inst.cancel.cancel();
+            let task = inst.task.take();
+            if was_running {
+                self.publish(index, ordinal, EventKind::Stopping);
+            }
+            stopping.push(Stopping {
+                index,
+                ordinal,
+                task,
+                grace,
+            });
+        }
+        let waits = stopping.iter_mut().map(|s| wait_or_abort(s.task.take(), s.grace));
+        let forced = futures_util::future::join_all(waits).await;
+        for (s, forced) in stopping.iter().zip(forced) {
+            if forced {
+                tracing::warn!(child = %self.positions[s.index].spec.id, ordinal = s.ordinal, "grace period over; aborted");
+            }
+            if remove {
+                self.publish(s.index, s.ordinal, EventKind::Stopped { forced });
+                self.positions[s.index].instances[s.ordinal as usize] = None;
+            }
+        }
+    }
+
+    /// Grows or shrinks a replica group to `replicas`.
+    pub(super) async fn resize(&mut self, index: usize, replicas: usize) {
+        let position = &mut self.positions[index];
+        tracing::info!(child = %position.spec.id, from = position.desired, to = replicas, "resizing replica group");
+        position.desired = replicas;
+        let live: Vec<(u32, bool)> = position.live().map(|(o, i)| (o, i.ready)).collect();
+        if live.len() > replicas {
+            // Like a ReplicaSet: not-ready instances go first, then the newest ordinals.
+            let mut victims = live;
+            victims.sort_by_key(|&(ordinal, ready)| (ready, std::cmp::Reverse(ordinal)));
+            let targets: Vec<(usize, u32)> = victims[..victims.len() - replicas]
+                .iter()
+                .map(|&(o, _)| (index, o))
+                .collect();
+            self.stop_instances(&targets, true).await;
+            // Keep ordinals dense so that the next scale-up reuses the lowest free ones.
+        } else {
+            let mut missing = replicas - live.len();
+            let mut ordinal = 0u32;
+            while missing > 0 {
+                let free = self.positions[index]
+                    .instances
+                    .get(ordinal as usize)
+                    .is_none_or(Option::is_none);
+                if free {
+                    self.spawn_instance(index, ordinal);
+                    missing -= 1;
+                }
+                ordinal += 1;
+            }
+        }
+    }
+}
+
+/// Spawns an instance's future; its exit reason goes back to the supervisor.
+fn spawn_reporting<F>(run: F, tx: tokio::sync::mpsc::UnboundedSender<Msg>, key: Key) -> JoinHandle<()>
+where
+    F: Future<Output = ExitReason> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let reason = run.await;
+        let _ = tx.send(Msg::Exited { key, reason });
+    })
+}
+
+/// Waits for a stopping task; true if the grace period ran out and it was aborted.
+async fn wait_or_abort(task: Option<JoinHandle<()>>, grace: Duration) -> bool {
+    let Some(mut task) = task else {
+        return false;
+    };
+    if grace == Duration::MAX {
+        let _ = (&mut task).await;
+        return false;
+    }
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(_) => false,
+        Err(_) => {
+            task.abort();
+            // Wait for the abort to land so that a process child's group
+            // has been killed before the supervisor moves on.
+            let _ = task.await;
+            true
+        }
+    }
+}

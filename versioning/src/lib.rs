@@ -1,0 +1,2 @@
+//! API versions, negotiation and versioned contracts; not yet built.
+#![forbid(unsafe_code)]
