@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_core::{
-    BackoffPolicy, ChildSpec, EventKind, RestartIntensity, Supervisor, SupervisorError, SupervisorSpec, Update,
+    BackoffPolicy, ChildSpec, EventKind, RestartIntensity, Supervisor, SupervisorError, SupervisorSpec,
+    Update,
 };
 use proptest::prelude::*;
 
@@ -19,7 +20,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn model(limit: RestartIntensity, crash_times: &[Duration]) -> Option<usize> {
     (0..crash_times.len()).find(|&i| {
         let t = crash_times[i];
-        let in_window = crash_times[..=i].iter().filter(|&&u| t - u < limit.within).count();
+        let in_window = crash_times[..=i]
+            .iter()
+            .filter(|&&u| t - u < limit.within)
+            .count();
         in_window > limit.max_restarts as usize
     })
 }
@@ -52,7 +56,11 @@ fn run(limit: RestartIntensity, lifetimes: Vec<Duration>) -> (usize, bool) {
             }
         })
         .backoff(BackoffPolicy::none());
-        let spec = SupervisorSpec::builder("s").intensity(limit).child(child).build().expect("valid");
+        let spec = SupervisorSpec::builder("s")
+            .intensity(limit)
+            .child(child)
+            .build()
+            .expect("valid");
         let handle = Supervisor::start(spec).expect("runtime");
         let mut events = handle.subscribe().events;
         let mut crashes = 0;

@@ -296,8 +296,17 @@ mod tests {
     #[cfg(feature = "backoff")]
     #[test]
     fn legacy_backoff_adapter_yields_its_delays() {
-        let b = backoff::backoff::Constant::new(Duration::from_millis(7));
-        let mut s = LegacyBackoff(b).schedule();
+        let b = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(Duration::from_millis(7))
+            .with_randomization_factor(0.0)
+            .with_multiplier(2.0)
+            .with_max_elapsed_time(None)
+            .build();
+        let legacy = LegacyBackoff(b);
+        let mut s = legacy.schedule();
         assert_eq!(s.next(), Some(Duration::from_millis(7)));
+        assert_eq!(s.next(), Some(Duration::from_millis(14)));
+        // A new schedule starts over.
+        assert_eq!(legacy.schedule().next(), Some(Duration::from_millis(7)));
     }
 }
