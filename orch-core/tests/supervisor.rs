@@ -110,6 +110,15 @@ async fn all_ready(events: &mut EventStream, n: usize) -> Vec<LifecycleEvent> {
     .await
 }
 
+async fn stopped_count(events: &mut EventStream, n: usize) -> Vec<LifecycleEvent> {
+    let mut count = 0;
+    until(events, |e| {
+        count += usize::from(stopped(&e.kind));
+        count == n
+    })
+    .await
+}
+
 fn ids(events: &[(String, &'static str)], kind: &str) -> Vec<String> {
     events
         .iter()
@@ -565,11 +574,13 @@ async fn replica_group_resizes_up_and_down() {
     let ids: Vec<_> = handle.instances().iter().map(|i| i.id.to_string()).collect();
     assert_eq!(ids, ["s/web-0", "s/web-1", "s/web-2", "s/web-3", "s/web-4"]);
     handle.resize("web", 2).await.expect("resize down");
+    stopped_count(&mut events, 3).await;
     let ids: Vec<_> = handle.instances().iter().map(|i| i.id.to_string()).collect();
     assert_eq!(ids, ["s/web-0", "s/web-1"], "highest ordinals go first");
     let info = &handle.children().await.expect("alive")[0];
     assert_eq!((info.desired, info.instances, info.ready), (2, 2, 2));
     handle.resize("web", 0).await.expect("to zero");
+    stopped_count(&mut events, 2).await;
     assert!(handle.instances().is_empty());
     handle.shutdown().await.expect("clean");
 }
@@ -596,6 +607,7 @@ async fn scale_down_prefers_not_ready_instances() {
     let (handle, mut events) = start(spec);
     all_ready(&mut events, 2).await;
     handle.resize("web", 2).await.expect("resize");
+    stopped_count(&mut events, 1).await;
     let ids: Vec<_> = handle.instances().iter().map(|i| i.id.to_string()).collect();
     assert_eq!(ids, ["s/web-1", "s/web-2"]);
     handle.shutdown().await.expect("clean");
@@ -862,4 +874,35 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
         Supervisor::start(spec),
         Err(orch_core::StartError::NoRuntime)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_drain_does_not_block_supervision() {
+    // web drains for 30 s when scaled down; meanwhile a crash of another
+    // child is still handled at once.
+    let spec = SupervisorSpec::builder("s")
+        .child(
+            ChildSpec::task("web", |ctx| async move {
+                ctx.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, BoxError>(())
+            })
+            .replicas(2)
+            .shutdown_grace(Duration::from_secs(60)),
+        )
+        .child(crashes_once("b", Duration::from_secs(1)))
+        .build()
+        .expect("valid");
+    let (handle, mut events) = start(spec);
+    all_ready(&mut events, 3).await;
+    let t0 = tokio::time::Instant::now();
+    handle.resize("web", 1).await.expect("resize");
+    let seen = until(&mut events, |e| is(e, "s/b", ready) && e.generation == 1).await;
+    assert!(
+        seen.last().map(|e| e.at - t0) < Some(Duration::from_secs(2)),
+        "restart waited for the drain"
+    );
+    let seen = until(&mut events, |e| is(e, "s/web-1", stopped)).await;
+    assert_eq!(seen.last().map(|e| e.at - t0), Some(Duration::from_secs(30)));
+    handle.shutdown().await.expect("clean");
 }

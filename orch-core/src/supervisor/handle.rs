@@ -170,9 +170,12 @@ impl SupervisorHandle {
         self.ask(|r| Command::DeleteChild(id.to_owned(), r)).await
     }
 
-    /// Sets the number of instances of a replica group. Scale-down stops
-    /// not-ready instances first, then the highest ordinals, all of them
-    /// concurrently, each with its grace period; it returns once they are gone.
+    /// Sets the number of instances of a replica group and returns once the
+    /// change is under way: new instances are `Starting`, surplus ones
+    /// `Stopping`. Scale-down picks not-ready instances first, then the
+    /// highest ordinals, and drains them concurrently in the background, each
+    /// with its grace period, while the supervisor goes on supervising; their
+    /// `Stopped` events follow.
     pub async fn resize(&self, group: &str, replicas: usize) -> Result<(), CommandError> {
         self.ask(|r| Command::Resize(group.to_owned(), replicas, r)).await
     }

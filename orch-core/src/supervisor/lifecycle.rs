@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::{Instance, Key, Msg, Phase, Runtime};
+use super::runtime::{AfterStop, Instance, Key, Msg, Phase, Runtime};
 use crate::child::{ChildContext, InstanceShared, run_process, run_task};
 use crate::probe::{ProbeTarget, ProbeTransition, run_probes};
 use crate::spec::{ChildKind, ReadyGate};
@@ -21,6 +21,7 @@ struct Stopping {
     index: usize,
     ordinal: u32,
     task: Option<JoinHandle<()>>,
+    stopper: Option<JoinHandle<bool>>,
     grace: Duration,
 }
 
@@ -118,6 +119,7 @@ impl Runtime {
             phase: Phase::Running,
             cancel,
             task: Some(task),
+            stopper: None,
             probes: probe_task,
             shared,
             schedule,
@@ -192,8 +194,10 @@ impl Runtime {
                 tracing::warn!(instance = %inst.id, %reason, "killing instance");
                 // Kubernetes kills a container that fails its probe with the
                 // usual grace period; the exit is then handled as a crash.
-                self.stop_instances(&[(index, key.ordinal)], false).await;
-                return self.on_crash(index, key.ordinal, reason).await;
+                // The grace runs in the background so that the rest of the
+                // tree is still supervised meanwhile.
+                self.begin_stop(index, key.ordinal, AfterStop::Crash(reason));
+                return Ok(());
             }
         }
         self.update_ready(index, key.ordinal);
@@ -228,6 +232,7 @@ impl Runtime {
             }
             inst.cancel.cancel();
             let task = inst.task.take();
+            let stopper = inst.stopper.take();
             if was_running {
                 self.publish(index, ordinal, EventKind::Stopping);
             }
@@ -235,10 +240,20 @@ impl Runtime {
                 index,
                 ordinal,
                 task,
+                stopper,
                 grace,
             });
         }
-        let waits = stopping.iter_mut().map(|s| wait_or_abort(s.task.take(), s.grace));
+        let waits = stopping.iter_mut().map(|s| {
+            let (task, stopper, grace) = (s.task.take(), s.stopper.take(), s.grace);
+            async move {
+                match stopper {
+                    // A background stop is already counting down its grace.
+                    Some(stopper) => stopper.await.unwrap_or(true),
+                    None => wait_or_abort(task, grace).await,
+                }
+            }
+        });
         let forced = futures_util::future::join_all(waits).await;
         for (s, forced) in stopping.iter().zip(forced) {
             if forced {
@@ -251,22 +266,89 @@ impl Runtime {
         }
     }
 
+    /// Starts stopping one instance in the background: Stopping is published
+    /// now; when it is down (or aborted after its grace), `StopDone` brings
+    /// it back to the supervisor loop with what to do next.
+    pub(super) fn begin_stop(&mut self, index: usize, ordinal: u32, then: AfterStop) {
+        let position = &mut self.positions[index];
+        let grace = position.spec.policy.shutdown_grace;
+        let Some(inst) = position.instances[ordinal as usize].as_mut() else {
+            return;
+        };
+        let was_running = inst.phase == Phase::Running;
+        if inst.phase == Phase::Stopping {
+            return;
+        }
+        inst.phase = Phase::Stopping;
+        inst.ready = false;
+        if let Some(probes) = inst.probes.take() {
+            probes.abort();
+        }
+        inst.cancel.cancel();
+        let key = Key {
+            position: position.uid,
+            ordinal,
+            generation: inst.generation,
+        };
+        let task = inst.task.take();
+        let tx = self.msg_tx.clone();
+        inst.stopper = Some(tokio::spawn(async move {
+            let forced = wait_or_abort(task, grace).await;
+            let _ = tx.send(Msg::StopDone { key, forced, then });
+            forced
+        }));
+        if was_running {
+            self.publish(index, ordinal, EventKind::Stopping);
+        }
+    }
+
+    pub(super) async fn on_stop_done(
+        &mut self,
+        key: Key,
+        forced: bool,
+        then: AfterStop,
+    ) -> Result<(), crate::SupervisorError> {
+        let Some(index) = self.position_index(key.position) else {
+            return Ok(());
+        };
+        let Some(inst) = self.positions[index].instances[key.ordinal as usize]
+            .as_mut()
+            .filter(|i| i.generation == key.generation && i.phase == Phase::Stopping)
+        else {
+            return Ok(());
+        };
+        inst.stopper = None;
+        inst.phase = Phase::Down;
+        if forced {
+            tracing::warn!(instance = %inst.id, "grace period over; aborted");
+        }
+        match then {
+            AfterStop::Remove => {
+                self.publish(index, key.ordinal, EventKind::Stopped { forced });
+                self.positions[index].instances[key.ordinal as usize] = None;
+                Ok(())
+            }
+            AfterStop::Crash(reason) => self.on_crash(index, key.ordinal, reason).await,
+        }
+    }
+
     /// Grows or shrinks a replica group to `replicas`.
-    pub(super) async fn resize(&mut self, index: usize, replicas: usize) {
+    pub(super) fn resize(&mut self, index: usize, replicas: usize) {
         let position = &mut self.positions[index];
         tracing::info!(child = %position.spec.id, from = position.desired, to = replicas, "resizing replica group");
         position.desired = replicas;
-        let live: Vec<(u32, bool)> = position.live().map(|(o, i)| (o, i.ready)).collect();
+        let live: Vec<(u32, bool)> = position
+            .live()
+            .filter(|(_, i)| i.phase != Phase::Stopping)
+            .map(|(o, i)| (o, i.ready))
+            .collect();
         if live.len() > replicas {
             // Like a ReplicaSet: not-ready instances go first, then the newest ordinals.
             let mut victims = live;
             victims.sort_by_key(|&(ordinal, ready)| (ready, std::cmp::Reverse(ordinal)));
-            let targets: Vec<(usize, u32)> = victims[..victims.len() - replicas]
-                .iter()
-                .map(|&(o, _)| (index, o))
-                .collect();
-            self.stop_instances(&targets, true).await;
-            // Keep ordinals dense so that the next scale-up reuses the lowest free ones.
+            for &(ordinal, _) in &victims[..victims.len() - replicas] {
+                self.begin_stop(index, ordinal, AfterStop::Remove);
+            }
         } else {
             let mut missing = replicas - live.len();
             let mut ordinal = 0u32;

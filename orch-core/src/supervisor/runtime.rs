@@ -28,10 +28,36 @@ pub(super) struct Key {
 /// What instances (and restart timers) tell their supervisor.
 #[derive(Debug)]
 pub(super) enum Msg {
-    Exited { key: Key, reason: ExitReason },
-    Probe { key: Key, transition: ProbeTransition },
-    Announced { key: Key, address: SocketAddr },
-    RestartDue { token: u64 },
+    Exited {
+        key: Key,
+        reason: ExitReason,
+    },
+    Probe {
+        key: Key,
+        transition: ProbeTransition,
+    },
+    Announced {
+        key: Key,
+        address: SocketAddr,
+    },
+    RestartDue {
+        token: u64,
+    },
+    /// A stop begun with `begin_stop` has finished.
+    StopDone {
+        key: Key,
+        forced: bool,
+        then: AfterStop,
+    },
+}
+
+/// What happens to an instance once a background stop has finished.
+#[derive(Debug)]
+pub(super) enum AfterStop {
+    /// It is gone (scale-down).
+    Remove,
+    /// It was killed for this reason (failed probe); handle it as a crash.
+    Crash(ExitReason),
 }
 
 /// Where an instance is, from the supervisor's point of view.
@@ -42,6 +68,9 @@ pub(super) enum Phase {
     BackingOff(u64),
     /// Stopped as part of a strategy restart, to be started again.
     Down,
+    /// Being stopped in the background (scale-down, failed probe); the
+    /// supervisor goes on with other work meanwhile.
+    Stopping,
 }
 
 pub(super) struct Instance {
@@ -50,6 +79,8 @@ pub(super) struct Instance {
     pub(super) phase: Phase,
     pub(super) cancel: CancellationToken,
     pub(super) task: Option<JoinHandle<()>>,
+    /// The background stop in progress; yields whether it had to abort.
+    pub(super) stopper: Option<JoinHandle<bool>>,
     pub(super) probes: Option<AbortHandle>,
     pub(super) shared: Arc<InstanceShared>,
     /// Created at the first crash; most instances never need one.
@@ -68,6 +99,9 @@ impl Drop for Instance {
         // run on unsupervised.
         if let Some(task) = &self.task {
             task.abort();
+        }
+        if let Some(stopper) = &self.stopper {
+            stopper.abort();
         }
         if let Some(probes) = &self.probes {
             probes.abort();
@@ -113,7 +147,7 @@ impl Position {
             restart: self.spec.policy.restart,
             group: self.spec.is_group(),
             desired: self.desired,
-            instances: self.live().count(),
+            instances: self.live().filter(|(_, i)| i.phase != Phase::Stopping).count(),
             ready: self.live().filter(|(_, i)| i.ready).count(),
         }
     }
@@ -264,6 +298,7 @@ impl Runtime {
                 self.on_restart_due(token);
                 Ok(())
             }
+            Msg::StopDone { key, forced, then } => self.on_stop_done(key, forced, then).await,
         }
     }
 
@@ -321,7 +356,7 @@ impl Runtime {
                 let result = match self.position_by_id(&id) {
                     Ok(index) if !self.positions[index].spec.is_group() => Err(CommandError::NotAGroup(id)),
                     Ok(index) => {
-                        self.resize(index, replicas).await;
+                        self.resize(index, replicas);
                         Ok(())
                     }
                     Err(e) => Err(e),
