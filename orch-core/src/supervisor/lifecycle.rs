@@ -43,6 +43,8 @@ impl Runtime {
     /// Starts instances up to the position's desired count.
     pub(super) fn start_position(&mut self, index: usize) {
         let desired = self.positions[index].desired;
+        let instances = &mut self.positions[index].instances;
+        instances.reserve_exact(desired.saturating_sub(instances.len()));
         for ordinal in 0..desired as u32 {
             let free = self.positions[index]
                 .instances
@@ -244,17 +246,19 @@ impl Runtime {
                 grace,
             });
         }
-        let waits = stopping.iter_mut().map(|s| {
-            let (task, stopper, grace) = (s.task.take(), s.stopper.take(), s.grace);
-            async move {
-                match stopper {
-                    // A background stop is already counting down its grace.
-                    Some(stopper) => stopper.await.unwrap_or(true),
-                    None => wait_or_abort(task, grace).await,
-                }
-            }
-        });
-        let forced = futures_util::future::join_all(waits).await;
+        // Every instance was cancelled at `now`, so each deadline counts from
+        // there. Awaiting them one after another against those fixed
+        // deadlines is linear; a `join_all` over thousands of handles
+        // re-polls the finished ones on every wake and goes quadratic.
+        let now = Instant::now();
+        let mut forced = Vec::with_capacity(stopping.len());
+        for s in &mut stopping {
+            forced.push(match s.stopper.take() {
+                // A background stop is already counting down its grace.
+                Some(stopper) => stopper.await.unwrap_or(true),
+                None => wait_or_abort(s.task.take(), now.checked_add(s.grace)).await,
+            });
+        }
         for (s, forced) in stopping.iter().zip(forced) {
             if forced {
                 tracing::warn!(child = %self.positions[s.index].spec.id, ordinal = s.ordinal, "grace period over; aborted");
@@ -292,8 +296,9 @@ impl Runtime {
         };
         let task = inst.task.take();
         let tx = self.msg_tx.clone();
+        let deadline = Instant::now().checked_add(grace);
         inst.stopper = Some(tokio::spawn(async move {
-            let forced = wait_or_abort(task, grace).await;
+            let forced = wait_or_abort(task, deadline).await;
             let _ = tx.send(Msg::StopDone { key, forced, then });
             forced
         }));
@@ -350,6 +355,8 @@ impl Runtime {
                 self.begin_stop(index, ordinal, AfterStop::Remove);
             }
         } else {
+            let instances = &mut self.positions[index].instances;
+            instances.reserve_exact(replicas.saturating_sub(instances.len()));
             let mut missing = replicas - live.len();
             let mut ordinal = 0u32;
             while missing > 0 {
@@ -378,16 +385,17 @@ where
     })
 }
 
-/// Waits for a stopping task; true if the grace period ran out and it was aborted.
-async fn wait_or_abort(task: Option<JoinHandle<()>>, grace: Duration) -> bool {
+/// Waits for a stopping task until `deadline` (`None`: no limit); true if
+/// the deadline passed and the task was aborted.
+async fn wait_or_abort(task: Option<JoinHandle<()>>, deadline: Option<Instant>) -> bool {
     let Some(mut task) = task else {
         return false;
     };
-    if grace == Duration::MAX {
+    let Some(deadline) = deadline else {
         let _ = (&mut task).await;
         return false;
-    }
-    match tokio::time::timeout(grace, &mut task).await {
+    };
+    match tokio::time::timeout_at(deadline, &mut task).await {
         Ok(_) => false,
         Err(_) => {
             task.abort();
