@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orch::core::{
-    BackoffPolicy, ChildSpec, EventKind, InstanceId, ProbeSpec, ProcessSpec, RestartType, Strategy, Supervisor,
-    SupervisorSpec, TcpProbe, Update,
+    BackoffPolicy, ChildSpec, EventKind, InstanceId, ProbeSpec, ProcessSpec, RestartType, Strategy,
+    Supervisor, SupervisorSpec, TcpProbe, Update,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,7 +69,11 @@ fn reporter(marker: &std::path::Path) -> ChildSpec {
             .env("MARK", marker.display().to_string()),
     )
     .restart(RestartType::Transient)
-    .backoff(BackoffPolicy::default().initial(Duration::from_millis(100)).jitter(false))
+    .backoff(
+        BackoffPolicy::default()
+            .initial(Duration::from_millis(100))
+            .jitter(false),
+    )
     .shutdown_grace(Duration::from_secs(2))
 }
 
@@ -117,7 +121,9 @@ async fn main() -> Result<(), BoxError> {
         .init();
 
     // The simulated bug panics on purpose: one line instead of a backtrace.
-    std::panic::set_hook(Box::new(|info| eprintln!("panic (caught by the supervisor): {info}")));
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("panic (caught by the supervisor): {info}")
+    }));
 
     let marker = std::env::temp_dir().join(format!("orch-example-{}.mark", std::process::id()));
     let spec = SupervisorSpec::builder("app")
@@ -136,7 +142,13 @@ async fn main() -> Result<(), BoxError> {
         let mut events = sub.events;
         while let Some(update) = events.next().await {
             let Update::Event(e) = update else { continue };
-            println!("{:>6} ms  {:<22} gen {}  {:?}", t0.elapsed().as_millis(), e.id, e.generation, e.kind);
+            println!(
+                "{:>6} ms  {:<22} gen {}  {:?}",
+                t0.elapsed().as_millis(),
+                e.id,
+                e.generation,
+                e.kind
+            );
             if &*e.child == "api" {
                 rotation_tx.send_modify(|r| match e.kind {
                     EventKind::Ready { address: Some(addr) } => {
@@ -157,12 +169,19 @@ async fn main() -> Result<(), BoxError> {
         println!("--- client: {}", ask(*addr, "ping").await?);
     }
 
-    let (victim, addr) = ready.iter().nth(1).map(|(i, a)| (i.clone(), *a)).ok_or("no replica")?;
+    let (victim, addr) = ready
+        .iter()
+        .nth(1)
+        .map(|(i, a)| (i.clone(), *a))
+        .ok_or("no replica")?;
     println!("--- client: crashing {victim} at {addr}");
     let _ = ask(addr, "crash").await;
     let back = wait_rotation(&mut rotation, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
     let new_addr = back[&victim];
-    println!("--- {victim} is back on {new_addr}: {}", ask(new_addr, "ping").await?);
+    println!(
+        "--- {victim} is back on {new_addr}: {}",
+        ask(new_addr, "ping").await?
+    );
 
     println!("--- scaling api to 5");
     handle.resize("api", 5).await?;
