@@ -154,25 +154,30 @@ async fn one_for_one_restarts_only_the_crashed_child() {
     handle.shutdown().await.expect("clean shutdown");
 }
 
+/// Runs `b` crashing once among idle siblings under `strategy`; returns the
+/// handle and the trace from the crash until `restarted` instances are ready again.
+async fn crash_b_under(
+    strategy: Strategy,
+    children: &[&str],
+    restarted: usize,
+) -> (SupervisorHandle, Vec<(String, &'static str)>) {
+    let mut builder = SupervisorSpec::builder("s").strategy(strategy);
+    for &id in children {
+        builder = builder.child(if id == "b" {
+            crashes_once("b", Duration::from_secs(1))
+        } else {
+            idle(id)
+        });
+    }
+    let (handle, mut events) = start(builder.build().expect("valid"));
+    all_ready(&mut events, children.len()).await;
+    let seen = all_ready(&mut events, restarted).await;
+    (handle, trace(&seen))
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_for_all_stops_the_rest_in_reverse_then_restarts_all_in_order() {
-    let spec = SupervisorSpec::builder("s")
-        .strategy(Strategy::OneForAll)
-        .child(idle("a"))
-        .child(crashes_once("b", Duration::from_secs(1)))
-        .child(idle("c"))
-        .build()
-        .expect("valid");
-    let (handle, mut events) = start(spec);
-    all_ready(&mut events, 3).await;
-    let mut readies = 0;
-    let seen = trace(
-        &until(&mut events, |e| {
-            readies += usize::from(ready(&e.kind));
-            readies == 3
-        })
-        .await,
-    );
+    let (handle, seen) = crash_b_under(Strategy::OneForAll, &["a", "b", "c"], 3).await;
     assert_eq!(ids(&seen, "exited"), ["s/b"]);
     assert_eq!(ids(&seen, "stopping"), ["s/c", "s/a"], "reverse start order");
     assert_eq!(ids(&seen, "starting"), ["s/a", "s/b", "s/c"], "start order");
@@ -186,24 +191,7 @@ async fn one_for_all_stops_the_rest_in_reverse_then_restarts_all_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn rest_for_one_restarts_the_crashed_child_and_those_after_it() {
-    let spec = SupervisorSpec::builder("s")
-        .strategy(Strategy::RestForOne)
-        .child(idle("a"))
-        .child(crashes_once("b", Duration::from_secs(1)))
-        .child(idle("c"))
-        .child(idle("d"))
-        .build()
-        .expect("valid");
-    let (handle, mut events) = start(spec);
-    all_ready(&mut events, 4).await;
-    let mut readies = 0;
-    let seen = trace(
-        &until(&mut events, |e| {
-            readies += usize::from(ready(&e.kind));
-            readies == 3
-        })
-        .await,
-    );
+    let (handle, seen) = crash_b_under(Strategy::RestForOne, &["a", "b", "c", "d"], 3).await;
     assert_eq!(ids(&seen, "stopping"), ["s/d", "s/c"]);
     assert_eq!(ids(&seen, "starting"), ["s/b", "s/c", "s/d"]);
     let gens: Vec<_> = handle.instances().iter().map(|i| i.generation).collect();
