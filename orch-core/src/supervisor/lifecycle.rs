@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -15,15 +14,9 @@ use crate::probe::{ProbeTarget, ProbeTransition, run_probes};
 use crate::spec::{ChildKind, ReadyGate};
 use crate::{EventKind, ExitReason, InstanceId, LifecycleEvent};
 
-/// An instance being stopped: what is needed to wait for it, detached from
-/// the runtime's state so several can be awaited at once.
-struct Stopping {
-    index: usize,
-    ordinal: u32,
-    task: Option<JoinHandle<()>>,
-    stopper: Option<JoinHandle<bool>>,
-    grace: Duration,
-}
+/// What a stopping instance leaves to wait for: its task, and the background
+/// stop that may already be counting down its grace (yields "forced").
+type StopWaits = (Option<JoinHandle<()>>, Option<JoinHandle<bool>>);
 
 impl Runtime {
     pub(super) fn publish(&self, index: usize, ordinal: u32, kind: EventKind) {
@@ -220,90 +213,83 @@ impl Runtime {
     /// Stops the given instances concurrently: Stopping, cancellation, then
     /// each waits for its grace period and is aborted if still running.
     pub(super) async fn stop_instances(&mut self, targets: &[(usize, u32)], remove: bool) {
-        let mut stopping = Vec::with_capacity(targets.len());
-        for &(index, ordinal) in targets {
-            let grace = self.positions[index].spec.policy.shutdown_grace;
-            let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() else {
-                continue;
-            };
-            let was_running = inst.phase == Phase::Running;
-            inst.phase = Phase::Down;
-            inst.ready = false;
-            if let Some(probes) = inst.probes.take() {
-                probes.abort();
-            }
-            inst.cancel.cancel();
-            let task = inst.task.take();
-            let stopper = inst.stopper.take();
-            if was_running {
-                self.publish(index, ordinal, EventKind::Stopping);
-            }
-            stopping.push(Stopping {
-                index,
-                ordinal,
-                task,
-                stopper,
-                grace,
-            });
-        }
-        // Every instance was cancelled at `now`, so each deadline counts from
+        // Every instance is cancelled at `now`, so each deadline counts from
         // there. Awaiting them one after another against those fixed
         // deadlines is linear; a `join_all` over thousands of handles
         // re-polls the finished ones on every wake and goes quadratic.
         let now = Instant::now();
-        let mut forced = Vec::with_capacity(stopping.len());
-        for s in &mut stopping {
-            forced.push(match s.stopper.take() {
+        let mut stopping = Vec::with_capacity(targets.len());
+        for &(index, ordinal) in targets {
+            let grace = self.positions[index].spec.policy.shutdown_grace;
+            if let Some((task, stopper)) = self.signal_stop(index, ordinal, Phase::Down) {
+                stopping.push((index, ordinal, task, stopper, now.checked_add(grace)));
+            }
+        }
+        for (index, ordinal, task, stopper, deadline) in stopping {
+            let forced = match stopper {
                 // A background stop is already counting down its grace.
                 Some(stopper) => stopper.await.unwrap_or(true),
-                None => wait_or_abort(s.task.take(), now.checked_add(s.grace)).await,
-            });
-        }
-        for (s, forced) in stopping.iter().zip(forced) {
+                None => wait_or_abort(task, deadline).await,
+            };
             if forced {
-                tracing::warn!(child = %self.positions[s.index].spec.id, ordinal = s.ordinal, "grace period over; aborted");
+                tracing::warn!(child = %self.positions[index].spec.id, ordinal, "grace period over; aborted");
             }
             if remove {
-                self.publish(s.index, s.ordinal, EventKind::Stopped { forced });
-                self.positions[s.index].instances[s.ordinal as usize] = None;
+                self.publish(index, ordinal, EventKind::Stopped { forced });
+                self.positions[index].instances[ordinal as usize] = None;
             }
         }
+    }
+
+    /// Asks one instance to stop and moves it to `phase`: takes it out of
+    /// rotation, stops its probes, cancels it and publishes Stopping if it
+    /// was running. Returns what is left to wait for: its task, or the
+    /// background stop already under way.
+    fn signal_stop(&mut self, index: usize, ordinal: u32, phase: Phase) -> Option<StopWaits> {
+        let inst = self.positions[index].instances[ordinal as usize].as_mut()?;
+        let was_running = inst.phase == Phase::Running;
+        inst.phase = phase;
+        inst.ready = false;
+        if let Some(probes) = inst.probes.take() {
+            probes.abort();
+        }
+        inst.cancel.cancel();
+        let waits = (inst.task.take(), inst.stopper.take());
+        if was_running {
+            self.publish(index, ordinal, EventKind::Stopping);
+        }
+        Some(waits)
     }
 
     /// Starts stopping one instance in the background: Stopping is published
     /// now; when it is down (or aborted after its grace), `StopDone` brings
     /// it back to the supervisor loop with what to do next.
     pub(super) fn begin_stop(&mut self, index: usize, ordinal: u32, then: AfterStop) {
-        let position = &mut self.positions[index];
+        let position = &self.positions[index];
         let grace = position.spec.policy.shutdown_grace;
-        let Some(inst) = position.instances[ordinal as usize].as_mut() else {
+        let Some(inst) = position.instances[ordinal as usize].as_ref() else {
             return;
         };
-        let was_running = inst.phase == Phase::Running;
         if inst.phase == Phase::Stopping {
             return;
         }
-        inst.phase = Phase::Stopping;
-        inst.ready = false;
-        if let Some(probes) = inst.probes.take() {
-            probes.abort();
-        }
-        inst.cancel.cancel();
         let key = Key {
             position: position.uid,
             ordinal,
             generation: inst.generation,
         };
-        let task = inst.task.take();
+        let Some((task, _)) = self.signal_stop(index, ordinal, Phase::Stopping) else {
+            return;
+        };
         let tx = self.msg_tx.clone();
         let deadline = Instant::now().checked_add(grace);
-        inst.stopper = Some(tokio::spawn(async move {
+        let stopper = tokio::spawn(async move {
             let forced = wait_or_abort(task, deadline).await;
             let _ = tx.send(Msg::StopDone { key, forced, then });
             forced
-        }));
-        if was_running {
-            self.publish(index, ordinal, EventKind::Stopping);
+        });
+        if let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() {
+            inst.stopper = Some(stopper);
         }
     }
 
