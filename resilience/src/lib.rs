@@ -22,3 +22,6 @@ pub use error::{BoxError, CircuitRejection, ErrorClass, NotRetriedReason, Resili
 pub use safety::{
     AlwaysSafe, HttpSafety, IDEMPOTENCY_KEY, RequestSafety, SafetyFn, is_idempotent_method, safety_fn,
 };
+
+pub mod hedge;
+pub use hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeLayer, LatencyTracker};
