@@ -13,6 +13,16 @@ mod config;
 mod error;
 mod safety;
 
+// Limits: timeout, bulkhead, rate limit, fallback.
+pub mod bulkhead;
+pub mod fallback;
+pub mod rate_limit;
+pub mod timeout;
+pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
+pub use fallback::{ErrorClasses, Fallback, FallbackConfig, FallbackFn, FallbackLayer, FallbackValue};
+pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};
+pub use timeout::{Timeout, TimeoutConfig, TimeoutLayer};
+
 pub use classify::{
     Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
     classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,

@@ -1,0 +1,140 @@
+//! The Generic Cell Rate Algorithm over one atomic word.
+//!
+//! GCRA (ITU-T I.371, the ATM traffic contract; the algorithm behind
+//! `governor` and Redis-cell) is a token bucket stored as a single
+//! timestamp, the *theoretical arrival time* (TAT): the time at which the
+//! bucket would be full again. With emission interval `T = per / permits` and
+//! tolerance `τ = burst × T`, a call at time `now` conforms when
+//!
+//! ```text
+//! new_tat = max(tat, now) + T   and   new_tat ≤ now + τ
+//! ```
+//!
+//! and then `tat` becomes `new_tat`. Otherwise the call conforms again at
+//! `new_tat − τ`; that difference is the wait reported to the caller. Storing
+//! one `u64` (nanoseconds since the limiter was created) lets the update be a
+//! single compare-exchange, with no lock and no background refill task.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+/// The largest tolerance `τ = burst × T` accepted, 100 years in nanoseconds.
+/// Keeping `τ` far below `u64::MAX` keeps `now + τ` and the TAT from ever
+/// saturating, which would make every call conform.
+pub(crate) const MAX_TOLERANCE_NANOS: u64 = 100 * 365 * 86_400 * 1_000_000_000;
+
+/// `T = per / permits` in nanoseconds, rounded up so the limiter never admits
+/// more than the configured rate, and at least one.
+pub(crate) fn interval_nanos(permits: u32, per: Duration) -> u64 {
+    let per_nanos = u64::try_from(per.as_nanos()).unwrap_or(u64::MAX);
+    per_nanos.div_ceil(u64::from(permits.max(1))).max(1)
+}
+
+/// The GCRA state and its two constants, all in nanoseconds.
+#[derive(Debug)]
+pub(crate) struct Gcra {
+    /// Time zero of `tat`; captured from tokio's clock so paused time drives it.
+    base: Instant,
+    /// Theoretical arrival time, nanoseconds since `base`.
+    tat: AtomicU64,
+    /// `T`: nanoseconds between two permits at the sustained rate.
+    interval: u64,
+    /// `τ = burst × T`: how far `tat` may run ahead of the clock.
+    tolerance: u64,
+}
+
+impl Gcra {
+    /// A limiter that is full (a whole burst is available) now.
+    pub(crate) fn new(permits: u32, per: Duration, burst: u32) -> Self {
+        debug_assert!(
+            permits > 0 && burst > 0 && !per.is_zero(),
+            "validated by the config"
+        );
+        let interval = interval_nanos(permits, per);
+        let tolerance = interval.saturating_mul(u64::from(burst));
+        debug_assert!(tolerance <= MAX_TOLERANCE_NANOS, "validated by the config");
+        Self {
+            base: Instant::now(),
+            tat: AtomicU64::new(0),
+            interval,
+            tolerance,
+        }
+    }
+
+    /// The emission interval `T`.
+    pub(crate) fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval)
+    }
+
+    /// Nanoseconds since `base` on tokio's clock.
+    #[inline]
+    fn now(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.base);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes one permit if it conforms within `slack` nanoseconds from now.
+    ///
+    /// `Ok(wait)`: the permit is taken and conforms `wait` ns from now (zero
+    /// for an immediate permit). `Err(wait)`: nothing was taken; a permit
+    /// conforms `wait` ns from now, if nobody else takes one first.
+    #[inline]
+    fn take(&self, slack: u64) -> Result<(u64, u64), u64> {
+        let now = self.now();
+        let limit = now.saturating_add(self.tolerance);
+        // Relaxed is enough: `tat` is the only shared datum and publishes no
+        // other memory, and compare-exchange works on the single modification
+        // order of that one atomic, so no two callers can take the same slot
+        // of the schedule whatever the ordering.
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let new_tat = tat.max(now).saturating_add(self.interval);
+            let wait = new_tat.saturating_sub(limit);
+            if wait > slack {
+                return Err(wait);
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok((now, wait)),
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// The instant `nanos` after `base`, capped (as tokio caps its timers) at
+    /// about 30 years so that absurd waits cannot overflow the clock.
+    fn at(&self, nanos: u64) -> Instant {
+        const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+        let offset = Duration::from_nanos(nanos).min(FAR_FUTURE);
+        self.base.checked_add(offset).unwrap_or(self.base)
+    }
+
+    /// Takes a permit if one is available now; otherwise returns the time
+    /// until one is.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Result<(), Duration> {
+        match self.take(0) {
+            Ok(_) => Ok(()),
+            Err(wait) => Err(Duration::from_nanos(wait)),
+        }
+    }
+
+    /// Takes a permit that is available now (`Ok(None)`) or within
+    /// `max_wait` (`Ok(Some(at))`, reserved for the instant `at`); otherwise
+    /// takes nothing and returns the time until a permit is available.
+    #[inline]
+    pub(crate) fn reserve(&self, max_wait: Duration) -> Result<Option<Instant>, Duration> {
+        let slack = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        match self.take(slack) {
+            Ok((_, 0)) => Ok(None),
+            Ok((now, wait)) => Ok(Some(self.at(now.saturating_add(wait)))),
+            Err(wait) => Err(Duration::from_nanos(wait)),
+        }
+    }
+}

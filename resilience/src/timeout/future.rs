@@ -1,0 +1,84 @@
+//! The response future of [`Timeout`](super::Timeout).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::error::{BoxError, ResilienceError, TimeoutKind};
+
+pin_project! {
+    /// Resolves to the inner response, or to [`ResilienceError::Timeout`] when
+    /// the limit passes first.
+    ///
+    /// Dropping it drops the inner future (cancelling the call) and the timer.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        response: F,
+        #[pin]
+        sleep: Sleep,
+        name: Arc<str>,
+        kind: TimeoutKind,
+        after: Duration,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(response: F, sleep: Sleep, name: Arc<str>, kind: TimeoutKind, after: Duration) -> Self {
+        Self {
+            response,
+            sleep,
+            name,
+            kind,
+            after,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, ResilienceError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+
+        // The response first: an answer that is ready in the same poll as the
+        // deadline is delivered, not thrown away.
+        if let Poll::Ready(result) = this.response.poll(cx) {
+            return Poll::Ready(result.map_err(ResilienceError::from_inner));
+        }
+        if this.sleep.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+
+        let kind = *this.kind;
+        let after = *this.after;
+        tracing::debug!(name = %this.name, %kind, ?after, "call timed out");
+        metrics::counter!(
+            "orch_timeout_total",
+            "name" => Arc::clone(this.name),
+            "kind" => kind_label(kind),
+        )
+        .increment(1);
+        Poll::Ready(Err(ResilienceError::Timeout { kind, after }))
+    }
+}
+
+/// The metric label of a kind.
+fn kind_label(kind: TimeoutKind) -> &'static str {
+    match kind {
+        TimeoutKind::Attempt => "attempt",
+        TimeoutKind::Overall => "overall",
+    }
+}
