@@ -1,1 +1,237 @@
-fn main() {}
+//! Per-call overhead of the resilience layers over a bare service, against
+//! the peers from crates.io in the same run.
+//!
+//! Every service answers at once (`std::future::Ready`), so what is measured
+//! is the layer itself: admission, bookkeeping and the future it wraps.
+//! Calls are driven by hand with a no-op waker (`poll_ready`, `call`, one
+//! `poll`), so no executor cost is in the numbers; timeouts run inside an
+//! entered tokio runtime, whose timer they need.
+//!
+//! Groups:
+//! - `breaker`: closed breaker, single thread: ours through the service and
+//!   through the plain permit API, `tower-resilience`, `failsafe`.
+//! - `breaker_2_threads`: two OS threads calling clones of one shared breaker.
+//!   Criterion reports the time per call per thread; with perfect scaling it
+//!   equals the single-thread time (2× throughput).
+//! - `retry` (no retry needed): ours vs `tower::retry`.
+//! - `timeout` (answer before the deadline): ours vs `tower::timeout`.
+//! - `rate_limit` (permit available): our `RateLimiter` vs `governor`.
+//!
+//! Run: `cargo bench --bench resilience`. The table in the closing
+//! note is the ratio of each line to `bare` of its own group.
+
+use std::{
+    convert::Infallible,
+    future::{Future, Ready, ready},
+    hint::black_box,
+    num::NonZeroU32,
+    pin::pin,
+    sync::{Arc, Barrier},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use failsafe::CircuitBreaker as _;
+use orch::resilience::{
+    AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, Outcome, RateLimitConfig, RetryConfig, RetryLayer,
+    TimeoutLayer,
+};
+use tower::{Layer, Service, service_fn};
+
+type Bare = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+
+fn bare() -> Bare {
+    service_fn(|x: u64| ready(Ok::<u64, Infallible>(x)))
+}
+
+/// One call driven to completion without an executor; panics if the
+/// service is not immediately ready or does not answer at once.
+#[inline]
+fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("service not ready"),
+    }
+    let mut future = pin!(svc.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        _ => panic!("service did not answer at once"),
+    }
+}
+
+fn bench_service<S: Service<u64>>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, mut svc: S) {
+    g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
+}
+
+/// A breaker that never trips under the benchmark (it only sees successes).
+fn our_breaker_config() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::default().name("bench")
+}
+
+fn tower_resilience_breaker() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .name("bench")
+        .build()
+        .expect("valid tower-resilience config")
+}
+
+fn breaker(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker");
+    bench_service(&mut g, "bare", bare());
+    let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
+    bench_service(&mut g, "orch service", layer.layer(bare()));
+    let breaker = our_breaker_config().build().expect("valid config");
+    g.bench_function("orch permit", |b| {
+        b.iter(|| match breaker.try_acquire() {
+            Ok(permit) => permit.record(Outcome::Success),
+            Err(_) => panic!("breaker opened"),
+        })
+    });
+    bench_service(&mut g, "tower-resilience service", tower_resilience_breaker().layer(bare()));
+    let failsafe = failsafe::Config::new().build();
+    g.bench_function("failsafe call", |b| {
+        b.iter(|| black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7)))))
+    });
+    g.finish();
+}
+
+/// Runs `iters` calls on each of `threads` threads at once and returns the
+/// wall time of the slowest thread: criterion divides it by `iters`, so the
+/// figure is the time per call per thread.
+fn on_threads<F>(threads: usize, iters: u64, make: impl Fn() -> F) -> Duration
+where
+    F: FnMut() + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut work = make();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    work();
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .map(|w| w.join().expect("bench thread"))
+        .max()
+        .unwrap_or_default()
+}
+
+fn breaker_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_2_threads");
+    for threads in [1, 2] {
+        let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
+        let svc = layer.layer(bare());
+        g.bench_function(format!("orch service x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let mut svc = svc.clone();
+                    move || {
+                        black_box(call_now(&mut svc, black_box(7)));
+                    }
+                })
+            })
+        });
+        let svc = tower_resilience_breaker().layer(bare());
+        g.bench_function(format!("tower-resilience service x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let mut svc = svc.clone();
+                    move || {
+                        black_box(call_now(&mut svc, black_box(7)));
+                    }
+                })
+            })
+        });
+        let failsafe = failsafe::Config::new().build();
+        g.bench_function(format!("failsafe call x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let failsafe = failsafe.clone();
+                    move || {
+                        let _ = black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7))));
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `tower::retry` with a policy of at most `0` retries left to spend: the
+/// cheapest policy that can retry at all.
+#[derive(Clone)]
+struct Attempts(usize);
+
+impl<E> tower::retry::Policy<u64, u64, E> for Attempts {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
+fn retry(c: &mut Criterion) {
+    let mut g = c.benchmark_group("retry");
+    bench_service(&mut g, "bare", bare());
+    let ours = RetryLayer::new(RetryConfig::default())
+        .expect("valid config")
+        .safety(AlwaysSafe);
+    bench_service(&mut g, "orch retry", ours.layer(bare()));
+    bench_service(&mut g, "tower::retry", tower::retry::RetryLayer::new(Attempts(2)).layer(bare()));
+    g.finish();
+}
+
+fn timeout(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+    let mut g = c.benchmark_group("timeout");
+    bench_service(&mut g, "bare", bare());
+    bench_service(&mut g, "orch timeout", TimeoutLayer::attempt(Duration::from_secs(1)).layer(bare()));
+    bench_service(&mut g, "tower::timeout", tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(bare()));
+    g.finish();
+}
+
+fn rate_limit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+    let mut g = c.benchmark_group("rate_limit");
+    // A limit no benchmark can reach: every check admits.
+    let per_second = 1_000_000_000;
+    let ours = RateLimitConfig::new(per_second, Duration::from_secs(1))
+        .limiter()
+        .expect("valid config");
+    g.bench_function("orch try_acquire", |b| b.iter(|| black_box(ours.try_acquire())));
+    let quota = governor::Quota::per_second(NonZeroU32::new(per_second).expect("non-zero"));
+    let governor = governor::RateLimiter::direct(quota);
+    g.bench_function("governor check", |b| b.iter(|| black_box(governor.check())));
+    g.finish();
+}
+
+criterion_group!(benches, breaker, breaker_threads, retry, timeout, rate_limit);
+criterion_main!(benches);
