@@ -22,3 +22,10 @@ pub use error::{BoxError, CircuitRejection, ErrorClass, NotRetriedReason, Resili
 pub use safety::{
     AlwaysSafe, HttpSafety, IDEMPOTENCY_KEY, RequestSafety, SafetyFn, is_idempotent_method, safety_fn,
 };
+
+// Retry with backoff, deadlines, pushback, budgets and replayable bodies.
+pub mod retry;
+pub use retry::{
+    ReplayBody, Retry, RetryBudget, RetryBudgetConfig, RetryConfig, RetryLayer, RetryThrottle,
+    RetryThrottleConfig,
+};
