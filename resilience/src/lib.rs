@@ -35,3 +35,9 @@ pub use safety::{
 
 pub mod hedge;
 pub use hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeLayer, LatencyTracker};
+// Retry with backoff, deadlines, pushback, budgets and replayable bodies.
+pub mod retry;
+pub use retry::{
+    ReplayBody, Retry, RetryBudget, RetryBudgetConfig, RetryConfig, RetryLayer, RetryThrottle,
+    RetryThrottleConfig,
+};

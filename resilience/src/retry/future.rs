@@ -1,0 +1,534 @@
+//! The response future of [`Retry`](super::Retry): the attempt loop of one call.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_service::Service;
+
+use super::{Policy, backoff::ActiveBackoff, replay::Replay};
+use crate::{
+    classify::{Classify, Outcome, Pushback},
+    error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
+};
+
+pin_project! {
+    /// The response future of [`Retry`](super::Retry): makes the attempts of
+    /// one call, sleeping between them, until a result is final.
+    #[project = AttemptsProj]
+    pub struct ResponseFuture<Req, S, C, P, R>
+    where
+        R: Replay<Req>,
+        S: Service<R::Request>,
+    {
+        #[pin]
+        state: State<R::Prepare, S::Future, R::Request>,
+        // The one timer of the call: the attempt's cut-off while calling, the
+        // backoff while sleeping, the overall deadline while waiting for the
+        // service or the body. Created only when first needed, so a call
+        // without timeouts that succeeds at once never touches the timer wheel.
+        #[pin]
+        timer: Option<Sleep>,
+        service: S,
+        policy: Arc<Policy<C, P, R>>,
+        source: Option<R::Source>,
+        // The last result, kept while sleeping in case the next attempt
+        // cannot start before the deadline.
+        last: Option<Result<S::Response, ResilienceError>>,
+        backoff: Option<ActiveBackoff>,
+        attempts: u32,
+        replayable: bool,
+        deadline: Option<Deadline>,
+    }
+}
+
+pin_project! {
+    // One state at a time, so the future is as large as the largest of the
+    // body reader, the attempt and a request, not their sum.
+    #[project = StateProj]
+    #[project_replace = StateOwned]
+    enum State<Prepare, Call, Request> {
+        // Reading the body of a request that needs buffering.
+        Preparing { #[pin] prepare: Prepare },
+        // An attempt is in flight; `cut` says what the timer means.
+        Calling { #[pin] call: Call, cut: Option<Cut> },
+        // Sleeping before the next attempt, whose request is ready.
+        BackingOff { next: Request },
+        // Waiting for the service to be ready for the next attempt.
+        Readying { next: Request },
+        Done,
+    }
+}
+
+/// What the timer means while an attempt runs.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Attempt(Duration),
+    Overall(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: Instant,
+    pub(crate) after: Duration,
+}
+
+impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
+where
+    R: Replay<Req>,
+    S: Service<R::Request>,
+{
+    pub(crate) fn new(
+        service: S,
+        policy: Arc<Policy<C, P, R>>,
+        prepare: R::Prepare,
+        replayable: bool,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        Self {
+            state: State::Preparing { prepare },
+            timer: None,
+            service,
+            policy,
+            source: None,
+            last: None,
+            backoff: None,
+            attempts: 0,
+            replayable,
+            deadline,
+        }
+    }
+}
+
+impl<Req, S, C, P, R> Future for ResponseFuture<Req, S, C, P, R>
+where
+    R: Replay<Req>,
+    S: Service<R::Request>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, ResilienceError>,
+{
+    type Output = Result<S::Response, ResilienceError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Preparing { prepare } => {
+                    if let Some(deadline) = *this.deadline {
+                        if this.timer.is_none() {
+                            arm(this.timer.as_mut(), deadline.at);
+                        }
+                        if fired(this.timer.as_mut(), cx) {
+                            return Poll::Ready(this.finish(Err(overall(deadline.after))));
+                        }
+                    }
+                    match ready!(prepare.poll(cx)) {
+                        Ok((request, source)) => {
+                            *this.source = source;
+                            this.start(request);
+                        }
+                        Err(error) => {
+                            return Poll::Ready(this.finish(Err(ResilienceError::from_inner(error))));
+                        }
+                    }
+                }
+                StateProj::Calling { call, cut } => {
+                    let cut = *cut;
+                    let result = match call.poll(cx) {
+                        Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
+                        Poll::Pending => {
+                            // Polled after the call, so a response that is ready
+                            // at the cut-off instant wins over the timeout.
+                            let Some(cut) = cut else { return Poll::Pending };
+                            if !fired(this.timer.as_mut(), cx) {
+                                return Poll::Pending;
+                            }
+                            match cut {
+                                Cut::Overall(after) => {
+                                    tracing::debug!(
+                                        name = %this.policy.name,
+                                        attempt = *this.attempts,
+                                        timeout = ?after,
+                                        "overall retry deadline passed; cancelling the attempt",
+                                    );
+                                    return Poll::Ready(this.finish(Err(overall(after))));
+                                }
+                                Cut::Attempt(after) => Err(ResilienceError::Timeout {
+                                    kind: TimeoutKind::Attempt,
+                                    after,
+                                }),
+                            }
+                        }
+                    };
+                    // Drop the finished (or cancelled) attempt before deciding.
+                    this.state.set(State::Done);
+                    if let Some(output) = this.decide(result) {
+                        return Poll::Ready(this.finish(output));
+                    }
+                }
+                StateProj::BackingOff { .. } => {
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        ready!(timer.poll(cx));
+                    }
+                    if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
+                    {
+                        this.state.set(State::Readying { next });
+                    }
+                    if let Some(deadline) = *this.deadline {
+                        arm(this.timer.as_mut(), deadline.at);
+                    }
+                }
+                StateProj::Readying { .. } => {
+                    if let Some(deadline) = *this.deadline
+                        && fired(this.timer.as_mut(), cx)
+                    {
+                        return Poll::Ready(this.finish(Err(overall(deadline.after))));
+                    }
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(this.finish(Err(ResilienceError::from_inner(error))));
+                    }
+                    // Waiting for the service may have eaten the time the
+                    // attempt needs: then it must not start.
+                    if let (Some(deadline), Some(limit)) = (*this.deadline, this.policy.attempt_timeout)
+                        && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
+                    {
+                        let last = this.last.take().unwrap_or_else(|| Err(overall(deadline.after)));
+                        let output = give_up(
+                            this.policy,
+                            *this.attempts,
+                            GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose),
+                            last,
+                        );
+                        return Poll::Ready(this.finish(output));
+                    }
+                    match this.state.as_mut().project_replace(State::Done) {
+                        StateOwned::Readying { next } => this.start(next),
+                        _ => return Poll::Ready(this.finish(Err(polled_after_completion()))),
+                    }
+                }
+                StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+            }
+        }
+    }
+}
+
+impl<'a, Req, S, C, P, R> AttemptsProj<'a, Req, S, C, P, R>
+where
+    R: Replay<Req>,
+    S: Service<R::Request>,
+    ResponseFuture<Req, S, C, P, R>: 'a,
+{
+    /// Sends `request` as the next attempt and arms its cut-off.
+    fn start(&mut self, request: R::Request) {
+        *self.attempts += 1;
+        *self.last = None;
+        let call = self.service.call(request);
+        let cut = match (self.policy.attempt_timeout, *self.deadline) {
+            (Some(limit), deadline) => {
+                let end = Instant::now().checked_add(limit);
+                match (end, deadline) {
+                    (Some(end), Some(d)) if end <= d.at => {
+                        arm(self.timer.as_mut(), end);
+                        Some(Cut::Attempt(limit))
+                    }
+                    // Only the first attempt, or one delayed by the service's
+                    // readiness, can reach here: later attempts start only
+                    // when they fit.
+                    (_, Some(d)) => {
+                        arm(self.timer.as_mut(), d.at);
+                        Some(Cut::Overall(d.after))
+                    }
+                    (Some(end), None) => {
+                        arm(self.timer.as_mut(), end);
+                        Some(Cut::Attempt(limit))
+                    }
+                    (None, None) => None,
+                }
+            }
+            (None, Some(d)) => {
+                arm(self.timer.as_mut(), d.at);
+                Some(Cut::Overall(d.after))
+            }
+            (None, None) => None,
+        };
+        self.state.set(State::Calling { call, cut });
+    }
+
+    fn finish(
+        &mut self,
+        output: Result<S::Response, ResilienceError>,
+    ) -> Result<S::Response, ResilienceError> {
+        self.state.set(State::Done);
+        *self.last = None;
+        output
+    }
+
+    /// Classifies an attempt's result and either returns the call's output
+    /// or schedules the next attempt (and returns `None`).
+    fn decide(
+        &mut self,
+        result: Result<S::Response, ResilienceError>,
+    ) -> Option<Result<S::Response, ResilienceError>>
+    where
+        C: Classify<S::Response, ResilienceError>,
+    {
+        let policy: &Policy<C, P, R> = self.policy;
+        let attempts = *self.attempts;
+        match policy.classifier.classify(result.as_ref()) {
+            Outcome::Success => {
+                if let Some(throttle) = &policy.throttle {
+                    throttle.record_success();
+                }
+                return Some(result);
+            }
+            Outcome::Failure | Outcome::Rejected => return Some(result),
+            Outcome::Retryable => {}
+        }
+        if let Some(throttle) = &policy.throttle {
+            throttle.record_failure();
+        }
+        let not_retried = |reason| GiveUp::NotRetried(reason);
+        if attempts >= policy.max_attempts {
+            return Some(give_up(
+                policy,
+                attempts,
+                not_retried(NotRetriedReason::MaxAttempts),
+                result,
+            ));
+        }
+        let source = match (*self.replayable, self.source.as_ref()) {
+            (true, Some(source)) => source,
+            _ => {
+                return Some(give_up(
+                    policy,
+                    attempts,
+                    not_retried(NotRetriedReason::UnsafeRequest),
+                    result,
+                ));
+            }
+        };
+        let (delay, reason) = match policy.classifier.pushback(result.as_ref()) {
+            Pushback::Stop => {
+                return Some(give_up(
+                    policy,
+                    attempts,
+                    not_retried(NotRetriedReason::Pushback),
+                    result,
+                ));
+            }
+            Pushback::After(delay) => {
+                // gRFC A6: after a pushback the backoff starts over from its
+                // initial delay.
+                *self.backoff = None;
+                (delay, "pushback")
+            }
+            Pushback::None => {
+                let backoff = self.backoff.get_or_insert_with(|| policy.backoff.start());
+                match backoff.next_delay() {
+                    Some(delay) => (delay, "backoff"),
+                    // A custom schedule that ends is a limit on attempts.
+                    None => {
+                        return Some(give_up(
+                            policy,
+                            attempts,
+                            not_retried(NotRetriedReason::MaxAttempts),
+                            result,
+                        ));
+                    }
+                }
+            }
+        };
+        if let Some(deadline) = *self.deadline
+            && !fits(Instant::now(), delay, policy.attempt_timeout, deadline.at)
+        {
+            return Some(give_up(
+                policy,
+                attempts,
+                not_retried(NotRetriedReason::DeadlineTooClose),
+                result,
+            ));
+        }
+        let request = match policy.replay.replay(source) {
+            Ok(request) => request,
+            Err(reason) => return Some(give_up(policy, attempts, not_retried(reason), result)),
+        };
+        if let Some(throttle) = &policy.throttle
+            && !throttle.allows_retry()
+        {
+            return Some(give_up(policy, attempts, GiveUp::Throttled, result));
+        }
+        if let Some(budget) = &policy.budget
+            && !budget.try_withdraw()
+        {
+            return Some(give_up(policy, attempts, GiveUp::Budget, result));
+        }
+
+        metrics::counter!("orch_retry_attempts_total", "name" => Arc::clone(&policy.name)).increment(1);
+        tracing::debug!(
+            name = %policy.name,
+            attempt = attempts,
+            next_attempt = attempts + 1,
+            delay = ?delay,
+            reason,
+            outcome = "retryable",
+            error = result.as_ref().err().map(tracing::field::display),
+            "retrying",
+        );
+        *self.last = Some(result);
+        if delay.is_zero() {
+            self.state.set(State::Readying { next: request });
+            if let Some(deadline) = *self.deadline {
+                arm(self.timer.as_mut(), deadline.at);
+            }
+        } else {
+            arm(self.timer.as_mut(), later(Instant::now(), delay));
+            self.state.set(State::BackingOff { next: request });
+        }
+        None
+    }
+}
+
+/// Why the layer stopped retrying a retryable result.
+#[derive(Debug, Clone, Copy)]
+enum GiveUp {
+    NotRetried(NotRetriedReason),
+    Budget,
+    Throttled,
+}
+
+impl GiveUp {
+    fn label(self) -> &'static str {
+        match self {
+            Self::NotRetried(NotRetriedReason::MaxAttempts) => "max_attempts",
+            Self::NotRetried(NotRetriedReason::DeadlineTooClose) => "deadline_too_close",
+            Self::NotRetried(NotRetriedReason::Pushback) => "pushback",
+            Self::NotRetried(NotRetriedReason::UnsafeRequest) => "unsafe_request",
+            Self::NotRetried(NotRetriedReason::BodyTooLarge) => "body_too_large",
+            Self::Budget => "budget_exhausted",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRetried(reason) => reason.fmt(f),
+            Self::Budget => f.write_str("retry budget exhausted"),
+            Self::Throttled => f.write_str("retries throttled: tokens at or below half of max_tokens"),
+        }
+    }
+}
+
+/// The call's output when no further attempt is made after a retryable
+/// result: a response is returned as it is; an error is wrapped to say why.
+fn give_up<Res, C, P, R>(
+    policy: &Policy<C, P, R>,
+    attempts: u32,
+    why: GiveUp,
+    result: Result<Res, ResilienceError>,
+) -> Result<Res, ResilienceError> {
+    metrics::counter!(
+        "orch_retry_gave_up_total",
+        "name" => Arc::clone(&policy.name),
+        "reason" => why.label(),
+    )
+    .increment(1);
+    if matches!(why, GiveUp::Budget | GiveUp::Throttled) {
+        metrics::counter!("orch_retry_budget_exhausted_total", "name" => Arc::clone(&policy.name))
+            .increment(1);
+    }
+    match result {
+        Ok(response) => {
+            tracing::debug!(
+                name = %policy.name,
+                attempts,
+                reason = why.label(),
+                why = %why,
+                "not retrying; returning the last response although it is classified retryable",
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            tracing::debug!(
+                name = %policy.name,
+                attempts,
+                reason = why.label(),
+                why = %why,
+                error = %error,
+                "not retrying",
+            );
+            let last = Box::new(error);
+            Err(match why {
+                GiveUp::NotRetried(reason) => ResilienceError::NotRetried {
+                    reason,
+                    attempts,
+                    last,
+                },
+                GiveUp::Budget | GiveUp::Throttled => ResilienceError::BudgetExhausted { attempts, last },
+            })
+        }
+    }
+}
+
+/// Whether an attempt started after `delay` from `now` can finish before
+/// `deadline`: with an attempt timeout the whole attempt must fit; without
+/// one, it must at least start before the deadline.
+fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadline: Instant) -> bool {
+    let Some(start) = now.checked_add(delay) else {
+        return false;
+    };
+    match attempt_timeout {
+        Some(limit) => start.checked_add(limit).is_some_and(|end| end <= deadline),
+        None => start < deadline,
+    }
+}
+
+/// `now + delay`, or a time far enough to mean "never" when that overflows
+/// (a pushback can carry any number of seconds).
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
+    match timer.as_mut().as_pin_mut() {
+        Some(sleep) => sleep.reset(at),
+        None => timer.set(Some(sleep_until(at))),
+    }
+}
+
+fn fired(timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    timer.as_pin_mut().is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+fn overall(after: Duration) -> ResilienceError {
+    ResilienceError::Timeout {
+        kind: TimeoutKind::Overall,
+        after,
+    }
+}
+
+fn polled_after_completion() -> ResilienceError {
+    ResilienceError::Inner("retry future polled after completion".into())
+}
+
+impl<Req, S, C, P, R> fmt::Debug for ResponseFuture<Req, S, C, P, R>
+where
+    R: Replay<Req>,
+    S: Service<R::Request>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("name", &self.policy.name)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
