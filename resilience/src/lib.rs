@@ -8,11 +8,16 @@
 //! which requests may be repeated by a [`RequestSafety`].
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 mod classify;
 mod config;
 mod error;
 mod safety;
 
+pub use breaker::{
+    BreakerMetrics, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker, CircuitBreakerConfig,
+    CircuitBreakerLayer, CircuitBreakerService, OwnedBreakerPermit, SlidingWindow,
+};
 pub use classify::{
     Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
     classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
