@@ -8,16 +8,11 @@
 //! which requests may be repeated by a [`RequestSafety`].
 #![forbid(unsafe_code)]
 
-pub mod breaker;
 mod classify;
 mod config;
 mod error;
 mod safety;
 
-pub use breaker::{
-    BreakerMetrics, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker, CircuitBreakerConfig,
-    CircuitBreakerLayer, CircuitBreakerService, OwnedBreakerPermit, SlidingWindow,
-};
 pub use classify::{
     Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
     classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
@@ -26,4 +21,11 @@ pub use config::ConfigError;
 pub use error::{BoxError, CircuitRejection, ErrorClass, NotRetriedReason, ResilienceError, TimeoutKind};
 pub use safety::{
     AlwaysSafe, HttpSafety, IDEMPOTENCY_KEY, RequestSafety, SafetyFn, is_idempotent_method, safety_fn,
+};
+
+// Circuit breaker: the module (for its docs) and its main types at the root.
+pub mod breaker;
+pub use breaker::{
+    BreakerMetrics, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker, CircuitBreakerConfig,
+    CircuitBreakerLayer, CircuitBreakerService, OwnedBreakerPermit, SlidingWindow,
 };

@@ -341,6 +341,61 @@ async fn poll_ready_does_not_poll_the_inner_service_when_rejecting() {
     assert_eq!(rejection(&err), (CircuitRejection::ForcedOpen, None));
 }
 
+#[tokio::test(start_paused = true)]
+async fn inner_poll_ready_errors_are_recorded() {
+    use std::task::{Context, Poll};
+
+    /// A service whose readiness check fails (a dead connection).
+    #[derive(Clone, Debug)]
+    struct Broken;
+    impl Service<()> for Broken {
+        type Response = ();
+        type Error = std::io::Error;
+        type Future = std::future::Ready<Result<(), std::io::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Err(std::io::Error::other("connection closed")))
+        }
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    let breaker = config().build().unwrap();
+    let mut svc = breaker.layer().layer(Broken);
+    for _ in 0..4 {
+        let err = svc.ready().await.unwrap_err();
+        assert!(err.downcast_inner_ref::<std::io::Error>().is_some());
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(rejection(&err).0, CircuitRejection::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_without_poll_ready_still_asks_the_breaker() {
+    let breaker = config().build().unwrap();
+    let script = Script::new([Err("down"); 4]);
+    let mut svc = breaker.layer().layer(script.service());
+    for _ in 0..4 {
+        svc.call(()).await.unwrap_err();
+    }
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(rejection(&err).0, CircuitRejection::Open);
+    assert_eq!(script.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_opens_between_poll_ready_and_call_rejects_in_call() {
+    let breaker = config().build().unwrap();
+    let script = Script::new([]);
+    let mut svc = breaker.layer().layer(script.service());
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    breaker.force_open();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(rejection(&err).0, CircuitRejection::ForcedOpen);
+    assert_eq!(script.calls(), 0);
+}
+
 // ===== half-open =====
 
 #[tokio::test(start_paused = true)]
@@ -369,38 +424,43 @@ async fn half_open_admits_exactly_the_trials_and_closes_on_success() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn half_open_reopens_as_soon_as_the_failures_decide() {
+async fn half_open_reopens_when_the_trials_fail() {
     let breaker = config().build().unwrap();
     trip(&breaker);
     advance(10 * SEC).await;
-    let a = breaker.try_acquire().unwrap();
-    let b = breaker.try_acquire().unwrap();
-    let late = breaker.try_acquire().unwrap();
-    a.record(Outcome::Failure);
-    assert_eq!(breaker.state(), BreakerState::HalfOpen); // 1 of 3 < 50%
-    b.record(Outcome::Success);
-    let d = breaker.try_acquire();
-    assert!(d.is_err(), "slots of recorded trials are not given back");
-    drop(d);
-    // 2 of 3 trials can no longer close the breaker: 2 failures would be 67%.
-    let breaker2 = config().build().unwrap();
-    trip(&breaker2);
+    let trials: Vec<_> = (0..3).map(|_| breaker.try_acquire().unwrap()).collect();
+    let mut trials = trials.into_iter();
+    trials.next().unwrap().record(Outcome::Failure);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen, "1 of 3 is below 50%");
+    trials.next().unwrap().record(Outcome::Success);
+    assert_eq!(
+        rejected_with(&breaker).0,
+        CircuitRejection::HalfOpenFull,
+        "recorded trials keep their slot"
+    );
+    trials.next().unwrap().record(Outcome::Failure);
+    assert_eq!(breaker.state(), BreakerState::Open, "2 of 3 failed");
+    assert_eq!(rejected_with(&breaker), (CircuitRejection::Open, Some(10 * SEC)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_reopens_as_soon_as_the_failures_are_certain() {
+    let breaker = config().build().unwrap();
+    trip(&breaker);
     advance(10 * SEC).await;
-    let x = breaker2.try_acquire().unwrap();
-    let y = breaker2.try_acquire().unwrap();
-    let z = breaker2.try_acquire().unwrap();
+    let x = breaker.try_acquire().unwrap();
+    let y = breaker.try_acquire().unwrap();
+    let z = breaker.try_acquire().unwrap();
     x.record(Outcome::Failure);
     y.record(Outcome::Failure);
+    // 2 of 3 trials failed: whatever the third does, the rate is at least 67%.
     assert_eq!(
-        breaker2.state(),
+        breaker.state(),
         BreakerState::Open,
         "decided without the third trial"
     );
-    z.record(Outcome::Success); // a stale trial: ignored
-    assert_eq!(breaker2.state(), BreakerState::Open);
-    assert_eq!(rejected_with(&breaker2), (CircuitRejection::Open, Some(10 * SEC)));
-    late.record(Outcome::Failure);
-    assert_eq!(breaker.state(), BreakerState::Open, "2 of 3 failed");
+    z.record(Outcome::Success); // a trial of a half-open state that is over: ignored
+    assert_eq!(breaker.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -655,23 +715,17 @@ fn threads_recording_into_one_breaker_trip_it_together() {
         .minimum_calls(20)
         .build()
         .unwrap();
+    let threads = 4;
+    let healthy = std::sync::Barrier::new(threads + 1);
+    let failing = std::sync::Barrier::new(threads + 1);
     std::thread::scope(|scope| {
-        for _ in 0..4 {
-            let breaker = breaker.clone();
-            scope.spawn(move || {
+        for _ in 0..threads {
+            scope.spawn(|| {
                 for _ in 0..10_000 {
-                    if let Ok(permit) = breaker.try_acquire() {
-                        permit.record(Outcome::Success);
-                    }
+                    breaker.try_acquire().unwrap().record(Outcome::Success);
                 }
-            });
-        }
-    });
-    assert_eq!(breaker.state(), BreakerState::Closed, "successes never trip");
-    std::thread::scope(|scope| {
-        for _ in 0..4 {
-            let breaker = breaker.clone();
-            scope.spawn(move || {
+                healthy.wait();
+                failing.wait();
                 for _ in 0..200 {
                     if let Ok(permit) = breaker.try_acquire() {
                         permit.record(Outcome::Failure);
@@ -679,7 +733,11 @@ fn threads_recording_into_one_breaker_trip_it_together() {
                 }
             });
         }
+        healthy.wait();
+        assert_eq!(breaker.state(), BreakerState::Closed, "successes never trip");
+        failing.wait();
     });
+    // Every shard the threads use ends full of failures.
     assert_eq!(breaker.state(), BreakerState::Open);
 }
 

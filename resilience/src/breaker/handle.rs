@@ -201,8 +201,8 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
-/// What every call reads: the state word and the settings. Written only on
-/// transitions, so it stays shared in every core's cache.
+/// What every call reads: the state word, the settings and where the shards
+/// are. Written only on transitions, so it stays shared in every core's cache.
 #[derive(Debug)]
 struct Hot {
     /// The [`StateWord`] of the current state.
@@ -214,10 +214,10 @@ struct Hot {
     half_open_since: AtomicU64,
     /// The epoch of the window that `metrics()` reports.
     window_epoch: AtomicU32,
-    /// Metrics-only mode: the thresholds are currently exceeded (so the event
-    /// is emitted once per crossing, not once per call).
-    exceeded: AtomicBool,
     settings: Settings,
+    /// One window per shard; a thread records into `shards[seed & shard_mask]`.
+    shards: Box<[Shard]>,
+    shard_mask: usize,
 }
 
 /// The config, in the shape the hot path wants it.
@@ -245,8 +245,10 @@ pub(crate) struct Shared {
     /// Half-open trial slots handed out: `epoch << 32 | taken`. Recorded
     /// trials keep their slot; dropped ones give it back.
     trials: Padded<AtomicU64>,
-    shards: Box<[Shard]>,
-    shard_mask: usize,
+    /// Metrics-only mode: the thresholds are currently exceeded (so the event
+    /// is emitted once per crossing, not once per call). Off the hot line:
+    /// it is written by records, which must not disturb admission.
+    exceeded: Padded<AtomicBool>,
     /// Serialises transitions and holds what only they and trials touch.
     control: Mutex<Control>,
     config: CircuitBreakerConfig,
@@ -315,13 +317,13 @@ impl CircuitBreaker {
                 open_until: AtomicU64::new(0),
                 half_open_since: AtomicU64::new(0),
                 window_epoch: AtomicU32::new(0),
-                exceeded: AtomicBool::new(false),
                 settings,
+                shard_mask: shards.len() - 1,
+                shards,
             }),
             consecutive: Padded(AtomicU64::new(0)),
             trials: Padded(AtomicU64::new(0)),
-            shard_mask: shards.len() - 1,
-            shards,
+            exceeded: Padded(AtomicBool::new(false)),
             control: Mutex::new(Control {
                 reopens: 0,
                 trials: TrialTally::default(),
@@ -332,7 +334,7 @@ impl CircuitBreaker {
         metrics::gauge!("orch_breaker_state", "name" => shared.config.name.clone())
             .set(BreakerState::Closed.gauge_value());
         let shared = Arc::new(shared);
-        let lanes = (0..shared.shards.len())
+        let lanes = (0..shared.hot.shards.len())
             .map(|_| {
                 Arc::new(Lane {
                     shared: shared.clone(),
@@ -394,7 +396,7 @@ impl CircuitBreaker {
     #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedBreakerPermit, ResilienceError> {
         let ticket = self.shared.acquire()?;
-        let lane = self.lanes[window::shard_index(self.shared.shard_mask)].clone();
+        let lane = self.lanes[window::shard_index(self.shared.hot.shard_mask)].clone();
         Ok(OwnedBreakerPermit { lane, ticket })
     }
 
@@ -480,8 +482,9 @@ impl BreakerPermit<'_> {
         self.shared.on_outcome(&mut self.ticket, outcome, Some(duration));
     }
 
-    /// The state the call was admitted in (`Closed`, `HalfOpen` for a trial,
-    /// `MetricsOnly`, or `Disabled`).
+    /// The state the call was admitted in: `Closed`, `HalfOpen` for a trial,
+    /// or `MetricsOnly`; `None` for a disabled breaker's permit, which
+    /// records nothing.
     pub fn admitted_in(&self) -> Option<BreakerState> {
         self.ticket.admitted_in()
     }
@@ -580,7 +583,7 @@ impl Shared {
 
     #[inline]
     fn local_shard(&self) -> &Shard {
-        &self.shards[window::shard_index(self.shard_mask)]
+        &self.hot.shards[window::shard_index(self.hot.shard_mask)]
     }
 
     /// The start of a call: the time with slow-call detection, 0 without
@@ -836,7 +839,7 @@ impl Shared {
         // shard, no threshold can be crossed; sharing shards, a crossing is
         // found by the next bad call instead.
         if verdict.is_none() && local.has_bad_calls() {
-            let sum = window::aggregate(&self.shards, epoch, now);
+            let sum = window::aggregate(&self.hot.shards, epoch, now);
             verdict = self.judge(&sum);
             totals = Some(sum);
         }
@@ -849,11 +852,13 @@ impl Shared {
                 self.transition(Some(word), BreakerState::Open, reason, None, totals);
             }
             (Some(reason), _) => self.threshold_exceeded(reason, totals),
-            (None, _) => {
-                if totals.is_some() {
-                    self.hot.exceeded.store(false, Ordering::Relaxed);
+            (None, BreakerState::MetricsOnly) => {
+                // Judged below the thresholds: the next crossing is reported again.
+                if totals.is_some() && self.exceeded.load(Ordering::Relaxed) {
+                    self.exceeded.store(false, Ordering::Relaxed);
                 }
             }
+            (None, _) => {}
         }
     }
 
@@ -876,7 +881,7 @@ impl Shared {
 
     /// Metrics-only mode: report a crossing once, without rejecting anything.
     fn threshold_exceeded(&self, reason: TransitionReason, totals: Option<Totals>) {
-        if self.hot.exceeded.swap(true, Ordering::Relaxed) {
+        if self.exceeded.load(Ordering::Relaxed) || self.exceeded.swap(true, Ordering::Relaxed) {
             return;
         }
         tracing::warn!(
@@ -1078,7 +1083,7 @@ impl Shared {
                     control.reopens = 0;
                 }
                 self.hot.window_epoch.store(next.epoch, Ordering::Relaxed);
-                self.hot.exceeded.store(false, Ordering::Relaxed);
+                self.exceeded.store(false, Ordering::Relaxed);
             }
             BreakerState::ForcedOpen | BreakerState::Disabled => {}
         }
@@ -1194,7 +1199,7 @@ impl Shared {
             } else {
                 0
             };
-            window::aggregate(&self.shards, window_epoch, now)
+            window::aggregate(&self.hot.shards, window_epoch, now)
         };
         BreakerMetrics {
             state: word.state,
@@ -1204,7 +1209,7 @@ impl Shared {
             failure_rate: totals.failure_rate(),
             slow_call_rate: totals.slow_call_rate(),
             consecutive_failures: self.consecutive_in(window_epoch),
-            rejections: self.shards.iter().map(Shard::rejections).sum(),
+            rejections: self.hot.shards.iter().map(Shard::rejections).sum(),
         }
     }
 }

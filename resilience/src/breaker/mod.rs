@@ -53,9 +53,9 @@
 //! # The contract at the edges
 //!
 //! - **Rejections touch nothing.** The tower service asks the breaker in
-//!   `poll_ready` before it polls the inner service; a rejected call gets a
-//!   ready service whose `call` returns an already-failed future without
-//!   calling the inner service.
+//!   `poll_ready` before it polls the inner service, and again in `call`
+//!   before it calls it; a rejected call gets a ready service whose `call`
+//!   returns an already-failed future without calling the inner service.
 //! - **Stale outcomes are not counted.** Every state has an epoch; a permit
 //!   remembers the epoch it was admitted in, and its outcome is dropped if the
 //!   breaker has changed state since (a slow call admitted while closed that
@@ -78,8 +78,9 @@
 //! - **Time** is read with `tokio::time::Instant` (so tests run on paused
 //!   time), only when needed: never on the closed path of a count window
 //!   without slow-call detection; once per call (admission and record) with
-//!   slow-call detection; once per record with a time window; and on every
-//!   call while open (for the remaining time).
+//!   slow-call detection; once per record with a time window; on every
+//!   call while open (for the remaining time) and, with
+//!   `max_half_open_wait`, while half-open; and once per transition.
 //!
 //! # Threads
 //!
@@ -250,9 +251,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-}
 
-impl<S, C> CircuitBreakerService<S, C> {
     /// Records an inner `poll_ready` error against the breaker.
     #[cold]
     fn poll_ready_failed<Res>(&mut self, error: impl Into<BoxError>) -> ResilienceError
