@@ -133,7 +133,8 @@ pub struct BreakerMetrics {
 #[derive(Debug, Clone, Copy)]
 struct Ticket {
     /// The [`StateWord`] it was admitted in; the state byte is `SETTLED`
-    /// once recorded, and for calls that record nothing (disabled).
+    /// once recorded, and for calls that record nothing (disabled), and
+    /// `REJECTED` for a rejection (which never becomes a permit).
     word: u64,
     /// When the call started, in nanoseconds since the breaker's origin;
     /// read only with slow-call detection (0 without).
@@ -142,9 +143,11 @@ struct Ticket {
 
 /// The state byte of a ticket with nothing (more) to record.
 const SETTLED: u64 = 0xff;
+/// The state byte of a rejection (see [`Ticket::rejection`]).
+const REJECTED: u64 = 0xfe;
 
 impl Ticket {
-    #[inline]
+    #[inline(always)]
     fn new(word: StateWord, start: u64) -> Self {
         Self {
             word: word.pack(),
@@ -152,7 +155,39 @@ impl Ticket {
         }
     }
 
-    #[inline]
+    /// A rejection, carried in a ticket so that admission returns two words
+    /// in registers: the kind in the word's second byte, the remaining open
+    /// time in `start` (`u64::MAX` when unknown).
+    #[inline(always)]
+    fn rejection(kind: CircuitRejection, remaining: Option<Duration>) -> Self {
+        let kind = match kind {
+            CircuitRejection::Open => 0,
+            CircuitRejection::HalfOpenFull => 1,
+            _ => 2,
+        };
+        Self {
+            word: (kind << 8) | REJECTED,
+            start: remaining.map_or(u64::MAX, |r| u64::try_from(r.as_nanos()).unwrap_or(u64::MAX - 1)),
+        }
+    }
+
+    #[inline(always)]
+    fn is_rejection(&self) -> bool {
+        self.word & 0xff == REJECTED
+    }
+
+    /// The kind and remaining time of a rejection ticket.
+    fn rejected(&self) -> (CircuitRejection, Option<Duration>) {
+        let kind = match (self.word >> 8) & 0xff {
+            0 => CircuitRejection::Open,
+            1 => CircuitRejection::HalfOpenFull,
+            _ => CircuitRejection::ForcedOpen,
+        };
+        let remaining = (self.start != u64::MAX).then(|| Duration::from_nanos(self.start));
+        (kind, remaining)
+    }
+
+    #[inline(always)]
     fn settled(epoch: u32) -> Self {
         Self {
             word: (u64::from(epoch) << 32) | SETTLED,
@@ -160,12 +195,12 @@ impl Ticket {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn epoch(&self) -> u32 {
         (self.word >> 32) as u32
     }
 
-    #[inline]
+    #[inline(always)]
     fn admitted_in(&self) -> Option<BreakerState> {
         match self.word & 0xff {
             SETTLED => None,
@@ -174,14 +209,14 @@ impl Ticket {
     }
 
     /// True for a closed or metrics-only call, recorded in the window.
-    #[inline]
+    #[inline(always)]
     fn in_window(&self) -> bool {
         let code = (self.word & 0xff) as u8;
         code == BreakerState::Closed.code() || code == BreakerState::MetricsOnly.code()
     }
 
     /// The state it was admitted in; nothing is left to record afterwards.
-    #[inline]
+    #[inline(always)]
     fn settle(&mut self) -> Option<BreakerState> {
         let admitted_in = self.admitted_in();
         self.word |= SETTLED;
@@ -356,7 +391,7 @@ impl CircuitBreaker {
 
     /// The current state. Reading it makes no transition (see the type's
     /// docs on time-based transitions).
-    #[inline]
+    #[inline(always)]
     pub fn state(&self) -> BreakerState {
         self.shared.load_state().state
     }
@@ -364,7 +399,7 @@ impl CircuitBreaker {
     /// True when the breaker admits every call without a permit to reserve
     /// (closed, metrics-only or disabled), so the decision can wait for the
     /// call itself.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admits_everyone(&self) -> bool {
         matches!(
             self.shared.load_state().state,
@@ -382,9 +417,12 @@ impl CircuitBreaker {
     /// `half_open_permits` trials per half-open period, also under
     /// concurrency, and rejects the rest with [`CircuitRejection::HalfOpenFull`].
     /// A forced-open breaker rejects with [`CircuitRejection::ForcedOpen`].
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, ResilienceError> {
-        let ticket = self.shared.acquire()?;
+        let ticket = self.shared.acquire();
+        if ticket.is_rejection() {
+            return Err(self.shared.reject(ticket));
+        }
         Ok(BreakerPermit {
             shared: &self.shared,
             ticket,
@@ -393,9 +431,12 @@ impl CircuitBreaker {
 
     /// [`try_acquire`](Self::try_acquire), returning a permit that owns a
     /// handle to the breaker (for `'static` futures).
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire_owned(&self) -> Result<OwnedBreakerPermit, ResilienceError> {
-        let ticket = self.shared.acquire()?;
+        let ticket = self.shared.acquire();
+        if ticket.is_rejection() {
+            return Err(self.shared.reject(ticket));
+        }
         let lane = self.lanes[window::shard_index(self.shared.hot.shard_mask)].clone();
         Ok(OwnedBreakerPermit { lane, ticket })
     }
@@ -470,14 +511,14 @@ impl BreakerPermit<'_> {
     ///
     /// An outcome is stale, and not counted, when the breaker has changed
     /// state since the permit was acquired.
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
         self.shared.on_outcome(&mut self.ticket, outcome, None);
     }
 
     /// [`record`](Self::record) with the call's duration measured by the
     /// caller, instead of the time since the permit was acquired.
-    #[inline]
+    #[inline(always)]
     pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
         self.shared.on_outcome(&mut self.ticket, outcome, Some(duration));
     }
@@ -491,7 +532,7 @@ impl BreakerPermit<'_> {
 }
 
 impl Drop for BreakerPermit<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.shared.release(&mut self.ticket);
     }
@@ -510,14 +551,14 @@ impl fmt::Debug for BreakerPermit<'_> {
 
 impl OwnedBreakerPermit {
     /// Records what the call did; see [`BreakerPermit::record`].
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
         self.lane.shared.on_outcome(&mut self.ticket, outcome, None);
     }
 
     /// Records what the call did with its measured duration; see
     /// [`BreakerPermit::record_with_duration`].
-    #[inline]
+    #[inline(always)]
     pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
         self.lane
             .shared
@@ -536,14 +577,14 @@ impl OwnedBreakerPermit {
 
     /// Measures the call's duration from now (the service takes its permit
     /// in `poll_ready`, but the call starts in `call`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn restart_clock(&mut self) {
         self.ticket.start = self.lane.shared.start_time();
     }
 }
 
 impl Drop for OwnedBreakerPermit {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.lane.shared.release(&mut self.ticket);
     }
@@ -561,14 +602,14 @@ impl fmt::Debug for OwnedBreakerPermit {
 // ===== impl Shared =====
 
 impl Shared {
-    #[inline]
+    #[inline(always)]
     fn load_state(&self) -> StateWord {
         // Acquire: the fields a transition writes before publishing the
         // state word (open deadline, trial slots) are visible after this load.
         StateWord::unpack(self.hot.state.load(Ordering::Acquire))
     }
 
-    #[inline]
+    #[inline(always)]
     fn settings(&self) -> &Settings {
         &self.hot.settings
     }
@@ -581,14 +622,14 @@ impl Shared {
         u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    #[inline]
+    #[inline(always)]
     fn local_shard(&self) -> &Shard {
         &self.hot.shards[window::shard_index(self.hot.shard_mask)]
     }
 
     /// The start of a call: the time with slow-call detection, 0 without
     /// (no clock read).
-    #[inline]
+    #[inline(always)]
     fn start_time(&self) -> u64 {
         if self.settings().slow_call_duration.is_some() {
             self.now_nanos()
@@ -599,34 +640,37 @@ impl Shared {
 
     // ----- admission -----
 
-    #[inline]
-    fn acquire(&self) -> Result<Ticket, ResilienceError> {
+    /// A ticket for one call, or a rejection encoded as a ticket (see
+    /// [`Ticket::rejection`]): two words returned in registers, so the
+    /// admitted path never goes through memory.
+    #[inline(always)]
+    fn acquire(&self) -> Ticket {
         let word = self.load_state();
         if word.state.records_in_window() {
-            return Ok(Ticket::new(word, self.start_time()));
+            return Ticket::new(word, self.start_time());
         }
         self.acquire_slow(word)
     }
 
     #[inline(never)]
-    fn acquire_slow(&self, mut word: StateWord) -> Result<Ticket, ResilienceError> {
+    fn acquire_slow(&self, mut word: StateWord) -> Ticket {
         // Each turn either returns or follows a transition, made here or by
         // another thread, so the loop ends.
         loop {
             match word.state {
                 BreakerState::Closed | BreakerState::MetricsOnly => {
-                    return Ok(Ticket::new(word, self.start_time()));
+                    return Ticket::new(word, self.start_time());
                 }
                 BreakerState::Disabled => {
-                    return Ok(Ticket::settled(word.epoch));
+                    return Ticket::settled(word.epoch);
                 }
-                BreakerState::ForcedOpen => return Err(self.reject(CircuitRejection::ForcedOpen, None)),
+                BreakerState::ForcedOpen => return Ticket::rejection(CircuitRejection::ForcedOpen, None),
                 BreakerState::Open => {
                     let now = self.now_nanos();
                     let until = self.hot.open_until.load(Ordering::Relaxed);
                     if now < until {
                         let remaining = Duration::from_nanos(until - now);
-                        return Err(self.reject(CircuitRejection::Open, Some(remaining)));
+                        return Ticket::rejection(CircuitRejection::Open, Some(remaining));
                     }
                     self.transition(
                         Some(word),
@@ -637,8 +681,8 @@ impl Shared {
                     );
                 }
                 BreakerState::HalfOpen => {
-                    if let Some(ticket) = self.acquire_trial(word)? {
-                        return Ok(ticket);
+                    if let Some(ticket) = self.acquire_trial(word) {
+                        return ticket;
                     }
                 }
             }
@@ -646,20 +690,20 @@ impl Shared {
         }
     }
 
-    /// Takes a trial slot of the half-open state `word`. `Ok(None)` when the
-    /// state changed meanwhile.
-    fn acquire_trial(&self, word: StateWord) -> Result<Option<Ticket>, ResilienceError> {
+    /// Takes a trial slot of the half-open state `word` (or is rejected);
+    /// `None` when the state changed meanwhile.
+    fn acquire_trial(&self, word: StateWord) -> Option<Ticket> {
         if self.half_open_expired(word) {
-            return Ok(None);
+            return None;
         }
         let permits = self.settings().half_open_permits;
         let mut trials = self.trials.load(Ordering::Acquire);
         loop {
             if (trials >> 32) as u32 != word.epoch {
-                return Ok(None);
+                return None;
             }
             if trials as u32 >= permits {
-                return Err(self.reject(CircuitRejection::HalfOpenFull, None));
+                return Some(Ticket::rejection(CircuitRejection::HalfOpenFull, None));
             }
             // The compare-and-swap on (epoch, taken) is what makes "exactly
             // `half_open_permits`" hold under any number of racing callers.
@@ -667,9 +711,7 @@ impl Shared {
                 .trials
                 .compare_exchange_weak(trials, trials + 1, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    return Ok(Some(Ticket::new(word, self.start_time())));
-                }
+                Ok(_) => return Some(Ticket::new(word, self.start_time())),
                 Err(actual) => trials = actual,
             }
         }
@@ -697,7 +739,7 @@ impl Shared {
     }
 
     /// Gives back the trial slot of a permit that records nothing.
-    #[inline]
+    #[inline(always)]
     fn release(&self, ticket: &mut Ticket) {
         if ticket.settle() == Some(BreakerState::HalfOpen) {
             self.release_trial(ticket.epoch());
@@ -718,8 +760,11 @@ impl Shared {
         }
     }
 
+    /// The error for a rejection ticket; counts, logs and measures it.
     #[cold]
-    fn reject(&self, rejection: CircuitRejection, remaining: Option<Duration>) -> ResilienceError {
+    #[inline(never)]
+    fn reject(&self, ticket: Ticket) -> ResilienceError {
+        let (rejection, remaining) = ticket.rejected();
         self.local_shard().count_rejection();
         let reason = match rejection {
             CircuitRejection::Open => "open",
@@ -747,7 +792,7 @@ impl Shared {
 
     // ----- recording -----
 
-    #[inline]
+    #[inline(always)]
     fn on_outcome(&self, ticket: &mut Ticket, outcome: Outcome, duration: Option<Duration>) {
         if outcome == Outcome::Success
             && self.settings().fast_success
@@ -821,7 +866,7 @@ impl Shared {
         };
         // The epoch is checked under the shard's lock, so an outcome of a
         // call admitted before a transition never lands in the new window.
-        let Some(local) = self
+        let Some(recorded) = self
             .local_shard()
             .record(epoch, mark, now, || self.load_state().epoch == epoch)
         else {
@@ -835,10 +880,12 @@ impl Shared {
         {
             verdict = Some(TransitionReason::ConsecutiveFailures);
         }
-        // With no failure and no slow call in this shard, and one thread per
-        // shard, no threshold can be crossed; sharing shards, a crossing is
-        // found by the next bad call instead.
-        if verdict.is_none() && local.has_bad_calls() {
+        // Judge only when this record may have raised a rate over a threshold
+        // (see `Recorded::rates_may_rise`) and this shard holds a failure or
+        // a slow call. With one thread (one shard) that is exact: no other
+        // record can cross a threshold. With several, a crossing caused by
+        // the sum of shards is found by the next such record.
+        if verdict.is_none() && recorded.rates_may_rise && recorded.totals.has_bad_calls() {
             let sum = window::aggregate(&self.hot.shards, epoch, now);
             verdict = self.judge(&sum);
             totals = Some(sum);
@@ -921,7 +968,7 @@ impl Shared {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn clear_consecutive(&self, epoch: u32) {
         let word = self.consecutive.load(Ordering::Relaxed);
         // Only write when there is something to clear, so successes in a
@@ -938,7 +985,7 @@ impl Shared {
     }
 
     /// True when no failure streak of `epoch` is running.
-    #[inline]
+    #[inline(always)]
     fn no_consecutive(&self, epoch: u32) -> bool {
         let word = self.consecutive.load(Ordering::Relaxed);
         word as u32 == 0 || (word >> 32) as u32 != epoch

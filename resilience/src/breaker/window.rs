@@ -31,6 +31,19 @@ pub(crate) const SLOW: u8 = 2;
 /// The most shards a breaker has.
 const MAX_SHARDS: usize = 64;
 
+/// What a record left in a shard's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The shard's totals after the record.
+    pub(crate) totals: Totals,
+    /// Whether the record may have raised a judged rate: it was a failure or
+    /// slow, or the window grew (a count window filling up may just have
+    /// reached `minimum_calls`; in a time window, old successes may have
+    /// expired). A success pushed into a full count window replaces an older
+    /// call and can only lower the rates, so it needs no judgement.
+    pub(crate) rates_may_rise: bool,
+}
+
 /// Calls, failures and slow calls in a window, or summed over windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -249,7 +262,7 @@ pub(crate) struct Shard {
 }
 
 /// The summary word of a clean window of `epoch`; never 0.
-#[inline]
+#[inline(always)]
 const fn clean_tag(epoch: u32) -> u64 {
     ((epoch as u64) << 1) | 1
 }
@@ -273,7 +286,7 @@ impl Shard {
 
     /// True when the shard's window of `epoch` is full and all-success, so a
     /// success need not be recorded.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_clean(&self, epoch: u32) -> bool {
         // Relaxed: nothing else is read on the strength of this load; a
         // success that races a failure being recorded is ordered before it.
@@ -288,16 +301,16 @@ impl Shard {
 
     /// Records a call admitted in `epoch` with `mark` (`FAILED | SLOW` bits)
     /// at `now` (nanoseconds since the breaker's origin; read only by time
-    /// windows), and returns this shard's totals after it. `is_current`
-    /// is asked under the shard's lock whether `epoch` is still the
-    /// breaker's epoch; a stale call is dropped and `None` returned.
+    /// windows). `is_current` is asked under the shard's lock whether `epoch`
+    /// is still the breaker's epoch; a stale call is dropped and `None`
+    /// returned.
     pub(crate) fn record(
         &self,
         epoch: u32,
         mark: u8,
         now: u64,
         is_current: impl FnOnce() -> bool,
-    ) -> Option<Totals> {
+    ) -> Option<Recorded> {
         let mut window = self.lock();
         if !is_current() {
             return None;
@@ -305,13 +318,24 @@ impl Shard {
         if window.epoch != epoch {
             window.reset(epoch);
         }
-        match &mut window.ring {
-            Ring::Count(ring) => ring.push(mark),
-            Ring::Time(ring) => ring.push(mark, now),
-        }
+        let grew = match &mut window.ring {
+            Ring::Count(ring) => {
+                let was_full = ring.is_full();
+                ring.push(mark);
+                !was_full
+            }
+            Ring::Time(ring) => {
+                ring.push(mark, now);
+                // Expired buckets may have left mostly failures behind.
+                true
+            }
+        };
         let summary = if window.is_clean() { clean_tag(epoch) } else { 0 };
         self.summary.store(summary, Ordering::Relaxed);
-        Some(window.totals(now))
+        Some(Recorded {
+            totals: window.totals(now),
+            rates_may_rise: mark != 0 || grew,
+        })
     }
 
     /// This shard's totals for `epoch` at `now` (zero when its window holds
@@ -356,7 +380,7 @@ pub(crate) fn shard_count() -> usize {
 }
 
 /// The calling thread's shard, for a breaker with `mask + 1` shards.
-#[inline]
+#[inline(always)]
 pub(crate) fn shard_index(mask: usize) -> usize {
     static NEXT_SEED: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -451,15 +475,22 @@ mod tests {
         shard.record(7, FAILED, 0, || true);
         assert!(!shard.is_clean(7));
         assert_eq!(shard.record(7, 0, 0, || false), None);
+        let full = shard.record(7, 0, 0, || true).unwrap();
+        assert!(
+            !full.rates_may_rise,
+            "a success replacing a call in a full window"
+        );
         // A newer epoch empties the window first.
+        let fresh = shard.record(9, 0, 0, || true).unwrap();
         assert_eq!(
-            shard.record(9, 0, 0, || true),
-            Some(Totals {
+            fresh.totals,
+            Totals {
                 calls: 1,
                 failures: 0,
                 slow: 0
-            })
+            }
         );
+        assert!(fresh.rates_may_rise);
         assert_eq!(shard.totals(7, 0), Totals::default());
     }
 
