@@ -106,8 +106,9 @@ pub struct CircuitBreakerConfig {
     /// Default `10` (Resilience4j).
     pub half_open_permits: u32,
     /// The longest the breaker stays half-open without a decision (trials
-    /// still running or never arriving); then it opens again. Default `None`:
-    /// stay half-open until the trials decide (Resilience4j's 0).
+    /// still running or never arriving); then it opens again, as after failed
+    /// trials (the open wait grows by the multiplier). Default `None`: stay
+    /// half-open until the trials decide (Resilience4j's 0).
     #[serde(with = "humantime_serde::option")]
     pub max_half_open_wait: Option<Duration>,
 }

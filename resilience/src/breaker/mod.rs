@@ -92,16 +92,29 @@
 //! last `size` calls recorded by its threads", and the trip decision sums
 //! the totals of all shards. With one thread, one shard is used and the
 //! behaviour is exactly the single window described above. With several,
-//! the judged window holds up to `shards × size` calls, and a trip is judged
-//! when a shard that holds a failure or a slow call records (a shard without
-//! one cannot have moved a rate over a threshold).
+//! the judged window holds up to `shards × size` calls (`minimum_calls`
+//! applies to the sum), and the sum is judged when a record may have raised
+//! a rate in a shard that holds a failure or a slow call: a failure, a slow
+//! call, or any call while the shard's count window is still filling (or
+//! any call in a time window). A success that replaces an older call in a
+//! full count window can only lower the rates and is not judged. So a
+//! crossing that only the sum of shards makes is seen at the next such
+//! record, not at once. `consecutive_failures` counts across all threads.
+//!
+//! # Costs
 //!
 //! In the healthy steady state (a count window full of successes) a success
 //! costs one atomic load of the shard's summary word and no write, so
 //! [`try_acquire`](CircuitBreaker::try_acquire) +
-//! [`record(Outcome::Success)`](BreakerPermit::record) is two loads. The
+//! [`record(Outcome::Success)`](BreakerPermit::record) is two loads and no
+//! lock (`consecutive_failures` adds one load). While the window holds a
+//! failure, a success also takes the shard's uncontended lock to slide the
+//! window; a failure sums all shards. Slow-call detection and time windows
+//! add the clock reads listed above and the shard lock on every record. The
 //! `tower` service adds one `Arc` clone per call for its `'static` future,
 //! of a handle private to the thread's shard, so it stays uncontended.
+//! Rejections cost a clock read (when open), a `tracing` event and a
+//! `metrics` counter increment.
 //!
 //! # Observability
 //!
