@@ -69,15 +69,6 @@ pub(crate) mod check {
         }
     }
 
-    /// A ratio in `[0, 1]`.
-    pub(crate) fn ratio(field: &str, value: f64) -> Result<(), ConfigError> {
-        if (0.0..=1.0).contains(&value) {
-            Ok(())
-        } else {
-            Err(ConfigError::field(field, "must be between 0 and 1"))
-        }
-    }
-
     /// A duration that must not be zero.
     pub(crate) fn non_zero_duration(field: &str, value: Duration) -> Result<(), ConfigError> {
         if value.is_zero() {
@@ -117,7 +108,6 @@ mod tests {
             .within("retry.budget");
         assert_eq!(err.field_name(), "retry.budget.percent_can_retry");
         assert!(check::rate("r", f64::NAN).is_err());
-        assert!(check::ratio("r", 0.0).is_ok());
         assert!(check::non_zero("n", 0_u32).is_err());
         assert!(check::non_zero_duration("d", Duration::ZERO).is_err());
         assert!(check::finite_non_negative("f", f64::INFINITY).is_err());

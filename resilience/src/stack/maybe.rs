@@ -76,9 +76,17 @@ pin_project_lite::pin_project! {
     #[project = MaybeFutureProj]
     pub enum MaybeFuture<FA, FB> {
         /// The enabled layer's future.
-        On { #[pin] future: FA },
+        On {
+            /// The wrapped service's future.
+            #[pin]
+            future: FA,
+        },
         /// The inner service's future.
-        Off { #[pin] future: FB },
+        Off {
+            /// The inner service's future.
+            #[pin]
+            future: FB,
+        },
     }
 }
 
