@@ -2,7 +2,10 @@
 //! supervisor tree runs real TCP servers on 127.0.0.1, probes them, restarts
 //! a crashed one (which comes back on a new port and is routed to again only
 //! once ready), scales a replica group up and down, supervises an OS process,
-//! and shuts everything down in reverse start order.
+//! and shuts everything down in reverse start order. A client calls the
+//! replicas through the resilience stack (retry with a budget, circuit
+//! breaker, timeouts), so a replica that dies under it costs a retry, not an
+//! error.
 //!
 //! ```text
 //! cargo run --example orchestration              # scenario, then serve until Ctrl-C
@@ -11,16 +14,20 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orch::core::{
     BackoffPolicy, ChildSpec, EventKind, InstanceId, ProbeSpec, ProcessSpec, RestartType, Strategy,
     Supervisor, SupervisorSpec, TcpProbe, Update,
 };
+use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -101,6 +108,37 @@ async fn ask(addr: SocketAddr, line: &str) -> Result<String, BoxError> {
     Ok(reply.trim().to_owned())
 }
 
+/// A client that sends lines round-robin over a fixed list of addresses,
+/// wrapped in the resilience stack. The list is taken once and goes stale
+/// when a replica dies (the registry and balancer of `orch-discovery` will
+/// keep it live); retries carry the calls that hit a dead address to the
+/// next one. `attempts` counts what reached the network.
+fn resilient_client(
+    addresses: Vec<SocketAddr>,
+    attempts: Arc<AtomicUsize>,
+) -> Result<
+    impl tower::Service<String, Response = String, Error = orch::resilience::ResilienceError> + Clone,
+    BoxError,
+> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let transport = tower::service_fn(move |line: String| {
+        let addr = addresses
+            .get(next.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1))
+            .copied();
+        attempts.fetch_add(1, Ordering::Relaxed);
+        async move { ask(addr.ok_or("no address")?, &line).await }
+    });
+    let stack = ResilienceLayer::builder()
+        .overall_timeout(Duration::from_secs(3))
+        .retry(RetryConfig::default().max_attempts(3))
+        .circuit_breaker(CircuitBreakerConfig::default().name("api"))
+        .attempt_timeout(Duration::from_millis(500))
+        // `ping` is a read: safe to repeat.
+        .safety(AlwaysSafe)
+        .build()?;
+    Ok(stack.layer(transport))
+}
+
 /// The ready API replicas and their addresses, as a registry would see them.
 type Rotation = BTreeMap<InstanceId, SocketAddr>;
 
@@ -176,6 +214,18 @@ async fn main() -> Result<(), BoxError> {
         .ok_or("no replica")?;
     println!("--- client: crashing {victim} at {addr}");
     let _ = ask(addr, "crash").await;
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let client = resilient_client(ready.values().copied().collect(), attempts.clone())?;
+    let pings = 6;
+    for _ in 0..pings {
+        client.clone().oneshot("ping".to_owned()).await?;
+    }
+    println!(
+        "--- client (retry + breaker + timeouts, stale address list): {pings}/{pings} pings answered \
+         with {} attempts",
+        attempts.load(Ordering::Relaxed)
+    );
     let back = wait_rotation(&mut rotation, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
     let new_addr = back[&victim];
     println!(

@@ -71,22 +71,23 @@ where
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`Maybe`].
-    #[project = MaybeFutureProj]
-    pub enum MaybeFuture<FA, FB> {
-        /// The enabled layer's future.
-        On {
-            /// The wrapped service's future.
-            #[pin]
-            future: FA,
-        },
-        /// The inner service's future.
-        Off {
+pub use future::MaybeFuture;
+use future::MaybeFutureProj;
+
+mod future {
+    // The variants are documented; pin-project-lite cannot carry docs on
+    // their fields.
+    #![allow(missing_docs)]
+
+    pin_project_lite::pin_project! {
+        /// The response future of [`Maybe`](super::Maybe).
+        #[project = MaybeFutureProj]
+        pub enum MaybeFuture<FA, FB> {
+            /// The enabled layer's future.
+            On { #[pin] future: FA },
             /// The inner service's future.
-            #[pin]
-            future: FB,
-        },
+            Off { #[pin] future: FB },
+        }
     }
 }
 
