@@ -61,7 +61,11 @@ fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
     }
 }
 
-fn bench_service<S: Service<u64>>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, mut svc: S) {
+fn bench_service<S: Service<u64>>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut svc: S,
+) {
     g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
 }
 
@@ -89,7 +93,11 @@ fn breaker(c: &mut Criterion) {
             Err(_) => panic!("breaker opened"),
         })
     });
-    bench_service(&mut g, "tower-resilience service", tower_resilience_breaker().layer(bare()));
+    bench_service(
+        &mut g,
+        "tower-resilience service",
+        tower_resilience_breaker().layer(bare()),
+    );
     let failsafe = failsafe::Config::new().build();
     g.bench_function("failsafe call", |b| {
         b.iter(|| black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7)))))
@@ -197,7 +205,11 @@ fn retry(c: &mut Criterion) {
         .expect("valid config")
         .safety(AlwaysSafe);
     bench_service(&mut g, "orch retry", ours.layer(bare()));
-    bench_service(&mut g, "tower::retry", tower::retry::RetryLayer::new(Attempts(2)).layer(bare()));
+    bench_service(
+        &mut g,
+        "tower::retry",
+        tower::retry::RetryLayer::new(Attempts(2)).layer(bare()),
+    );
     g.finish();
 }
 
@@ -209,8 +221,16 @@ fn timeout(c: &mut Criterion) {
     let _entered = runtime.enter();
     let mut g = c.benchmark_group("timeout");
     bench_service(&mut g, "bare", bare());
-    bench_service(&mut g, "orch timeout", TimeoutLayer::attempt(Duration::from_secs(1)).layer(bare()));
-    bench_service(&mut g, "tower::timeout", tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(bare()));
+    bench_service(
+        &mut g,
+        "orch timeout",
+        TimeoutLayer::attempt(Duration::from_secs(1)).layer(bare()),
+    );
+    bench_service(
+        &mut g,
+        "tower::timeout",
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(bare()),
+    );
     g.finish();
 }
 
@@ -233,5 +253,13 @@ fn rate_limit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, breaker, breaker_threads, retry, timeout, rate_limit);
+criterion_group! {
+    name = benches;
+    // Short samples: the table compares lines measured seconds apart, so
+    // long runs buy little against the noise of a shared 2-core machine.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = breaker, breaker_threads, retry, timeout, rate_limit
+}
 criterion_main!(benches);
