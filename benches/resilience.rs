@@ -45,19 +45,26 @@ fn bare() -> Bare {
     service_fn(|x: u64| ready(Ok::<u64, Infallible>(x)))
 }
 
-/// One call driven to completion without an executor; panics if the
-/// service is not immediately ready or does not answer at once.
+/// One call driven to completion without an executor. A service that is
+/// not ready or a future that is pending (a peer waiting on an async lock
+/// under contention) is polled again at once: the spin is part of its cost.
 #[inline]
 fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
     let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("service not ready"),
+    loop {
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(_)) => panic!("service failed"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
     }
     let mut future = pin!(svc.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response,
-        _ => panic!("service did not answer at once"),
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => return response,
+            Poll::Ready(Err(_)) => panic!("call failed"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
     }
 }
 
@@ -88,9 +95,11 @@ fn breaker(c: &mut Criterion) {
     bench_service(&mut g, "orch service", layer.layer(bare()));
     let breaker = our_breaker_config().build().expect("valid config");
     g.bench_function("orch permit", |b| {
-        b.iter(|| match breaker.try_acquire() {
-            Ok(permit) => permit.record(Outcome::Success),
-            Err(_) => panic!("breaker opened"),
+        b.iter(|| {
+            breaker
+                .try_acquire()
+                .expect("closed breaker")
+                .record(Outcome::Success)
         })
     });
     bench_service(
@@ -115,9 +124,14 @@ where
     let barrier = Arc::new(Barrier::new(threads));
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let mut work = make();
+            let work = make();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
+                // Onto this thread's stack: the spawned closures of the two
+                // threads are neighbours on the heap, and a service that
+                // writes its own fields per call would otherwise share a
+                // cache line with the other thread's (false sharing).
+                let mut work = work;
                 barrier.wait();
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -137,6 +151,44 @@ where
 fn breaker_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_2_threads");
     for threads in [1, 2] {
+        // The machine's own scaling: the bare service on every thread.
+        g.bench_function(format!("bare x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let mut svc = bare();
+                    move || {
+                        black_box(call_now(&mut svc, black_box(7)));
+                    }
+                })
+            })
+        });
+        let breaker = our_breaker_config().build().expect("valid config");
+        g.bench_function(format!("orch permit x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let breaker = breaker.clone();
+                    move || {
+                        breaker
+                            .try_acquire()
+                            .expect("closed breaker")
+                            .record(Outcome::Success)
+                    }
+                })
+            })
+        });
+        g.bench_function(format!("orch owned permit x{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let breaker = breaker.clone();
+                    move || {
+                        breaker
+                            .try_acquire_owned()
+                            .expect("closed breaker")
+                            .record(Outcome::Success)
+                    }
+                })
+            })
+        });
         let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
         let svc = layer.layer(bare());
         g.bench_function(format!("orch service x{threads}"), |b| {

@@ -57,5 +57,5 @@ pub use retry::{
 pub use safety::{
     AlwaysSafe, HttpSafety, IDEMPOTENCY_KEY, RequestSafety, SafetyFn, is_idempotent_method, safety_fn,
 };
-pub use stack::{NoFallback, ResilienceBuilder, ResilienceLayer, ResilienceService};
+pub use stack::{ResilienceBuilder, ResilienceLayer};
 pub use timeout::{Timeout, TimeoutConfig, TimeoutLayer};

@@ -196,7 +196,7 @@ where
                     }
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
-                    if let (Some(deadline), Some(limit)) = (*this.deadline, this.policy.attempt_timeout)
+                    if let (Some(deadline), Some(limit)) = (*this.deadline, this.policy.planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
                         let last = this.last.take().unwrap_or_else(|| Err(overall(deadline.after)));
@@ -346,7 +346,7 @@ where
             }
         };
         if let Some(deadline) = *self.deadline
-            && !fits(Instant::now(), delay, policy.attempt_timeout, deadline.at)
+            && !fits(Instant::now(), delay, policy.planned_attempt, deadline.at)
         {
             return Some(give_up(
                 policy,

@@ -1,6 +1,6 @@
 //! The [`RetryLayer`].
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use backon::BackoffBuilder;
 use tower_layer::Layer;
@@ -96,6 +96,16 @@ impl<P> RetryLayer<GrpcClassifier, P> {
 }
 
 impl<C, P, R> RetryLayer<C, P, R> {
+    /// Plans attempts as taking up to `limit` when checking them against the
+    /// deadline, without arming a timer: an attempt timeout layer below this
+    /// one enforces the limit (the composition builder's attempt timeout).
+    pub(crate) fn plan_attempts(mut self, limit: Duration) -> Self {
+        if self.policy.attempt_timeout.is_none() {
+            self.policy.planned_attempt = Some(limit);
+        }
+        self
+    }
+
     fn from_parts(config: RetryConfig, classifier: C, safety: P, replay: R) -> Result<Self, ConfigError> {
         config.validate()?;
         let budget = config.budget.map(RetryBudget::new).transpose()?.map(Arc::new);
@@ -105,6 +115,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
                 name: config.name.into(),
                 max_attempts: config.max_attempts,
                 attempt_timeout: config.attempt_timeout,
+                planned_attempt: config.attempt_timeout,
                 overall_timeout: config.overall_timeout,
                 backoff: BackoffSource::Config(config.backoff),
                 classifier,
@@ -124,6 +135,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
                 name: p.name,
                 max_attempts: p.max_attempts,
                 attempt_timeout: p.attempt_timeout,
+                planned_attempt: p.planned_attempt,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier,
@@ -143,6 +155,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
                 name: p.name,
                 max_attempts: p.max_attempts,
                 attempt_timeout: p.attempt_timeout,
+                planned_attempt: p.planned_attempt,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier: p.classifier,
@@ -162,6 +175,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
                 name: p.name,
                 max_attempts: p.max_attempts,
                 attempt_timeout: p.attempt_timeout,
+                planned_attempt: p.planned_attempt,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier: p.classifier,

@@ -163,6 +163,10 @@ pub(crate) struct Policy<C, P, R> {
     pub(crate) name: Arc<str>,
     pub(crate) max_attempts: u32,
     pub(crate) attempt_timeout: Option<Duration>,
+    /// How long an attempt may take when planning against the deadline:
+    /// `attempt_timeout`, or the limit of an attempt timeout layer below
+    /// this one (set by the composition builder), which arms no timer here.
+    pub(crate) planned_attempt: Option<Duration>,
     pub(crate) overall_timeout: Option<Duration>,
     pub(crate) backoff: BackoffSource,
     pub(crate) classifier: C,
