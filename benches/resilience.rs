@@ -257,6 +257,10 @@ fn retry(c: &mut Criterion) {
         .expect("valid config")
         .safety(AlwaysSafe);
     bench_service(&mut g, "orch retry", ours.layer(bare()));
+    let no_budget = RetryLayer::new(RetryConfig::default().budget(None))
+        .expect("valid config")
+        .safety(AlwaysSafe);
+    bench_service(&mut g, "orch retry without budget", no_budget.layer(bare()));
     bench_service(
         &mut g,
         "tower::retry",
