@@ -521,7 +521,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     /// The classifier of breaker, retry and hedging.
     pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<C2, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> {
         ResilienceBuilder {
-            classifier: classifier,
+            classifier,
             safety: self.safety,
             fallback: self.fallback,
             overall: self.overall,
@@ -538,7 +538,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> {
         ResilienceBuilder {
             classifier: self.classifier,
-            safety: safety,
+            safety,
             fallback: self.fallback,
             overall: self.overall,
             retry: self.retry,
