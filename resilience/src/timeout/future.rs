@@ -24,14 +24,22 @@ pin_project! {
         response: F,
         #[pin]
         sleep: Sleep,
-        name: Arc<str>,
+        // `None` for the default name: an unnamed timeout then costs no
+        // reference-count traffic per call.
+        name: Option<Arc<str>>,
         kind: TimeoutKind,
         after: Duration,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(response: F, sleep: Sleep, name: Arc<str>, kind: TimeoutKind, after: Duration) -> Self {
+    pub(crate) fn new(
+        response: F,
+        sleep: Sleep,
+        name: Option<Arc<str>>,
+        kind: TimeoutKind,
+        after: Duration,
+    ) -> Self {
         Self {
             response,
             sleep,
@@ -64,10 +72,14 @@ where
 
         let kind = *this.kind;
         let after = *this.after;
-        tracing::debug!(name = %this.name, %kind, ?after, "call timed out");
+        let name: Arc<str> = this
+            .name
+            .clone()
+            .unwrap_or_else(|| Arc::from(super::DEFAULT_NAME));
+        tracing::debug!(name = %name, %kind, ?after, "call timed out");
         metrics::counter!(
             "orch_timeout_total",
-            "name" => Arc::clone(this.name),
+            "name" => name,
             "kind" => kind_label(kind),
         )
         .increment(1);

@@ -261,6 +261,7 @@ where
         // inner `call` itself takes (some clients start sending there) counts.
         let sleep = tokio::time::sleep(self.after);
         let response = self.inner.call(request);
-        ResponseFuture::new(response, sleep, Arc::clone(&self.name), self.kind, self.after)
+        let name = (&*self.name != DEFAULT_NAME).then(|| Arc::clone(&self.name));
+        ResponseFuture::new(response, sleep, name, self.kind, self.after)
     }
 }
