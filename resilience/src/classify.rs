@@ -140,15 +140,18 @@ pub struct HttpClassifier {
     retryable: Vec<StatusCode>,
 }
 
+/// The statuses [`HttpClassifier`] retries by default.
+const DEFAULT_RETRYABLE_STATUSES: [StatusCode; 4] = [
+    StatusCode::TOO_MANY_REQUESTS,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
+
 impl Default for HttpClassifier {
     fn default() -> Self {
         Self {
-            retryable: vec![
-                StatusCode::TOO_MANY_REQUESTS,
-                StatusCode::BAD_GATEWAY,
-                StatusCode::SERVICE_UNAVAILABLE,
-                StatusCode::GATEWAY_TIMEOUT,
-            ],
+            retryable: DEFAULT_RETRYABLE_STATUSES.to_vec(),
         }
     }
 }
@@ -169,13 +172,7 @@ impl HttpClassifier {
     }
 
     fn classify_status(&self, status: StatusCode) -> Outcome {
-        if self.retryable.contains(&status) {
-            Outcome::Retryable
-        } else if status.is_server_error() {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        }
+        status_outcome(&self.retryable, status)
     }
 }
 
@@ -200,6 +197,17 @@ impl<B: 'static, E: 'static> Classify<http::Response<B>, E> for HttpClassifier {
             Ok(response) => retry_after(response.headers()).map_or(Pushback::None, Pushback::After),
             Err(error) => error_pushback(error),
         }
+    }
+}
+
+/// `status` is retryable when listed, a failure when any other 5xx.
+fn status_outcome(retryable: &[StatusCode], status: StatusCode) -> Outcome {
+    if retryable.contains(&status) {
+        Outcome::Retryable
+    } else if status.is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
     }
 }
 
@@ -360,7 +368,7 @@ impl<B: 'static, E: 'static> Classify<http::Response<B>, E> for GrpcClassifier {
         match result {
             Ok(response) if !response.status().is_success() => {
                 // A gRPC server answers 200; anything else is the HTTP layer failing.
-                HttpClassifier::default().classify_status(response.status())
+                status_outcome(&DEFAULT_RETRYABLE_STATUSES, response.status())
             }
             Ok(response) => {
                 grpc_status(response.headers()).map_or(Outcome::Success, |c| self.classify_code(c))

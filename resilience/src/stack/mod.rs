@@ -18,9 +18,10 @@
 //! | 6 | [bulkhead](crate::bulkhead) | caps concurrency of calls that will really be sent |
 //! | 7 | attempt [timeout](crate::timeout) | bounds one attempt; the breaker above counts it as a failure |
 //!
-//! When retry is enabled, the overall timeout is also given to the retry
-//! layer as its deadline, and the attempt timeout's length for planning, so
-//! it never starts an attempt that cannot finish in time. Set timeouts on the builder, not in the
+//! When retry is enabled, the overall timeout is given to the retry layer as
+//! its deadline (in place of the separate layer, so one timer bounds the
+//! call), and the attempt timeout's length for planning, so it never starts
+//! an attempt that cannot finish in time. Set timeouts on the builder, not in the
 //! [`RetryConfig`]: setting one in both places is refused. Retry and hedging cannot both be enabled:
 //! each repeats requests, and together they multiply load.
 //!
@@ -37,14 +38,18 @@
 //! not enabled is `tower_layer::Identity` and costs nothing, not even a
 //! branch, and the service type names each enabled layer once.
 
+mod overall;
+
 use std::time::Duration;
 
 use tower_layer::{Identity, Layer, Stack};
 
+pub use overall::{OverallTimeoutLayer, OverallTimeoutService, future::OverallTimeoutFuture};
+
 use crate::{
     BulkheadConfig, BulkheadLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, ConfigError,
     DefaultClassifier, ErrorClasses, FallbackLayer, HedgeConfig, HedgeLayer, HttpSafety, RateLimitConfig,
-    RateLimitLayer, RetryConfig, RetryLayer, TimeoutLayer,
+    RateLimitLayer, RetryConfig, RetryLayer, TimeoutLayer, config::check,
 };
 
 /// A slot of the builder whose layer is not enabled.
@@ -75,6 +80,8 @@ pub struct Plan<C, Q> {
     safety: Q,
     overall_timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
+    /// Retry is enabled and enforces the overall timeout as its deadline.
+    retry_holds_deadline: bool,
 }
 
 /// A builder slot: either [`Off`] or the config of one layer.
@@ -125,14 +132,17 @@ impl<C, Q> Slot<C, Q> for Off {
 }
 
 impl<C, Q> Slot<C, Q> for OverallTimeout {
-    type Layer = TimeoutLayer;
+    type Layer = OverallTimeoutLayer;
 
     fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        non_zero("stack.overall_timeout", self.0)
+        check::non_zero_duration("stack.overall_timeout", self.0)
     }
 
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<TimeoutLayer, ConfigError> {
-        Ok(TimeoutLayer::overall(self.0))
+    fn into_layer(self, plan: &Plan<C, Q>) -> Result<OverallTimeoutLayer, ConfigError> {
+        // With retry, its deadline (the same duration) bounds the call.
+        Ok(OverallTimeoutLayer(
+            (!plan.retry_holds_deadline).then(|| TimeoutLayer::overall(self.0)),
+        ))
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -144,7 +154,7 @@ impl<C, Q> Slot<C, Q> for AttemptTimeout {
     type Layer = TimeoutLayer;
 
     fn validate(&self, plan: &Plan<C, Q>) -> Result<(), ConfigError> {
-        non_zero("stack.attempt_timeout", self.0)?;
+        check::non_zero_duration("stack.attempt_timeout", self.0)?;
         if plan.overall_timeout.is_some_and(|overall| self.0 > overall) {
             return Err(ConfigError::field(
                 "stack.attempt_timeout",
@@ -160,14 +170,6 @@ impl<C, Q> Slot<C, Q> for AttemptTimeout {
 
     fn timeout(&self) -> Option<Duration> {
         Some(self.0)
-    }
-}
-
-fn non_zero(field: &str, timeout: Duration) -> Result<(), ConfigError> {
-    if timeout.is_zero() {
-        Err(ConfigError::field(field, "must be greater than zero"))
-    } else {
-        Ok(())
     }
 }
 
@@ -586,6 +588,7 @@ where
             safety: self.safety,
             overall_timeout: self.overall.timeout(),
             attempt_timeout: self.attempt.timeout(),
+            retry_holds_deadline: self.retry.is_on(),
         };
         if self.retry.is_on() && self.hedge.is_on() {
             return Err(ConfigError::field(

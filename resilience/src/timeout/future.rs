@@ -24,8 +24,7 @@ pin_project! {
         response: F,
         #[pin]
         sleep: Sleep,
-        // `None` for the default name: an unnamed timeout then costs no
-        // reference-count traffic per call.
+        // `None` for the default name (see `Timeout`).
         name: Option<Arc<str>>,
         kind: TimeoutKind,
         after: Duration,

@@ -188,7 +188,9 @@ mod kind_serde {
 #[derive(Debug, Clone)]
 pub struct Timeout<S> {
     inner: S,
-    name: Arc<str>,
+    /// `None` for the default name, decided once here: an unnamed timeout
+    /// then costs no reference-count traffic per call.
+    name: Option<Arc<str>>,
     kind: TimeoutKind,
     after: Duration,
 }
@@ -204,7 +206,7 @@ impl<S> Timeout<S> {
     pub(crate) fn named(inner: S, name: Arc<str>, kind: TimeoutKind, after: Duration) -> Self {
         Self {
             inner,
-            name,
+            name: (&*name != DEFAULT_NAME).then_some(name),
             kind,
             after,
         }
@@ -222,7 +224,7 @@ impl<S> Timeout<S> {
 
     /// The name used in tracing and metrics.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_deref().unwrap_or(DEFAULT_NAME)
     }
 
     /// A reference to the inner service.
@@ -261,7 +263,6 @@ where
         // inner `call` itself takes (some clients start sending there) counts.
         let sleep = tokio::time::sleep(self.after);
         let response = self.inner.call(request);
-        let name = (&*self.name != DEFAULT_NAME).then(|| Arc::clone(&self.name));
-        ResponseFuture::new(response, sleep, name, self.kind, self.after)
+        ResponseFuture::new(response, sleep, self.name.clone(), self.kind, self.after)
     }
 }
