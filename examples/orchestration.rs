@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orch::core::{
-    BackoffPolicy, ChildSpec, EventKind, InstanceId, ProbeSpec, ProcessSpec, RestartType, Strategy,
-    Supervisor, SupervisorSpec, TcpProbe, Update,
+    BackoffPolicy, ChildSpec, EventKind, InstanceId, InstanceInfo, ProbeSpec, ProcessSpec, RestartType,
+    Strategy, Supervisor, SupervisorSpec, TcpProbe, Update,
 };
 use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -142,6 +142,15 @@ fn resilient_client(
 /// The ready API replicas and their addresses, as a registry would see them.
 type Rotation = BTreeMap<InstanceId, SocketAddr>;
 
+/// The rotation in a snapshot of the tree's instances.
+fn api_rotation(instances: &[InstanceInfo]) -> Rotation {
+    instances
+        .iter()
+        .filter(|i| &*i.child == "api" && i.state.is_ready())
+        .filter_map(|i| Some((i.id.clone(), i.address?)))
+        .collect()
+}
+
 async fn wait_rotation(rx: &mut watch::Receiver<Rotation>, pred: impl Fn(&Rotation) -> bool) -> Rotation {
     match tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|r| pred(r))).await {
         Ok(Ok(r)) => r.clone(),
@@ -174,12 +183,21 @@ async fn main() -> Result<(), BoxError> {
     // The subscriber: prints every event and keeps the rotation of ready
     // API replicas up to date, starting from the snapshot.
     let sub = handle.subscribe();
-    let (rotation_tx, mut rotation) = watch::channel(Rotation::new());
+    // Replicas that were ready before the subscription are in its snapshot,
+    // not in its events.
+    let (rotation_tx, mut rotation) = watch::channel(api_rotation(&sub.snapshot));
     let t0 = Instant::now();
     let printer = tokio::spawn(async move {
         let mut events = sub.events;
         while let Some(update) = events.next().await {
-            let Update::Event(e) = update else { continue };
+            let e = match update {
+                Update::Event(e) => e,
+                // A lagging subscriber gets a fresh snapshot instead of the missed events.
+                Update::Resync(snapshot) => {
+                    rotation_tx.send_replace(api_rotation(&snapshot));
+                    continue;
+                }
+            };
             println!(
                 "{:>6} ms  {:<22} gen {}  {:?}",
                 t0.elapsed().as_millis(),
