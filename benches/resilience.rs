@@ -13,7 +13,8 @@
 //! - `breaker_2_threads`: two OS threads calling clones of one shared breaker.
 //!   Criterion reports the time per call per thread; with perfect scaling it
 //!   equals the single-thread time (2× throughput).
-//! - `retry` (no retry needed): ours vs `tower::retry`.
+//! - `retry` (no retry needed): ours vs `tower::retry`, each with and
+//!   without a retry budget.
 //! - `timeout` (answer before the deadline): ours vs `tower::timeout`.
 //! - `rate_limit` (permit available): our `RateLimiter` vs `governor`.
 //!
@@ -250,6 +251,38 @@ impl<E> tower::retry::Policy<u64, u64, E> for Attempts {
     }
 }
 
+/// `tower::retry` as its documentation sets it up for production: a
+/// Finagle-style `TpsBudget` shared by clones of the policy, deposited on
+/// every success (tower's defaults: 10 s TTL, 10 retries/s, 20 %).
+#[derive(Clone)]
+struct BudgetedAttempts {
+    left: usize,
+    budget: Arc<tower::retry::budget::TpsBudget>,
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for BudgetedAttempts {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget as _;
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) if self.left > 0 && self.budget.withdraw() => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
 fn retry(c: &mut Criterion) {
     let mut g = c.benchmark_group("retry");
     bench_service(&mut g, "bare", bare());
@@ -265,6 +298,15 @@ fn retry(c: &mut Criterion) {
         &mut g,
         "tower::retry",
         tower::retry::RetryLayer::new(Attempts(2)).layer(bare()),
+    );
+    let budgeted = BudgetedAttempts {
+        left: 2,
+        budget: Arc::new(tower::retry::budget::TpsBudget::default()),
+    };
+    bench_service(
+        &mut g,
+        "tower::retry with TpsBudget",
+        tower::retry::RetryLayer::new(budgeted).layer(bare()),
     );
     g.finish();
 }

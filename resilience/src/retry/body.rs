@@ -23,7 +23,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, request::Parts};
 use http_body::{Body, Frame, SizeHint};
 
-use super::replay::Replay;
+use super::replay::{Prepared, Replay};
 use crate::error::{BoxError, NotRetriedReason};
 
 /// Replays HTTP requests with streaming bodies by buffering bodies of up to
@@ -73,11 +73,15 @@ where
     type Source = ReplaySource;
     type Prepare = BufferRequest<B>;
 
-    fn prepare(&self, request: http::Request<B>, replayable: bool) -> BufferRequest<B> {
+    fn prepare(
+        &self,
+        request: http::Request<B>,
+        replayable: bool,
+    ) -> Prepared<Self::Request, ReplaySource, BufferRequest<B>> {
         let (parts, body) = request.into_parts();
         if !replayable {
             let request = http::Request::from_parts(parts, ReplayBody::new(body));
-            return BufferRequest::immediate(request, None);
+            return Prepared::Ready(request, None);
         }
         if body.size_hint().lower() > self.max_bytes {
             tracing::debug!(
@@ -86,9 +90,9 @@ where
                 "request body larger than the replay buffer; it is streamed once and cannot be retried",
             );
             let request = http::Request::from_parts(parts, ReplayBody::new(body));
-            return BufferRequest::immediate(request, Some(ReplaySource::too_large()));
+            return Prepared::Ready(request, Some(ReplaySource::too_large()));
         }
-        BufferRequest {
+        Prepared::Reading(BufferRequest {
             state: BufferState::Reading {
                 parts,
                 body: Box::pin(body),
@@ -97,7 +101,7 @@ where
                 trailers: None,
                 max_bytes: self.max_bytes,
             },
-        }
+        })
     }
 
     fn replay(&self, source: &ReplaySource) -> Result<Self::Request, NotRetriedReason> {
@@ -329,10 +333,9 @@ pub struct BufferRequest<B> {
     state: BufferState<B>,
 }
 
-type Prepared<B> = (http::Request<ReplayBody<B>>, Option<ReplaySource>);
+type FirstRequest<B> = (http::Request<ReplayBody<B>>, Option<ReplaySource>);
 
 enum BufferState<B> {
-    Immediate(Option<Prepared<B>>),
     Reading {
         parts: Parts,
         body: Pin<Box<B>>,
@@ -344,28 +347,17 @@ enum BufferState<B> {
     Done,
 }
 
-impl<B> BufferRequest<B> {
-    fn immediate(request: http::Request<ReplayBody<B>>, source: Option<ReplaySource>) -> Self {
-        Self {
-            state: BufferState::Immediate(Some((request, source))),
-        }
-    }
-}
-
 impl<B> Future for BufferRequest<B>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<Prepared<B>, BoxError>;
+    type Output = Result<FirstRequest<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().state;
         loop {
             let (outgrown, ended) = match state {
-                BufferState::Immediate(prepared) => {
-                    return Poll::Ready(prepared.take().ok_or_else(polled_after_completion));
-                }
                 BufferState::Done => return Poll::Ready(Err(polled_after_completion())),
                 BufferState::Reading {
                     body,
@@ -449,7 +441,6 @@ where
 impl<B> fmt::Debug for BufferRequest<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            BufferState::Immediate(_) => "ready",
             BufferState::Reading { .. } => "reading body",
             BufferState::Done => "done",
         };

@@ -13,7 +13,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use super::{Policy, backoff::ActiveBackoff, replay::Replay};
+use super::{
+    Policy,
+    backoff::ActiveBackoff,
+    replay::{Prepared, Replay},
+};
 use crate::{
     classify::{Classify, Outcome, Pushback},
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
@@ -34,15 +38,16 @@ pin_project! {
         // backoff while sleeping, the overall deadline while waiting for the
         // service or the body. Created only when first needed, so a call
         // without timeouts that succeeds at once never touches the timer wheel.
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: a `Sleep` is larger than the rest of the future, which every
+        // call moves around, while only calls with a timeout need one (and
+        // registering it costs more than the allocation).
+        timer: Option<Pin<Box<Sleep>>>,
         service: S,
         policy: Arc<Policy<C, P, R>>,
         source: Option<R::Source>,
-        // The last result, kept while sleeping in case the next attempt
-        // cannot start before the deadline.
-        last: Option<Result<S::Response, ResilienceError>>,
-        backoff: Option<ActiveBackoff>,
+        // What only a retried call needs, allocated at its first retry so
+        // the future of a call that ends at once stays small.
+        retrying: Option<Box<Retrying<S::Response>>>,
         attempts: u32,
         replayable: bool,
         deadline: Option<Deadline>,
@@ -67,6 +72,23 @@ pin_project! {
     }
 }
 
+/// The state of a call that has been retried at least once.
+struct Retrying<Res> {
+    // The last result, kept while sleeping in case the next attempt cannot
+    // start before the deadline.
+    last: Option<Result<Res, ResilienceError>>,
+    backoff: Option<ActiveBackoff>,
+}
+
+impl<Res> Default for Retrying<Res> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            backoff: None,
+        }
+    }
+}
+
 /// What the timer means while an attempt runs.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -85,25 +107,44 @@ where
     R: Replay<Req>,
     S: Service<R::Request>,
 {
+    #[inline]
     pub(crate) fn new(
         service: S,
         policy: Arc<Policy<C, P, R>>,
-        prepare: R::Prepare,
+        prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
         deadline: Option<Deadline>,
     ) -> Self {
-        Self {
-            state: State::Preparing { prepare },
+        let mut future = Self {
+            state: State::Done,
             timer: None,
             service,
             policy,
             source: None,
-            last: None,
-            backoff: None,
+            retrying: None,
             attempts: 0,
             replayable,
             deadline,
+        };
+        match prepared {
+            // The request is at hand: the first attempt goes out now, from
+            // `call`, as it would without this layer.
+            Prepared::Ready(request, source) => {
+                future.source = source;
+                future.attempts = 1;
+                let call = future.service.call(request);
+                let cut = match cut_for(future.policy.attempt_timeout, deadline) {
+                    Some((at, cut)) => {
+                        future.timer = Some(Box::pin(sleep_until(at)));
+                        Some(cut)
+                    }
+                    None => None,
+                };
+                future.state = State::Calling { call, cut };
+            }
+            Prepared::Reading(prepare) => future.state = State::Preparing { prepare },
         }
+        future
     }
 }
 
@@ -123,9 +164,9 @@ where
                 StateProj::Preparing { prepare } => {
                     if let Some(deadline) = *this.deadline {
                         if this.timer.is_none() {
-                            arm(this.timer.as_mut(), deadline.at);
+                            arm(this.timer, deadline.at);
                         }
-                        if fired(this.timer.as_mut(), cx) {
+                        if fired(this.timer, cx) {
                             return Poll::Ready(this.finish(Err(overall(deadline.after))));
                         }
                     }
@@ -147,7 +188,7 @@ where
                             // Polled after the call, so a response that is ready
                             // at the cut-off instant wins over the timeout.
                             let Some(cut) = cut else { return Poll::Pending };
-                            if !fired(this.timer.as_mut(), cx) {
+                            if !fired(this.timer, cx) {
                                 return Poll::Pending;
                             }
                             match cut {
@@ -169,25 +210,38 @@ where
                     };
                     // Drop the finished (or cancelled) attempt before deciding.
                     this.state.set(State::Done);
-                    if let Some(output) = this.decide(result) {
+                    // Most calls end here, on their first result: decided
+                    // inline, so the result goes straight back to the caller.
+                    let policy: &Policy<C, P, R> = this.policy;
+                    match policy.classifier.classify(result.as_ref()) {
+                        Outcome::Success => {
+                            if let Some(throttle) = &policy.throttle {
+                                throttle.record_success();
+                            }
+                            return Poll::Ready(this.finish(result));
+                        }
+                        Outcome::Failure | Outcome::Rejected => return Poll::Ready(this.finish(result)),
+                        Outcome::Retryable => {}
+                    }
+                    if let Some(output) = this.retry_or_give_up(result) {
                         return Poll::Ready(this.finish(output));
                     }
                 }
                 StateProj::BackingOff { .. } => {
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        ready!(timer.poll(cx));
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
                     }
                     if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
                     {
                         this.state.set(State::Readying { next });
                     }
                     if let Some(deadline) = *this.deadline {
-                        arm(this.timer.as_mut(), deadline.at);
+                        arm(this.timer, deadline.at);
                     }
                 }
                 StateProj::Readying { .. } => {
                     if let Some(deadline) = *this.deadline
-                        && fired(this.timer.as_mut(), cx)
+                        && fired(this.timer, cx)
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -199,7 +253,11 @@ where
                     if let (Some(deadline), Some(limit)) = (*this.deadline, this.policy.planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
-                        let last = this.last.take().unwrap_or_else(|| Err(overall(deadline.after)));
+                        let last = this
+                            .retrying
+                            .as_mut()
+                            .and_then(|r| r.last.take())
+                            .unwrap_or_else(|| Err(overall(deadline.after)));
                         let output = give_up(
                             this.policy,
                             *this.attempts,
@@ -228,35 +286,16 @@ where
     /// Sends `request` as the next attempt and arms its cut-off.
     fn start(&mut self, request: R::Request) {
         *self.attempts += 1;
-        *self.last = None;
+        if let Some(retrying) = self.retrying.as_mut() {
+            retrying.last = None;
+        }
         let call = self.service.call(request);
-        let cut = match (self.policy.attempt_timeout, *self.deadline) {
-            (Some(limit), deadline) => {
-                let end = Instant::now().checked_add(limit);
-                match (end, deadline) {
-                    (Some(end), Some(d)) if end <= d.at => {
-                        arm(self.timer.as_mut(), end);
-                        Some(Cut::Attempt(limit))
-                    }
-                    // Only the first attempt, or one delayed by the service's
-                    // readiness, can reach here: later attempts start only
-                    // when they fit.
-                    (_, Some(d)) => {
-                        arm(self.timer.as_mut(), d.at);
-                        Some(Cut::Overall(d.after))
-                    }
-                    (Some(end), None) => {
-                        arm(self.timer.as_mut(), end);
-                        Some(Cut::Attempt(limit))
-                    }
-                    (None, None) => None,
-                }
+        let cut = match cut_for(self.policy.attempt_timeout, *self.deadline) {
+            Some((at, cut)) => {
+                arm(self.timer, at);
+                Some(cut)
             }
-            (None, Some(d)) => {
-                arm(self.timer.as_mut(), d.at);
-                Some(Cut::Overall(d.after))
-            }
-            (None, None) => None,
+            None => None,
         };
         self.state.set(State::Calling { call, cut });
     }
@@ -266,13 +305,14 @@ where
         output: Result<S::Response, ResilienceError>,
     ) -> Result<S::Response, ResilienceError> {
         self.state.set(State::Done);
-        *self.last = None;
+        *self.retrying = None;
         output
     }
 
-    /// Classifies an attempt's result and either returns the call's output
-    /// or schedules the next attempt (and returns `None`).
-    fn decide(
+    /// After a retryable result: either returns the call's output or
+    /// schedules the next attempt (and returns `None`).
+    #[cold]
+    fn retry_or_give_up(
         &mut self,
         result: Result<S::Response, ResilienceError>,
     ) -> Option<Result<S::Response, ResilienceError>>
@@ -281,16 +321,6 @@ where
     {
         let policy: &Policy<C, P, R> = self.policy;
         let attempts = *self.attempts;
-        match policy.classifier.classify(result.as_ref()) {
-            Outcome::Success => {
-                if let Some(throttle) = &policy.throttle {
-                    throttle.record_success();
-                }
-                return Some(result);
-            }
-            Outcome::Failure | Outcome::Rejected => return Some(result),
-            Outcome::Retryable => {}
-        }
         if let Some(throttle) = &policy.throttle {
             throttle.record_failure();
         }
@@ -326,11 +356,14 @@ where
             Pushback::After(delay) => {
                 // gRFC A6: after a pushback the backoff starts over from its
                 // initial delay.
-                *self.backoff = None;
+                if let Some(retrying) = self.retrying.as_mut() {
+                    retrying.backoff = None;
+                }
                 (delay, "pushback")
             }
             Pushback::None => {
-                let backoff = self.backoff.get_or_insert_with(|| policy.backoff.start());
+                let retrying = self.retrying.get_or_insert_with(Box::default);
+                let backoff = retrying.backoff.get_or_insert_with(|| policy.backoff.start());
                 match backoff.next_delay() {
                     Some(delay) => (delay, "backoff"),
                     // A custom schedule that ends is a limit on attempts.
@@ -381,14 +414,14 @@ where
             error = result.as_ref().err().map(tracing::field::display),
             "retrying",
         );
-        *self.last = Some(result);
+        self.retrying.get_or_insert_with(Box::default).last = Some(result);
         if delay.is_zero() {
             self.state.set(State::Readying { next: request });
             if let Some(deadline) = *self.deadline {
-                arm(self.timer.as_mut(), deadline.at);
+                arm(self.timer, deadline.at);
             }
         } else {
-            arm(self.timer.as_mut(), later(Instant::now(), delay));
+            arm(self.timer, later(Instant::now(), delay));
             self.state.set(State::BackingOff { next: request });
         }
         None
@@ -478,6 +511,28 @@ fn give_up<Res, C, P, R>(
     }
 }
 
+/// When the timer of an attempt starting now fires, and what that means:
+/// the attempt's own cut-off, or the overall deadline when that comes first.
+#[inline]
+fn cut_for(attempt_timeout: Option<Duration>, deadline: Option<Deadline>) -> Option<(Instant, Cut)> {
+    if attempt_timeout.is_none() && deadline.is_none() {
+        return None;
+    }
+    match (attempt_timeout, deadline) {
+        (Some(limit), deadline) => match (Instant::now().checked_add(limit), deadline) {
+            (Some(end), Some(d)) if end <= d.at => Some((end, Cut::Attempt(limit))),
+            // Only the first attempt, or one delayed by the service's
+            // readiness, can reach here: later attempts start only when
+            // they fit.
+            (_, Some(d)) => Some((d.at, Cut::Overall(d.after))),
+            (Some(end), None) => Some((end, Cut::Attempt(limit))),
+            (None, None) => None,
+        },
+        (None, Some(d)) => Some((d.at, Cut::Overall(d.after))),
+        (None, None) => None,
+    }
+}
+
 /// Whether an attempt started after `delay` from `now` can finish before
 /// `deadline`: with an attempt timeout the whole attempt must fit; without
 /// one, it must at least start before the deadline.
@@ -498,15 +553,17 @@ fn later(now: Instant, delay: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
-fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
-    match timer.as_mut().as_pin_mut() {
-        Some(sleep) => sleep.reset(at),
-        None => timer.set(Some(sleep_until(at))),
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(at),
+        None => *timer = Some(Box::pin(sleep_until(at))),
     }
 }
 
-fn fired(timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
-    timer.as_pin_mut().is_some_and(|sleep| sleep.poll(cx).is_ready())
+fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
 }
 
 fn overall(after: Duration) -> ResilienceError {

@@ -148,7 +148,7 @@ pub use self::{
     config::{BackoffConfig, BackoffKind, Jitter, RetryBudgetConfig, RetryConfig, RetryThrottleConfig},
     future::ResponseFuture,
     layer::RetryLayer,
-    replay::{CloneRequest, Replay},
+    replay::{CloneRequest, Prepared, Replay},
     throttle::RetryThrottle,
 };
 use crate::{
@@ -274,6 +274,7 @@ where
         self.inner.poll_ready(cx).map_err(ResilienceError::from_inner)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Req) -> Self::Future {
         let policy = &self.policy;
         if let Some(budget) = &policy.budget {

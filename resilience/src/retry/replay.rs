@@ -1,6 +1,6 @@
 //! How the retry layer makes the request of each attempt.
 
-use std::future::{Future, Ready, ready};
+use std::future::{Future, Pending};
 
 use crate::error::{BoxError, NotRetriedReason};
 
@@ -16,9 +16,12 @@ use crate::error::{BoxError, NotRetriedReason};
 /// 1. [`prepare`](Self::prepare) is called once per call, after the request
 ///    was made safe. `replayable` is false when no retry can follow (the
 ///    request is unsafe, or `max_attempts` is 1): nothing needs to be kept,
-///    and the source is then `None`. The future may take time (reading a
-///    body); an error fails the call with `ResilienceError::Inner` and the
-///    service is not called.
+///    and the source is then `None`. When the request is at hand
+///    ([`Prepared::Ready`]) the first attempt is sent from `call`, as the
+///    service it wraps would be; otherwise ([`Prepared::Reading`], reading a
+///    body) the response future drives the reading first, and an error
+///    fails the call with `ResilienceError::Inner` without calling the
+///    service.
 /// 2. The first attempt sends the request `prepare` returned.
 /// 3. Before each retry, [`replay`](Self::replay) makes the next request
 ///    from the source, or says why it cannot (the call then ends with
@@ -28,14 +31,26 @@ pub trait Replay<Req>: Clone + Send + Sync + 'static {
     type Request;
     /// What the retry future keeps to make later attempts.
     type Source;
-    /// Produces the first attempt's request and the source of later ones.
+    /// Produces the first attempt's request and the source of later ones
+    /// when they are not at hand at once.
     type Prepare: Future<Output = Result<(Self::Request, Option<Self::Source>), BoxError>>;
 
-    /// Starts preparing `request`; see the trait's contract.
-    fn prepare(&self, request: Req, replayable: bool) -> Self::Prepare;
+    /// Prepares `request`; see the trait's contract.
+    fn prepare(&self, request: Req, replayable: bool)
+    -> Prepared<Self::Request, Self::Source, Self::Prepare>;
 
     /// The request of a later attempt.
     fn replay(&self, source: &Self::Source) -> Result<Self::Request, NotRetriedReason>;
+}
+
+/// The first attempt's request, now or later: what [`Replay::prepare`] returns.
+#[derive(Debug)]
+pub enum Prepared<Request, Source, Reading> {
+    /// The request of the first attempt and, when the call can be retried,
+    /// the source of later ones.
+    Ready(Request, Option<Source>),
+    /// A future that must run first (for example one reading a body).
+    Reading(Reading),
 }
 
 /// Replays a `Clone` request by cloning it: one clone per attempt, none at
@@ -46,14 +61,15 @@ pub struct CloneRequest;
 impl<Req: Clone> Replay<Req> for CloneRequest {
     type Request = Req;
     type Source = Req;
-    type Prepare = Ready<Result<(Req, Option<Req>), BoxError>>;
+    // A clone is at hand at once: nothing is ever read first.
+    type Prepare = Pending<Result<(Req, Option<Req>), BoxError>>;
 
     #[inline]
-    fn prepare(&self, request: Req, replayable: bool) -> Self::Prepare {
+    fn prepare(&self, request: Req, replayable: bool) -> Prepared<Req, Req, Self::Prepare> {
         if replayable {
-            ready(Ok((request.clone(), Some(request))))
+            Prepared::Ready(request.clone(), Some(request))
         } else {
-            ready(Ok((request, None)))
+            Prepared::Ready(request, None)
         }
     }
 
