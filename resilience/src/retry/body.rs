@@ -93,14 +93,14 @@ where
             return Prepared::Ready(request, Some(ReplaySource::too_large()));
         }
         Prepared::Reading(BufferRequest {
-            state: BufferState::Reading {
+            reading: Some(Reading {
                 parts,
                 body: Box::pin(body),
                 chunks: Vec::new(),
                 len: 0,
                 trailers: None,
                 max_bytes: self.max_bytes,
-            },
+            }),
         })
     }
 
@@ -330,21 +330,19 @@ impl<B> fmt::Debug for ReplayBody<B> {
 /// Reads a request body into memory for [`BufferBodies`]; resolves to the
 /// first attempt's request and the source of later ones.
 pub struct BufferRequest<B> {
-    state: BufferState<B>,
+    // `None` once the request is handed over.
+    reading: Option<Reading<B>>,
 }
 
 type FirstRequest<B> = (http::Request<ReplayBody<B>>, Option<ReplaySource>);
 
-enum BufferState<B> {
-    Reading {
-        parts: Parts,
-        body: Pin<Box<B>>,
-        chunks: Vec<Bytes>,
-        len: u64,
-        trailers: Option<HeaderMap>,
-        max_bytes: u64,
-    },
-    Done,
+struct Reading<B> {
+    parts: Parts,
+    body: Pin<Box<B>>,
+    chunks: Vec<Bytes>,
+    len: u64,
+    trailers: Option<HeaderMap>,
+    max_bytes: u64,
 }
 
 impl<B> Future for BufferRequest<B>
@@ -355,18 +353,18 @@ where
     type Output = Result<FirstRequest<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = &mut self.get_mut().state;
+        let state = &mut self.get_mut().reading;
         loop {
             let (outgrown, ended) = match state {
-                BufferState::Done => return Poll::Ready(Err(polled_after_completion())),
-                BufferState::Reading {
+                None => return Poll::Ready(Err(polled_after_completion())),
+                Some(Reading {
                     body,
                     chunks,
                     len,
                     trailers,
                     max_bytes,
                     ..
-                } => {
+                }) => {
                     // Trailers are the last frame of a body (http-body's contract).
                     if trailers.is_some() || body.is_end_stream() {
                         (false, true)
@@ -374,7 +372,7 @@ where
                         match ready!(body.as_mut().poll_frame(cx)) {
                             None => (false, true),
                             Some(Err(error)) => {
-                                *state = BufferState::Done;
+                                *state = None;
                                 return Poll::Ready(Err(error.into()));
                             }
                             Some(Ok(frame)) => match frame.into_data() {
@@ -400,14 +398,14 @@ where
             if !(outgrown || ended) {
                 continue;
             }
-            let BufferState::Reading {
+            let Some(Reading {
                 parts,
                 body,
                 chunks,
                 len,
                 trailers,
                 max_bytes,
-            } = mem::replace(state, BufferState::Done)
+            }) = state.take()
             else {
                 return Poll::Ready(Err(polled_after_completion()));
             };
@@ -440,9 +438,9 @@ where
 
 impl<B> fmt::Debug for BufferRequest<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            BufferState::Reading { .. } => "reading body",
-            BufferState::Done => "done",
+        let state = match &self.reading {
+            Some(_) => "reading body",
+            None => "done",
         };
         f.debug_struct("BufferRequest").field("state", &state).finish()
     }
