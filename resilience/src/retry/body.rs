@@ -13,7 +13,6 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    mem,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
