@@ -32,6 +32,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(
         response: F,
         sleep: Sleep,
@@ -69,21 +70,23 @@ where
             return Poll::Pending;
         }
 
-        let kind = *this.kind;
-        let after = *this.after;
-        let name: Arc<str> = this
-            .name
-            .clone()
-            .unwrap_or_else(|| Arc::from(super::DEFAULT_NAME));
-        tracing::debug!(name = %name, %kind, ?after, "call timed out");
-        metrics::counter!(
-            "orch_timeout_total",
-            "name" => name,
-            "kind" => kind_label(kind),
-        )
-        .increment(1);
-        Poll::Ready(Err(ResilienceError::Timeout { kind, after }))
+        Poll::Ready(Err(timed_out(this.name, *this.kind, *this.after)))
     }
+}
+
+/// Reports a timeout; out of line, so the poll of a call answered in time
+/// stays small.
+#[cold]
+fn timed_out(name: &Option<Arc<str>>, kind: TimeoutKind, after: Duration) -> ResilienceError {
+    let name: Arc<str> = name.clone().unwrap_or_else(|| Arc::from(super::DEFAULT_NAME));
+    tracing::debug!(name = %name, %kind, ?after, "call timed out");
+    metrics::counter!(
+        "orch_timeout_total",
+        "name" => name,
+        "kind" => kind_label(kind),
+    )
+    .increment(1);
+    ResilienceError::Timeout { kind, after }
 }
 
 /// The metric label of a kind.
