@@ -6,7 +6,7 @@ use std::{
 
 use pin_project_lite::pin_project;
 
-use super::OwnedBreakerPermit;
+use super::CallPermit;
 use crate::{
     classify::Classify,
     error::{BoxError, ResilienceError},
@@ -35,7 +35,7 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            permit: Option<OwnedBreakerPermit>,
+            permit: Option<CallPermit>,
             classifier: C,
         },
         Rejected {
@@ -46,7 +46,7 @@ pin_project! {
 
 impl<F, C> ResponseFuture<F, C> {
     #[inline]
-    pub(super) fn called(future: F, permit: OwnedBreakerPermit, classifier: C) -> Self {
+    pub(super) fn called(future: F, permit: CallPermit, classifier: C) -> Self {
         Self {
             kind: Kind::Called {
                 future,

@@ -12,7 +12,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    CircuitBreakerLayer,
+    CircuitBreakerLayer, local,
     config::{CircuitBreakerConfig, SlidingWindow},
     state::{BreakerState, StateWord, TransitionReason},
     window::{self, FAILED, SLOW, Shard, Totals},
@@ -62,7 +62,19 @@ use crate::{
 pub struct CircuitBreaker {
     shared: Arc<Shared>,
     /// One handle to `shared` per shard, for owned permits (see [`Lane`]).
-    lanes: Arc<[Arc<Lane>]>,
+    lanes: Arc<Lanes>,
+}
+
+/// The lanes of one breaker, shared by all its handles: when the last
+/// handle goes, the breaker is retired (see [`local`]).
+struct Lanes(Box<[Arc<Lane>]>);
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        if let Some(lane) = self.0.first() {
+            lane.shared.retired.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A handle to a breaker's state for the owned permits of one shard's
@@ -95,6 +107,27 @@ pub struct BreakerPermit<'a> {
 pub struct OwnedBreakerPermit {
     lane: Arc<Lane>,
     ticket: Ticket,
+}
+
+/// The permit a call of the `tower` service holds until it completes.
+pub(crate) enum CallPermit {
+    /// A half-open trial, or a permit reserved in `poll_ready`.
+    Owned(OwnedBreakerPermit),
+    /// Any other call: found again through the thread-local caches. Its
+    /// drop has nothing to give back, so it needs no handle.
+    Local { breaker: u64, ticket: Ticket },
+}
+
+impl CallPermit {
+    #[inline(always)]
+    pub(crate) fn record(self, outcome: Outcome) {
+        match self {
+            Self::Owned(permit) => permit.record(outcome),
+            Self::Local { breaker, mut ticket } => {
+                local::with_breaker(breaker, |shared| shared.on_outcome(&mut ticket, outcome, None));
+            }
+        }
+    }
 }
 
 /// A snapshot of a breaker's numbers, from [`CircuitBreaker::metrics`].
@@ -131,7 +164,7 @@ pub struct BreakerMetrics {
 /// back never mixes narrow stores with wide loads (which stalls store
 /// forwarding and cost more than the rest of the fast path together).
 #[derive(Debug, Clone, Copy)]
-struct Ticket {
+pub(crate) struct Ticket {
     /// The [`StateWord`] it was admitted in; the state byte is `SETTLED`
     /// once recorded, and for calls that record nothing (disabled), and
     /// `REJECTED` for a rejection (which never becomes a permit).
@@ -172,7 +205,7 @@ impl Ticket {
     }
 
     #[inline(always)]
-    fn is_rejection(&self) -> bool {
+    pub(crate) fn is_rejection(&self) -> bool {
         self.word & 0xff == REJECTED
     }
 
@@ -201,7 +234,7 @@ impl Ticket {
     }
 
     #[inline(always)]
-    fn admitted_in(&self) -> Option<BreakerState> {
+    pub(crate) fn admitted_in(&self) -> Option<BreakerState> {
         match self.word & 0xff {
             SETTLED => None,
             code => Some(BreakerState::from_code(code as u8)),
@@ -273,6 +306,10 @@ struct Settings {
 
 pub(crate) struct Shared {
     hot: Padded<Hot>,
+    /// The breaker's id in the thread-local caches (see [`local`]).
+    id: u64,
+    /// Every handle to the breaker is gone; only in-flight calls remain.
+    retired: AtomicBool,
     /// Failures in a row: `epoch << 32 | count`, tagged with the epoch of the
     /// closed (or metrics-only) state they were counted in. Written by
     /// failures, read by successes.
@@ -341,6 +378,8 @@ impl CircuitBreaker {
             max_half_open_wait: config.max_half_open_wait,
         };
         let shared = Shared {
+            id: local::next_id(),
+            retired: AtomicBool::new(false),
             hot: Padded(Hot {
                 state: AtomicU64::new(
                     StateWord {
@@ -369,6 +408,7 @@ impl CircuitBreaker {
         metrics::gauge!("orch_breaker_state", "name" => shared.config.name.clone())
             .set(BreakerState::Closed.gauge_value());
         let shared = Arc::new(shared);
+        local::register(&shared);
         let lanes = (0..shared.hot.shards.len())
             .map(|_| {
                 Arc::new(Lane {
@@ -376,7 +416,10 @@ impl CircuitBreaker {
                 })
             })
             .collect();
-        Self { shared, lanes }
+        Self {
+            shared,
+            lanes: Arc::new(Lanes(lanes)),
+        }
     }
 
     /// The breaker's name.
@@ -437,8 +480,33 @@ impl CircuitBreaker {
         if ticket.is_rejection() {
             return Err(self.shared.reject(ticket));
         }
-        let lane = self.lanes[window::shard_index(self.shared.hot.shard_mask)].clone();
+        let lane = self.lanes.0[window::shard_index(self.shared.hot.shard_mask)].clone();
         Ok(OwnedBreakerPermit { lane, ticket })
+    }
+
+    /// Admission for the `tower` service, which builds its own permit from
+    /// the ticket (see [`CallPermit`]): two words in registers, so the
+    /// service's future is built in place.
+    #[inline(always)]
+    pub(crate) fn acquire_ticket(&self) -> Ticket {
+        self.shared.acquire()
+    }
+
+    /// The error of a rejection ticket from [`acquire_ticket`](Self::acquire_ticket).
+    pub(crate) fn rejection_error(&self, ticket: Ticket) -> ResilienceError {
+        self.shared.reject(ticket)
+    }
+
+    /// An owned permit for an admitted ticket from [`acquire_ticket`](Self::acquire_ticket).
+    pub(crate) fn owned_permit(&self, ticket: Ticket) -> OwnedBreakerPermit {
+        let lane = self.lanes.0[window::shard_index(self.shared.hot.shard_mask)].clone();
+        OwnedBreakerPermit { lane, ticket }
+    }
+
+    /// The breaker's id in the thread-local caches (see [`local`]).
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u64 {
+        self.shared.id
     }
 
     /// A snapshot of the breaker's numbers (see [`BreakerMetrics`]).
@@ -602,6 +670,16 @@ impl fmt::Debug for OwnedBreakerPermit {
 // ===== impl Shared =====
 
 impl Shared {
+    #[inline(always)]
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    #[inline(always)]
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
     #[inline(always)]
     fn load_state(&self) -> StateWord {
         // Acquire: the fields a transition writes before publishing the

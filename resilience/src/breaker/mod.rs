@@ -180,12 +180,14 @@ mod config;
 mod future;
 mod handle;
 mod layer;
+mod local;
 mod registry;
 mod state;
 mod window;
 
 pub use config::{CircuitBreakerConfig, SlidingWindow};
 pub use future::ResponseFuture;
+use handle::CallPermit;
 pub use handle::{BreakerMetrics, BreakerPermit, CircuitBreaker, OwnedBreakerPermit};
 pub use layer::CircuitBreakerLayer;
 pub use registry::BreakerRegistry;
@@ -328,21 +330,33 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let permit = if let Some(mut permit) = self.permit.take() {
+        if let Some(mut permit) = self.permit.take() {
             permit.restart_clock();
-            permit
-        } else if let Some(rejection) = self.rejection.take() {
+            let call = self.inner.call(request);
+            return ResponseFuture::called(call, CallPermit::Owned(permit), self.classifier.clone());
+        }
+        if let Some(rejection) = self.rejection.take() {
             return ResponseFuture::rejected(rejection);
-        } else {
-            // Admitted without a reserved permit (or `poll_ready` was not
-            // called): take it now. Should the breaker have opened since
-            // `poll_ready`, the call is rejected here, still before the inner
-            // service is touched.
-            self.admitted = false;
-            match self.breaker.try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(rejection) => return ResponseFuture::rejected(rejection),
-            }
+        }
+        // Admitted without a reserved permit (or `poll_ready` was not
+        // called): take it now. Should the breaker have opened since
+        // `poll_ready`, the call is rejected here, still before the inner
+        // service is touched.
+        self.admitted = false;
+        let ticket = self.breaker.acquire_ticket();
+        if ticket.is_rejection() {
+            return ResponseFuture::rejected(self.breaker.rejection_error(ticket));
+        }
+        // Each way builds its future whole, so the permit is written once,
+        // in place (a permit chosen first and moved in after is read back
+        // wider than it was written, which stalls store forwarding).
+        if ticket.admitted_in() == Some(BreakerState::HalfOpen) {
+            let permit = CallPermit::Owned(self.breaker.owned_permit(ticket));
+            return ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone());
+        }
+        let permit = CallPermit::Local {
+            breaker: self.breaker.id(),
+            ticket,
         };
         ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
     }
