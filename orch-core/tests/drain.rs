@@ -2,6 +2,8 @@
 //! between `Stopping` and its cancellation, inside its grace period; an
 //! instance out of rotation is cancelled at once; bad values are rejected.
 
+#![allow(clippy::unwrap_used, reason = "test helpers unwrap like the tests they serve")]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
