@@ -374,6 +374,16 @@ fn snapshot_plus_changes_has_no_gap_and_no_duplicate_under_concurrent_writers() 
     }
 }
 
+#[test]
+fn streams_can_move_to_any_task() {
+    fn movable<T: Send + Unpin + 'static>(_: &T) {}
+    let registry = Registry::new("api");
+    movable(&registry.changes());
+    movable(&registry.subscribe());
+    movable(&registry.discover(make));
+    movable(&registry);
+}
+
 // ===== lag =====
 
 #[test]

@@ -61,6 +61,16 @@ type MapEndpoint = dyn Fn(&ReadyInstance<'_>, Endpoint) -> Endpoint + Send + Syn
 /// the given handle are followed (use
 /// [`SupervisorHandle::nested`] for a child of a nested supervisor).
 ///
+/// The endpoint mapping ([`map_endpoint`](Self::map_endpoint)) runs on the
+/// source's task and must not panic: a panic ends the source (see
+/// [`SupervisorSourceGuard::is_finished`]) and leaves its endpoints as they were.
+///
+/// # Metrics
+///
+/// The counter `orch_registry_source_resyncs_total{registry, child}` counts
+/// the times the source fell behind the supervisor's events and was
+/// reconciled from a snapshot.
+///
 /// ```
 /// use std::time::Duration;
 /// use orch_core::{ChildSpec, Supervisor, SupervisorSpec};
