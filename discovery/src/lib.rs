@@ -3,8 +3,22 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`endpoint`] | [`Endpoint`], [`EndpointId`], [`Weight`], [`EndpointChange`]: the vocabulary every part shares |
+//! | [`registry`] | [`Registry`]: the current endpoints of a service, with gap-free snapshots and change streams for any number of balancers |
+//! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
+//! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
 #![forbid(unsafe_code)]
 
+pub mod discover;
 pub mod endpoint;
+pub mod registry;
+pub mod source;
 
+pub use discover::RegistryDiscover;
 pub use endpoint::{Endpoint, EndpointChange, EndpointId, Weight, ZeroWeight};
+pub use registry::{
+    Applied, ChangeStream, DEFAULT_SUBSCRIBER_BUFFER, Registry, RegistryBuilder, RegistryError,
+    RegistrySubscription,
+};
+pub use source::{
+    ReadyInstance, SourceError, StaticEndpoint, StaticSource, SupervisorSource, SupervisorSourceGuard,
+};

@@ -64,7 +64,9 @@ pub enum InstanceState {
     NotReady,
     /// Exited and waiting for its restart delay.
     BackingOff,
-    /// Being stopped: cancellation sent, grace period running.
+    /// Being stopped: out of rotation, grace period running; cancelled at
+    /// once or, if it was ready, after its child's
+    /// [`drain_delay`](crate::ChildPolicy::drain_delay).
     Stopping,
 }
 
@@ -152,7 +154,10 @@ pub enum EventKind {
         /// How long the supervisor waits before starting it.
         delay: Duration,
     },
-    /// The supervisor asked the instance to stop; the grace period runs.
+    /// The supervisor is stopping the instance: it leaves rotation now, its
+    /// grace period runs, and it is cancelled at once or, if it was ready,
+    /// after its child's [`drain_delay`](crate::ChildPolicy::drain_delay).
+    /// Published before the cancellation.
     Stopping,
     /// The instance is gone and will not be restarted by this decision.
     Stopped {

@@ -40,18 +40,37 @@ pub enum RestartType {
 /// assert_eq!(p.restart, RestartType::Transient);
 /// assert_eq!(p.shutdown_grace, Duration::from_secs(30));
 /// assert_eq!(p.replicas, Some(3));
+/// assert_eq!(p.drain_delay, Duration::ZERO);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChildPolicy {
     /// When to restart.
     pub restart: RestartType,
-    /// How long a stopping instance may take after its cancellation before
-    /// it is aborted (tasks) or killed with SIGKILL (processes). Zero kills
-    /// at once (OTP's `brutal_kill`). Default 5 s, OTP's default for
-    /// workers; nested supervisors wait without limit.
+    /// How long a stopping instance may take, counted from the moment the
+    /// supervisor publishes `Stopping`, before it is aborted (tasks) or
+    /// killed with SIGKILL (processes). Zero kills at once (OTP's
+    /// `brutal_kill`). Default 5 s, OTP's default for workers; nested
+    /// supervisors wait without limit.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long an instance that is in rotation keeps running after
+    /// `Stopping` is published and before it is cancelled, so that
+    /// subscribers (the discovery registry, and the balancers it feeds) take
+    /// it out of rotation while it still serves. Kubernetes users know this
+    /// as a `preStop` sleep.
+    ///
+    /// Default zero: cancelled at once. Like a `preStop` hook, the delay
+    /// counts inside [`shutdown_grace`](Self::shutdown_grace), which must
+    /// therefore be longer; the instance has the rest of the grace to finish
+    /// after its cancellation. Only instances that are ready when they are
+    /// asked to stop wait: a starting or not-ready instance receives no
+    /// traffic and is cancelled at once, and so is an instance that is
+    /// asked to stop a second time (a shutdown during a scale-down drain).
+    /// A crashed instance has already stopped and never waits. Nested
+    /// supervisors take no delay; set it on their children.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Restart delays.
     pub backoff: BackoffPolicy,
     /// `Some(n)`: a replica group of `n` identical instances, resizable at
@@ -64,6 +83,7 @@ impl Default for ChildPolicy {
         Self {
             restart: RestartType::Permanent,
             shutdown_grace: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             backoff: BackoffPolicy::default(),
             replicas: None,
         }
@@ -195,6 +215,28 @@ impl ChildSpec {
         self
     }
 
+    /// Sets the drain delay: how long a ready instance keeps running
+    /// between `Stopping` and its cancellation (see
+    /// [`ChildPolicy::drain_delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use orch_core::ChildSpec;
+    ///
+    /// let web = ChildSpec::task("web", |ctx| async move {
+    ///     ctx.cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .replicas(3)
+    /// .drain_delay(Duration::from_secs(2))
+    /// .shutdown_grace(Duration::from_secs(10));
+    /// # let _ = web;
+    /// ```
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.policy.drain_delay = delay;
+        self
+    }
+
     /// Sets the restart backoff.
     pub fn backoff(mut self, backoff: BackoffPolicy) -> Self {
         self.policy.backoff = backoff;
@@ -256,6 +298,20 @@ impl ChildSpec {
             return Err(scoped(SpecError::field("id", "must not contain '/'")));
         }
         self.policy.backoff.validate().map_err(scoped)?;
+        if !self.policy.drain_delay.is_zero() {
+            if matches!(self.kind, ChildKind::Supervisor(_)) {
+                return Err(scoped(SpecError::field(
+                    "drain_delay",
+                    "a nested supervisor serves nothing to drain; set it on its children",
+                )));
+            }
+            if self.policy.drain_delay >= self.policy.shutdown_grace {
+                return Err(scoped(SpecError::field(
+                    "drain_delay",
+                    "must be shorter than shutdown_grace (the drain counts inside the grace period)",
+                )));
+            }
+        }
         for (kind, spec) in [
             (ProbeKind::Startup, &self.probes.startup),
             (ProbeKind::Liveness, &self.probes.liveness),

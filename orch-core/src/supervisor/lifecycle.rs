@@ -210,8 +210,9 @@ impl Runtime {
         self.stop_instances(&targets, remove).await;
     }
 
-    /// Stops the given instances concurrently: Stopping, cancellation, then
-    /// each waits for its grace period and is aborted if still running.
+    /// Stops the given instances concurrently: Stopping, cancellation (after
+    /// the drain delay for instances in rotation), then each waits for its
+    /// grace period and is aborted if still running.
     pub(super) async fn stop_instances(&mut self, targets: &[(usize, u32)], remove: bool) {
         // Every instance is cancelled at `now`, so each deadline counts from
         // there. Awaiting them one after another against those fixed
@@ -242,21 +243,38 @@ impl Runtime {
     }
 
     /// Asks one instance to stop and moves it to `phase`: takes it out of
-    /// rotation, stops its probes, cancels it and publishes Stopping if it
-    /// was running. Returns what is left to wait for: its task, or the
-    /// background stop already under way.
+    /// rotation, stops its probes, publishes Stopping if it was running and
+    /// cancels it, after the drain delay if it was in rotation. Returns what
+    /// is left to wait for: its task, or the background stop already under way.
     fn signal_stop(&mut self, index: usize, ordinal: u32, phase: Phase) -> Option<StopWaits> {
+        let drain = self.positions[index].spec.policy.drain_delay;
         let inst = self.positions[index].instances[ordinal as usize].as_mut()?;
         let was_running = inst.phase == Phase::Running;
+        let in_rotation = inst.ready;
         inst.phase = phase;
         inst.ready = false;
         if let Some(probes) = inst.probes.take() {
             probes.abort();
         }
-        inst.cancel.cancel();
+        let cancel = inst.cancel.clone();
         let waits = (inst.task.take(), inst.stopper.take());
+        // Stopping goes out before the cancellation: subscribers learn that
+        // the instance leaves rotation first, and with a drain delay they have
+        // that long to act on it while the instance still serves.
         if was_running {
             self.publish(index, ordinal, EventKind::Stopping);
+        }
+        if in_rotation && !drain.is_zero() {
+            tracing::debug!(child = %self.positions[index].spec.id, ordinal, ?drain, "draining before cancellation");
+            // The grace deadline counts from now (the drain is inside it),
+            // and the callers' waits already run against it, so the
+            // cancellation is a timer of its own rather than part of a wait.
+            tokio::spawn(async move {
+                tokio::time::sleep(drain).await;
+                cancel.cancel();
+            });
+        } else {
+            cancel.cancel();
         }
         Some(waits)
     }
