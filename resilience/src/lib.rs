@@ -25,6 +25,7 @@
 mod classify;
 mod config;
 mod error;
+mod label;
 mod safety;
 
 pub mod breaker;

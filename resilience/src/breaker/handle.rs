@@ -12,8 +12,9 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    CircuitBreakerLayer, local,
+    CircuitBreakerLayer,
     config::{CircuitBreakerConfig, SlidingWindow},
+    local,
     state::{BreakerState, StateWord, TransitionReason},
     window::{self, FAILED, SLOW, Shard, Totals},
 };

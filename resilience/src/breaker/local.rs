@@ -30,7 +30,9 @@ static REGISTRY: Mutex<Vec<(u64, Weak<Shared>)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    static CACHE: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+    // Ids beside the handles, so a lookup scans one contiguous array
+    // instead of chasing a pointer per entry.
+    static CACHE: RefCell<Vec<(u64, Arc<Shared>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A fresh id for a breaker being built.
@@ -56,7 +58,10 @@ pub(super) fn with_breaker<R>(id: u64, f: impl FnOnce(&Shared) -> R) -> Option<R
     let hit = CACHE
         .try_with(|cache| {
             let cache = cache.try_borrow().ok()?;
-            let shared = cache.iter().find(|s| s.id() == id && !s.is_retired())?;
+            let (_, shared) = cache.iter().find(|(entry, _)| *entry == id)?;
+            if shared.is_retired() {
+                return None;
+            }
             f.take().map(|f| f(shared))
         })
         .ok()
@@ -83,11 +88,11 @@ fn miss<R>(id: u64, f: impl FnOnce(&Shared) -> R) -> Option<R> {
     // cache is borrowed further up this thread's stack.
     let _ = CACHE.try_with(|cache| {
         if let Ok(mut cache) = cache.try_borrow_mut() {
-            cache.retain(|s| !s.is_retired());
+            cache.retain(|(_, s)| !s.is_retired());
             if let Some(shared) = &shared
                 && !shared.is_retired()
             {
-                cache.push(Arc::clone(shared));
+                cache.push((id, Arc::clone(shared)));
             }
         }
     });

@@ -3,7 +3,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -11,7 +10,10 @@ use std::{
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::error::{BoxError, ResilienceError, TimeoutKind};
+use crate::{
+    error::{BoxError, ResilienceError, TimeoutKind},
+    label::Label,
+};
 
 pin_project! {
     /// Resolves to the inner response, or to [`ResilienceError::Timeout`] when
@@ -24,25 +26,18 @@ pin_project! {
         response: F,
         #[pin]
         sleep: Sleep,
-        // `None` for the default name (see `Timeout`).
-        name: Option<Arc<str>>,
+        name: Label,
         kind: TimeoutKind,
         after: Duration,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline]
-    pub(crate) fn new(
-        response: F,
-        sleep: Sleep,
-        name: Option<Arc<str>>,
-        kind: TimeoutKind,
-        after: Duration,
-    ) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(response: F, after: Duration, name: Label, kind: TimeoutKind) -> Self {
         Self {
             response,
-            sleep,
+            sleep: tokio::time::sleep(after),
             name,
             kind,
             after,
@@ -77,8 +72,8 @@ where
 /// Reports a timeout; out of line, so the poll of a call answered in time
 /// stays small.
 #[cold]
-fn timed_out(name: &Option<Arc<str>>, kind: TimeoutKind, after: Duration) -> ResilienceError {
-    let name: Arc<str> = name.clone().unwrap_or_else(|| Arc::from(super::DEFAULT_NAME));
+fn timed_out(name: &Label, kind: TimeoutKind, after: Duration) -> ResilienceError {
+    let name = name.name();
     tracing::debug!(name = %name, %kind, ?after, "call timed out");
     metrics::counter!(
         "orch_timeout_total",
