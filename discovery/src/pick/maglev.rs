@@ -9,7 +9,7 @@ use super::hash::{mix64, scale, stable_hash};
 /// Marks a table entry not yet filled while the table is built.
 const EMPTY: u32 = u32::MAX;
 
-/// How many table entries [`Maglev::lookup_where`] probes before it scans
+/// How many table entries [`Maglev::lookup_where`] tries before it scans
 /// the slots.
 const PROBES: usize = 64;
 
@@ -77,9 +77,11 @@ pub enum MaglevError {
 /// and an endpoint of weight `w` claims an entry only in the rounds where
 /// its running share `round·w` has reached its next multiple of the
 /// largest weight, so it ends up with entries in proportion to `w`.
-/// Endpoints take turns in slot order within a round, and ids are hashed as
-/// XXH64 with seeds 0 (offset) and 1 (skip), as Envoy hashes addresses, so
-/// the table is a function of the ids and weights alone.
+/// Ids are hashed as XXH64 with seeds 0 (offset) and 1 (skip), as Envoy
+/// hashes addresses, and endpoints take turns in the order of their ids
+/// (Envoy: in host order), so which id a key maps to depends only on the
+/// set of ids and weights, not on the order the balancer keeps its slots
+/// in: two clients that list the same endpoints differently still agree.
 ///
 /// A key hash is mixed ([`mix64`](super::mix64)) and scaled onto the
 /// table with a multiply, not a division: keys that are small integers
@@ -87,11 +89,12 @@ pub enum MaglevError {
 ///
 /// # Ineligible endpoints
 ///
-/// [`lookup_where`](Self::lookup_where) walks on from the key's entry to the
-/// next ones until it finds an endpoint the check accepts. Entries next to
-/// each other belong to unrelated endpoints, so an ejected endpoint's keys
-/// spread over the others in proportion to their weights, the other keys do
-/// not move, and the keys come back when it does.
+/// [`lookup_where`](Self::lookup_where) rehashes the key until it lands on
+/// an endpoint the check accepts. Only the refused endpoint's keys move,
+/// they spread over the others in proportion to their weights, the same
+/// key always goes to the same stand-in, and the keys come back when the
+/// endpoint does. (Probing the next entries instead would be cheaper but
+/// uneven: neighbouring entries of a Maglev table are not independent.)
 #[derive(Clone)]
 pub struct Maglev {
     /// The slot of every entry; empty when there are no endpoints.
@@ -169,24 +172,28 @@ impl Maglev {
     /// The slot a key goes to among those `eligible` accepts, or `None`
     /// when it accepts none.
     ///
-    /// Starts at the key's entry and probes the following entries (wrapping
-    /// around) until `eligible` accepts one; after 64 refusals it scans the
-    /// slots in order from the key's own, so the answer is `None` only if
-    /// every slot is refused. For a given key and set of eligible slots the
-    /// answer is always the same.
+    /// Tries the key's own entry, then up to 63 more entries chosen by
+    /// rehashing the key with the attempt number (as Envoy's Maglev rehashes
+    /// on retries), until `eligible` accepts one; then scans the slots in
+    /// order from the key's own, so the answer is `None` only if every slot
+    /// is refused. For a given key and set of eligible slots the answer is
+    /// always the same, and the keys of a refused slot spread over the
+    /// others in proportion to their entries (their weights).
     pub fn lookup_where(&self, key_hash: u64, mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
         let len = self.table.len();
         if len == 0 {
             return None;
         }
-        let first = scale(mix64(key_hash), len);
-        let probes = self.table[first..].iter().chain(&self.table[..first]).take(PROBES);
-        for &slot in probes {
-            if eligible(slot as usize) {
-                return Some(slot as usize);
+        for attempt in 0..PROBES as u64 {
+            // Attempt 0 is the plain lookup; the golden-ratio step makes the
+            // rehashed keys unrelated to each other once mixed.
+            let probe = key_hash.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let slot = self.table[scale(mix64(probe), len)] as usize;
+            if eligible(slot) {
+                return Some(slot);
             }
         }
-        let own = self.table[first] as usize;
+        let own = self.table[scale(mix64(key_hash), len)] as usize;
         (1..=self.slots)
             .map(|k| (own + k) % self.slots)
             .find(|&slot| eligible(slot))
@@ -240,9 +247,9 @@ struct Walk {
 /// Envoy's loop goes round after round over every endpoint, and an
 /// endpoint claims an entry in round `r` if `r·w ≥ claimed·w_max` (at most
 /// once per round). Here each endpoint's next claiming round is computed
-/// directly and kept in a heap ordered by (round, slot), which visits the
-/// endpoints in exactly the loop's order without the rounds where light
-/// endpoints sit out.
+/// directly and kept in a heap ordered by (round, rank by id), which visits
+/// the endpoints in exactly the loop's order (over endpoints sorted by id)
+/// without the rounds where light endpoints sit out.
 fn build(endpoints: &[(&EndpointId, Weight)], size: usize) -> Box<[u32]> {
     let m = size as u64;
     let mut walks: Vec<Walk> = endpoints
@@ -258,14 +265,19 @@ fn build(endpoints: &[(&EndpointId, Weight)], size: usize) -> Box<[u32]> {
         })
         .collect();
     let max_weight = walks.iter().map(|w| w.weight).max().unwrap_or(1);
+    // Turns go in id order, not slot order, so the table maps keys to the
+    // same ids whatever order each client keeps its slots in.
+    let mut by_id: Vec<u32> = (0..endpoints.len() as u32).collect();
+    by_id.sort_by(|&a, &b| endpoints[a as usize].0.cmp(endpoints[b as usize].0));
     let mut table = vec![EMPTY; size].into_boxed_slice();
-    // Round 1 for everyone, in slot order.
-    let mut turns: BinaryHeap<Reverse<(u64, u32)>> = (0..walks.len() as u32).map(|s| Reverse((1, s))).collect();
+    // Round 1 for everyone; the heap holds (round, turn), turn = rank by id.
+    let mut turns: BinaryHeap<Reverse<(u64, u32)>> = (0..by_id.len() as u32).map(|t| Reverse((1, t))).collect();
     let mut filled = 0;
     while filled < size {
-        let Some(Reverse((round, slot))) = turns.pop() else {
+        let Some(Reverse((round, turn))) = turns.pop() else {
             break;
         };
+        let slot = by_id[turn as usize];
         let walk = &mut walks[slot as usize];
         // The size is prime and 0 < skip < size, so the walk visits every
         // entry once per `size` steps: a free one is always found.
@@ -283,7 +295,7 @@ fn build(endpoints: &[(&EndpointId, Weight)], size: usize) -> Box<[u32]> {
         filled += 1;
         walk.claimed += 1;
         let due = (walk.claimed * max_weight).div_ceil(walk.weight);
-        turns.push(Reverse((due.max(round + 1), slot)));
+        turns.push(Reverse((due.max(round + 1), turn)));
     }
     debug_assert!(table.iter().all(|&s| s != EMPTY), "every entry is claimed");
     table
