@@ -1,5 +1,6 @@
 //! The pickers' contracts: weights honoured, smooth order, eligibility,
 //! Maglev's consistency, balance and determinism.
+#![allow(clippy::unwrap_used, reason = "test helpers unwrap like the tests they serve")]
 
 use orch_discovery::{
     EndpointId, Weight,
@@ -68,7 +69,9 @@ fn wrr_is_exact_over_every_cycle() {
 #[test]
 fn wrr_interleaves_like_nginx() {
     let mut wrr = SmoothWrr::new([w(5), w(1), w(1)]);
-    let names: String = (0..14).map(|_| char::from(b'a' + wrr.pick().unwrap() as u8)).collect();
+    let names: String = (0..14)
+        .map(|_| char::from(b'a' + wrr.pick().unwrap() as u8))
+        .collect();
     assert_eq!(names, "aabacaaaabacaa");
 
     // One heavy endpoint among light ones: the heavy one every other pick
@@ -113,7 +116,7 @@ fn wrr_skips_slots_out_of_the_rotation() {
 fn wrr_pick_where_gives_refused_turns_to_the_others() {
     let weights = [4, 1, 1, 2];
     let mut wrr = SmoothWrr::new(weights.map(w));
-    let mut got = vec![0_u64; 4];
+    let mut got = [0_u64; 4];
     for _ in 0..8_000 {
         got[wrr.pick_where(|slot| slot != 0).unwrap()] += 1;
     }
@@ -239,7 +242,7 @@ fn maglev_lookup_where_moves_only_the_refused_slots_keys() {
     let all = ids(8);
     let maglev = table(&all, |_| 1);
     let ejected = 3;
-    let mut moved_to = vec![0_u64; 8];
+    let mut moved_to = [0_u64; 8];
     for key in 0..80_000_u64 {
         let home = maglev.lookup(key).unwrap();
         let now = maglev.lookup_where(key, |slot| slot != ejected).unwrap();

@@ -286,7 +286,10 @@ impl OutlierConfig {
         }
         non_zero_duration(field("max_ejection_time"), self.max_ejection_time)?;
         if self.max_ejection_percent > 100 {
-            return Err(ConfigError::field(field("max_ejection_percent"), "must be at most 100"));
+            return Err(ConfigError::field(
+                field("max_ejection_percent"),
+                "must be at most 100",
+            ));
         }
         if let Some(success_rate) = &self.success_rate {
             let stdev = field("success_rate.stdev_factor");
@@ -476,7 +479,10 @@ mod tests {
             name(outlier(d().consecutive_failures(0))),
             "health.outlier_detection.consecutive_failures"
         );
-        assert_eq!(name(outlier(d().interval(Duration::ZERO))), "health.outlier_detection.interval");
+        assert_eq!(
+            name(outlier(d().interval(Duration::ZERO))),
+            "health.outlier_detection.interval"
+        );
         assert_eq!(
             name(outlier(d().max_ejection_time(Duration::MAX))),
             "health.outlier_detection.max_ejection_time"
@@ -494,16 +500,25 @@ mod tests {
             "health.outlier_detection.max_ejection_percent"
         );
         assert_eq!(
-            name(outlier(d().success_rate(SuccessRateConfig::default().stdev_factor(f64::NAN)))),
+            name(outlier(
+                d().success_rate(SuccessRateConfig::default().stdev_factor(f64::NAN))
+            )),
             "health.outlier_detection.success_rate.stdev_factor"
         );
         let slow = |s: SlowStartConfig| HealthConfig::default().slow_start(s).validate();
         let s = || SlowStartConfig::new(Duration::from_secs(10));
         assert_eq!(name(slow(s().window(Duration::ZERO))), "health.slow_start.window");
         assert_eq!(name(slow(s().aggression(0.0))), "health.slow_start.aggression");
-        assert_eq!(name(slow(s().min_weight_percent(-1.0))), "health.slow_start.min_weight_percent");
         assert_eq!(
-            name(HealthConfig::default().healthy_panic_threshold(f64::NAN).validate()),
+            name(slow(s().min_weight_percent(-1.0))),
+            "health.slow_start.min_weight_percent"
+        );
+        assert_eq!(
+            name(
+                HealthConfig::default()
+                    .healthy_panic_threshold(f64::NAN)
+                    .validate()
+            ),
             "health.healthy_panic_threshold"
         );
     }

@@ -383,7 +383,13 @@ impl OutlierDetector {
     }
 
     /// Ejects an endpoint in the rotation if the cap allows.
-    fn try_eject(&mut self, index: usize, reason: EjectionReason, now: Instant, events: &mut Vec<HealthEvent>) {
+    fn try_eject(
+        &mut self,
+        index: usize,
+        reason: EjectionReason,
+        now: Instant,
+        events: &mut Vec<HealthEvent>,
+    ) {
         debug_assert!(self.slots[index].until.is_none(), "ejecting an ejected endpoint");
         let n = self.slots.len();
         let after = self.ejected + 1;

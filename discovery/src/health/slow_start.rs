@@ -130,7 +130,10 @@ mod tests {
     fn scale_stays_a_valid_weight() {
         assert_eq!(SlowStart::scale(Weight::ONE, 0.0, 100).get(), 1);
         assert_eq!(SlowStart::scale(Weight::ONE, f64::NAN, 100).get(), 1);
-        assert_eq!(SlowStart::scale(Weight::new(u32::MAX).unwrap(), 1.0, 100).get(), u32::MAX);
+        assert_eq!(
+            SlowStart::scale(Weight::new(u32::MAX).unwrap(), 1.0, 100).get(),
+            u32::MAX
+        );
         assert_eq!(SlowStart::scale(Weight::new(3).unwrap(), 0.1, 100).get(), 30);
     }
 }

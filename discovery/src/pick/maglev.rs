@@ -117,7 +117,9 @@ impl Maglev {
     /// endpoints, given in slot order as `(id, weight)`.
     ///
     /// With no endpoints the table is empty and every lookup answers `None`.
-    pub fn new<'a>(endpoints: impl IntoIterator<Item = (&'a EndpointId, Weight)>) -> Result<Self, MaglevError> {
+    pub fn new<'a>(
+        endpoints: impl IntoIterator<Item = (&'a EndpointId, Weight)>,
+    ) -> Result<Self, MaglevError> {
         Self::with_table_size(endpoints, Self::DEFAULT_TABLE_SIZE)
     }
 
@@ -271,7 +273,8 @@ fn build(endpoints: &[(&EndpointId, Weight)], size: usize) -> Box<[u32]> {
     by_id.sort_by(|&a, &b| endpoints[a as usize].0.cmp(endpoints[b as usize].0));
     let mut table = vec![EMPTY; size].into_boxed_slice();
     // Round 1 for everyone; the heap holds (round, turn), turn = rank by id.
-    let mut turns: BinaryHeap<Reverse<(u64, u32)>> = (0..by_id.len() as u32).map(|t| Reverse((1, t))).collect();
+    let mut turns: BinaryHeap<Reverse<(u64, u32)>> =
+        (0..by_id.len() as u32).map(|t| Reverse((1, t))).collect();
     let mut filled = 0;
     while filled < size {
         let Some(Reverse((round, turn))) = turns.pop() else {
@@ -307,12 +310,12 @@ fn is_prime(n: usize) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let mut d = 3;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -384,7 +387,11 @@ mod tests {
             .map(|(id, w)| (id, Weight::new(w).unwrap()))
             .collect();
         for size in [11, 101, 1_009] {
-            assert_eq!(&*build(&endpoints, size), envoy(&endpoints, size).as_slice(), "size {size}");
+            assert_eq!(
+                &*build(&endpoints, size),
+                envoy(&endpoints, size).as_slice(),
+                "size {size}"
+            );
         }
     }
 }

@@ -430,7 +430,9 @@ impl Stepper {
             class.current -= self.total as i64;
         }
         debug_assert!(
-            self.classes.iter().all(|c| c.current.unsigned_abs() <= self.total),
+            self.classes
+                .iter()
+                .all(|c| c.current.unsigned_abs() <= self.total),
             "nginx's currents stay within ±total"
         );
         let slot = best_rank as usize + self.start;
