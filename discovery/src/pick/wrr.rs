@@ -231,6 +231,24 @@ impl SmoothWrr {
     /// The next slot, or `None` when no slot is eligible.
     #[inline]
     pub fn pick(&mut self) -> Option<usize> {
+        // The fast path, kept small so it inlines into the balancer: a step
+        // through the precomputed cycle.
+        if !self.stale
+            && let State::Schedule { entries, cursor } = &mut self.state
+            && let Some(&slot) = entries.get(*cursor)
+        {
+            *cursor += 1;
+            if *cursor == entries.len() {
+                *cursor = 0;
+            }
+            return Some(slot as usize);
+        }
+        self.pick_slow()
+    }
+
+    /// A pick that rebuilds first, or runs the recurrence (no schedule).
+    #[inline(never)]
+    fn pick_slow(&mut self) -> Option<usize> {
         if self.stale {
             self.rebuild();
         }
