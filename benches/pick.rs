@@ -3,10 +3,10 @@
 //!
 //! Groups:
 //! - `wrr/{16,1000}`: `SmoothWrr::pick` (precomputed cycle) for equal and
-//!   mixed weights, `pick_where` with one slot refused, and nginx's loop
-//!   over the same weights.
+//!   mixed weights, `pick_where` with one slot refused, nginx's loop over
+//!   the same weights, a bare table walk (the floor), and a rebuild.
 //! - `maglev/{16,1000}`: `Maglev::lookup` and `lookup_where` with one
-//!   slot refused.
+//!   slot refused; a table build.
 //! - `health`: `EndpointStats::record` (success; failure), and
 //!   `OutlierDetector::poll` when nothing is due.
 //!
@@ -93,6 +93,9 @@ fn wrr(c: &mut Criterion) {
                 b.iter(|| black_box(nginx.pick()))
             });
         }
+        g.bench_function("SmoothWrr rebuild + first pick, weights 1-4", |b| {
+            b.iter(|| black_box(slot(SmoothWrr::new(weights(n, true)).pick())))
+        });
         let mut wrr = SmoothWrr::new(weights(n, true));
         g.bench_function("SmoothWrr::pick_where, one refused", |b| {
             b.iter(|| black_box(slot(wrr.pick_where(|s| s != 3))))
@@ -108,6 +111,9 @@ fn maglev(c: &mut Criterion) {
         let Ok(maglev) = Maglev::new(ids.iter().map(|id| (id, Weight::ONE))) else {
             panic!("the default table fits {n} endpoints");
         };
+        g.bench_function("Maglev::new (rebuild, 65537 entries)", |b| {
+            b.iter(|| black_box(Maglev::new(ids.iter().map(|id| (id, Weight::ONE))).map(|m| m.len())))
+        });
         let mut key = 0_u64;
         g.bench_function("lookup", |b| {
             b.iter(|| {

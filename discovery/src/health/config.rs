@@ -109,7 +109,8 @@ pub struct OutlierConfig {
     /// (Envoy's `consecutive_5xx`).
     pub consecutive_failures: Option<u32>,
     /// How often success rates are judged, and the granularity of the
-    /// decay of [times ejected](Self::base_ejection_time). Default 10 s
+    /// decay of [times ejected](Self::base_ejection_time). Greater than
+    /// zero, at most 365 days (as every duration here); default 10 s
     /// (Envoy).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,

@@ -79,6 +79,8 @@ const PROBES: usize = 32;
 /// [`pick_where`](Self::pick_where): it skips the slots the check refuses,
 /// giving their turn to the next in the cycle.
 ///
+/// Slots are numbered `0..n` with `n` below 2^31 (stored as `u32`).
+///
 /// # Starting point
 ///
 /// Ties go to the lowest slot, so with equal weights the cycle begins at
