@@ -6,10 +6,14 @@
 //! | [`registry`] | [`Registry`]: the current endpoints of a service, with gap-free snapshots and change streams for any number of balancers |
 //! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
 //! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
+//! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
+//! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
 #![forbid(unsafe_code)]
 
 pub mod discover;
 pub mod endpoint;
+pub mod health;
+pub mod pick;
 pub mod registry;
 pub mod source;
 
