@@ -125,6 +125,9 @@ impl CallPermit {
         match self {
             Self::Owned(permit) => permit.record(outcome),
             Self::Local { breaker, mut ticket } => {
+                if outcome == Outcome::Success && ticket.success_needs_no_record(window::thread_seed()) {
+                    return;
+                }
                 local::with_breaker(breaker, |shared| shared.on_outcome(&mut ticket, outcome, None));
             }
         }
@@ -179,6 +182,9 @@ pub(crate) struct Ticket {
 const SETTLED: u64 = 0xff;
 /// The state byte of a rejection (see [`Ticket::rejection`]).
 const REJECTED: u64 = 0xfe;
+/// Set on a service call admitted while its thread's window was clean (see
+/// [`Ticket::mark_clean`]); the thread's seed is in bits 24..32.
+const CLEAN_AT_ADMISSION: u64 = 1 << 16;
 
 impl Ticket {
     #[inline(always)]
@@ -247,6 +253,27 @@ impl Ticket {
     fn in_window(&self) -> bool {
         let code = (self.word & 0xff) as u8;
         code == BreakerState::Closed.code() || code == BreakerState::MetricsOnly.code()
+    }
+
+    /// Marks a call admitted while the window of the shard of the thread with
+    /// `seed` was clean (full, no failure, no slow call), with no failure
+    /// streak counted and no slow-call detection. A success of such a call
+    /// completed on a thread with the same seed needs no recording: it would
+    /// go into that same window, where it can only push out one of the
+    /// successes that made it clean, changing no count. (Only if a whole
+    /// window of other outcomes were recorded while the call ran would the
+    /// oldest entry be a newer one; the success is then not counted, which
+    /// keeps a failure in the window for at most one call longer.)
+    #[inline(always)]
+    fn mark_clean(&mut self, seed: usize) {
+        self.word |= CLEAN_AT_ADMISSION | (((seed as u64) & 0xff) << 24);
+    }
+
+    /// Whether a success of this call, completed on the thread with `seed`,
+    /// needs no recording (see [`mark_clean`](Self::mark_clean)).
+    #[inline(always)]
+    pub(crate) fn success_needs_no_record(&self, seed: usize) -> bool {
+        self.word & CLEAN_AT_ADMISSION != 0 && ((self.word >> 24) & 0xff) as usize == seed
     }
 
     /// The state it was admitted in; nothing is left to record afterwards.
@@ -490,7 +517,16 @@ impl CircuitBreaker {
     /// service's future is built in place.
     #[inline(always)]
     pub(crate) fn acquire_ticket(&self) -> Ticket {
-        self.shared.acquire()
+        let mut ticket = self.shared.acquire();
+        let settings = self.shared.settings();
+        if ticket.in_window() && settings.fast_success && settings.consecutive_failures.is_none() {
+            let seed = window::thread_seed();
+            let hot = &self.shared.hot;
+            if hot.shards[seed & hot.shard_mask].is_clean(ticket.epoch()) {
+                ticket.mark_clean(seed);
+            }
+        }
+        ticket
     }
 
     /// The error of a rejection ticket from [`acquire_ticket`](Self::acquire_ticket).

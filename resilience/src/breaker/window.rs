@@ -382,24 +382,29 @@ pub(crate) fn shard_count() -> usize {
 /// The calling thread's shard, for a breaker with `mask + 1` shards.
 #[inline(always)]
 pub(crate) fn shard_index(mask: usize) -> usize {
+    thread_seed() & mask
+}
+
+/// The calling thread's seed, below `MAX_SHARDS`: its shard in every
+/// breaker is `seed & mask`.
+#[inline(always)]
+pub(crate) fn thread_seed() -> usize {
     static NEXT_SEED: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SEED: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    let seed = SEED
-        .try_with(|seed| {
-            let mut value = seed.get();
-            if value == usize::MAX {
-                // First use on this thread: take the next seed, round-robin,
-                // so threads that start together land on different shards.
-                value = NEXT_SEED.fetch_add(1, Ordering::Relaxed) & (MAX_SHARDS - 1);
-                seed.set(value);
-            }
-            value
-        })
-        // The thread is exiting and its locals are gone: any shard is correct.
-        .unwrap_or(0);
-    seed & mask
+    SEED.try_with(|seed| {
+        let mut value = seed.get();
+        if value == usize::MAX {
+            // First use on this thread: take the next seed, round-robin,
+            // so threads that start together land on different shards.
+            value = NEXT_SEED.fetch_add(1, Ordering::Relaxed) & (MAX_SHARDS - 1);
+            seed.set(value);
+        }
+        value
+    })
+    // The thread is exiting and its locals are gone: any shard is correct.
+    .unwrap_or(0)
 }
 
 #[cfg(test)]
