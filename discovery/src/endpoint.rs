@@ -220,7 +220,9 @@ impl Endpoint {
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Endpoint");
-        d.field("id", &self.id).field("address", &self.address).field("weight", &self.weight);
+        d.field("id", &self.id)
+            .field("address", &self.address)
+            .field("weight", &self.weight);
         if let Some(zone) = &self.zone {
             d.field("zone", zone);
         }
