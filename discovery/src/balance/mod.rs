@@ -444,3 +444,100 @@ where
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashMap,
+        convert::Infallible,
+        future::{Ready, ready},
+        task::Waker,
+    };
+
+    use futures_util::stream;
+
+    use super::*;
+
+    /// Answers with its endpoint id.
+    struct Echo(String);
+
+    impl Service<()> for Echo {
+        type Response = String;
+        type Error = Infallible;
+        type Future = Ready<Result<String, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            ready(Ok(self.0.clone()))
+        }
+    }
+
+    fn balancer(
+        ids: &[&str],
+    ) -> Balancer<
+        impl Stream<Item = EndpointChange> + Unpin,
+        impl Service<Endpoint, Response = Echo, Error = Infallible>,
+    > {
+        let changes: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16));
+                EndpointChange::Insert(Endpoint::new(*id, address))
+            })
+            .collect();
+        let config = BalancerConfig::default()
+            .algorithm(Algorithm::pending_requests())
+            .seed(9);
+        let connect = connect_fn(|e: &Endpoint| Echo(e.id().to_string()));
+        Balancer::with_config(&config, stream::iter(changes), connect).unwrap()
+    }
+
+    fn send<B: Service<(), Response = String>>(balancer: &mut B) -> String {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(balancer.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        match std::pin::pin!(balancer.call(())).poll(&mut cx) {
+            Poll::Ready(Ok(id)) => id,
+            _ => panic!("the echo answers at once"),
+        }
+    }
+
+    fn eject<D, M: Service<Endpoint>, K>(balancer: &Balancer<D, M, K>, pos: usize, available: bool) {
+        let slots = balancer.set.ready_slots();
+        slots.slot(pos).unwrap().state.set_available(available);
+    }
+
+    #[test]
+    fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
+        let mut balancer = balancer(&["a", "b", "c"]);
+        send(&mut balancer);
+        let ejected = balancer
+            .set
+            .ready_slots()
+            .slot(0)
+            .unwrap()
+            .endpoint
+            .id()
+            .to_string();
+        eject(&balancer, 0, false);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..3_000 {
+            *counts.entry(send(&mut balancer)).or_default() += 1;
+        }
+        assert_eq!(counts.get(&ejected), None, "{counts:?}");
+        assert_eq!(counts.values().sum::<usize>(), 3_000);
+
+        // With every endpoint ejected, any is better than none.
+        for pos in 1..3 {
+            eject(&balancer, pos, false);
+        }
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..3_000 {
+            *counts.entry(send(&mut balancer)).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+    }
+}

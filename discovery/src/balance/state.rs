@@ -246,7 +246,7 @@ impl<'a> Now<'a> {
 #[inline]
 pub(crate) fn decay(x: f64) -> f64 {
     debug_assert!(x >= 0.0, "decay of a negative age");
-    if x < 1.0 / 64.0 {
+    if x < 1.0 / 128.0 {
         1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0)))
     } else {
         (-x).exp()
