@@ -84,13 +84,13 @@ fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &s
 fn ours(n: usize, algorithm: Algorithm) -> impl Service<u64> {
     let changes: Vec<EndpointChange> = (0..n)
         .map(|i| {
-            let address = format!("127.0.0.1:{}", 10_000 + i).parse().unwrap();
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
             EndpointChange::Insert(Endpoint::new(format!("e{i}"), address))
         })
         .collect();
     let config = BalancerConfig::default().algorithm(algorithm).seed(1);
     let connect = connect_fn(|_: &Endpoint| bare());
-    Balancer::with_config(&config, stream::iter(changes), connect).unwrap()
+    Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
 }
 
 fn endpoints(n: usize) -> ServiceList<Vec<Bare>> {
@@ -101,7 +101,7 @@ fn balance(c: &mut Criterion, n: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap();
+        .expect("a tokio runtime");
     let _entered = runtime.enter();
     let mut g = c.benchmark_group(format!("balance_{n}"));
     g.warm_up_time(Duration::from_millis(500))
@@ -141,7 +141,7 @@ fn clock(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap();
+        .expect("a tokio runtime");
     let entered = runtime.enter();
     g.bench_function("tokio_instant", |b| {
         b.iter(|| black_box(tokio::time::Instant::now()))
