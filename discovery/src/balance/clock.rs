@@ -70,16 +70,23 @@ impl Clock {
         }
     }
 
-    /// Nanoseconds from `earlier` to `later`; zero when `later` is not after
+    /// Ticks from `earlier` to `later`; zero when `later` is not after
     /// `earlier` (readings taken on different threads may arrive out of order).
     #[inline]
-    pub(crate) fn nanos_between(&self, earlier: u64, later: u64) -> u64 {
-        if later <= earlier {
-            return 0;
-        }
+    pub(crate) fn ticks_between(&self, earlier: u64, later: u64) -> f64 {
+        later.saturating_sub(earlier) as f64
+    }
+
+    /// Nanoseconds per tick: 1 except for the TSC, measured by `quanta`'s
+    /// calibration. Lets the hot path scale by one multiplication instead of
+    /// converting every reading.
+    pub(crate) fn nanos_per_tick(&self) -> f64 {
         match self {
-            Self::Tsc(clock) => clock.delta_as_nanos(earlier, later),
-            Self::Std(_) | Self::Tokio(_) => later - earlier,
+            Self::Tsc(clock) => {
+                const SPAN: u64 = 1 << 40;
+                clock.delta_as_nanos(0, SPAN) as f64 / SPAN as f64
+            }
+            Self::Std(_) | Self::Tokio(_) => 1.0,
         }
     }
 }
@@ -101,8 +108,8 @@ mod tests {
         let t0 = clock.now();
         tokio::time::advance(Duration::from_millis(30)).await;
         let t1 = clock.now();
-        assert_eq!(clock.nanos_between(t0, t1), 30_000_000);
-        assert_eq!(clock.nanos_between(t1, t0), 0);
+        assert_eq!(clock.ticks_between(t0, t1) * clock.nanos_per_tick(), 30_000_000.0);
+        assert_eq!(clock.ticks_between(t1, t0), 0.0);
     }
 
     #[test]
@@ -111,6 +118,8 @@ mod tests {
             let clock = Clock::start(source);
             let readings: Vec<u64> = (0..1_000).map(|_| clock.now()).collect();
             assert!(readings.windows(2).all(|w| w[0] <= w[1]), "{source:?}");
+            let per_tick = clock.nanos_per_tick();
+            assert!(per_tick > 0.0 && per_tick.is_finite(), "{source:?}: {per_tick}");
         }
     }
 }

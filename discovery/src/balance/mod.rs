@@ -153,8 +153,9 @@ where
     wake: Arc<WakeFlag>,
     /// Sets `wake`; background work is polled with it.
     waker: Waker,
-    /// The endpoint called last, to ask again whether it is ready.
-    last_called: Option<u32>,
+    /// The ready position of the endpoint called last, to ask again whether
+    /// it is ready (positions only change in `poll_ready`).
+    last_called: Option<usize>,
     /// `poll_ready` returned `Ready` and no `call` used it yet.
     reserved: bool,
     failfast: FailFast,
@@ -375,11 +376,11 @@ where
     type Future = ResponseFuture<<M::Response as Service<Req>>::Future, K>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        if let Some(key) = self.last_called.take() {
+        if let Some(pos) = self.last_called.take() {
             // Polled with the wake flag: if it is not ready, it joins the
             // not-ready set, which that flag drives.
             let mut background = Context::from_waker(&self.waker);
-            self.set.repoll::<Req>(key, &mut background, &mut self.rng);
+            self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
         }
         loop {
             if self.wake.take() {
@@ -413,20 +414,17 @@ where
         // Peak-EWMA: the reading the pick used (or a fresh one) is when the
         // request leaves.
         let sent_at = if self.set.measures_latency() { now.get() } else { 0 };
-        let Some((key, entry)) = self.set.ready_entry_mut(pos) else {
+        let Some(slot) = self.set.ready_slot_mut(pos) else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
-        let Some(service) = entry.service.as_mut() else {
-            return ResponseFuture::failed(BalanceError::NotReady);
-        };
-        entry.picks.increment(1);
+        slot.picks.increment(1);
         let tracker = Tracker {
-            state: Arc::clone(&entry.state),
+            state: Arc::clone(&slot.state),
             sent_at,
             classifier: self.classifier.clone(),
         };
-        let future = service.call(request);
-        self.last_called = Some(key);
+        let future = slot.service.call(request);
+        self.last_called = Some(pos);
         ResponseFuture::new(future, tracker)
     }
 }
@@ -514,14 +512,7 @@ mod tests {
     fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
         let mut balancer = balancer(&["a", "b", "c"]);
         send(&mut balancer);
-        let ejected = balancer
-            .set
-            .ready_slots()
-            .slot(0)
-            .unwrap()
-            .endpoint
-            .id()
-            .to_string();
+        let ejected = balancer.set.ready_id(0).unwrap().to_string();
         eject(&balancer, 0, false);
         let mut counts: HashMap<String, usize> = HashMap::new();
         for _ in 0..3_000 {

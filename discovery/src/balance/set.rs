@@ -32,26 +32,53 @@ use super::strategy::ReadySlots;
 use super::wake::WakeFlag;
 use crate::{Endpoint, EndpointChange, EndpointId};
 
-/// One known endpoint.
-pub(crate) struct Entry<S> {
-    /// The endpoint as discovery last described it.
-    pub(crate) endpoint: Endpoint,
-    /// Load and health shared with requests in flight. The entry holds the
-    /// only long-lived strong reference (see [`EndpointState`]).
+/// A ready endpoint: everything a request touches (its load state, weight,
+/// pick counter and the service itself), so a request never reads the
+/// entry behind it. While an endpoint is ready its slot owns the service.
+pub(crate) struct ReadySlot<S> {
+    /// The endpoint's load and health. While the slot exists this is the
+    /// second long-lived strong reference (see [`EndpointState`]).
     pub(crate) state: Arc<EndpointState>,
-    /// `1 / weight`, for the cost of a pick.
+    /// `1 / weight` (the effective weight: where slow start would scale it).
     pub(crate) inv_weight: f64,
-    /// A hash of the endpoint id that is the same in every process and
-    /// every run (FNV-1a), for key-based pickers.
+    /// The stable hash of the endpoint id, for key-based pickers.
     #[expect(
         dead_code,
         reason = "seam: read by key-based pickers (Maglev) once integrated"
     )]
     pub(crate) id_hash: u64,
+    /// The entry's key.
+    pub(crate) key: u32,
     /// The `orch_balancer_picks_total` handle of this endpoint.
     pub(crate) picks: Counter,
-    /// The connected service, from connect until eviction.
-    pub(crate) service: Option<S>,
+    /// The service, reserved by a `Ready` from its `poll_ready`.
+    pub(crate) service: S,
+}
+
+impl<S> ReadySlot<S> {
+    /// Requests in flight to this endpoint: strong references beyond the
+    /// entry's and this slot's.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        Arc::strong_count(&self.state) - 2
+    }
+}
+
+/// One known endpoint.
+pub(crate) struct Entry<S> {
+    /// The endpoint as discovery last described it.
+    pub(crate) endpoint: Endpoint,
+    /// Load and health shared with requests in flight; the entry's strong
+    /// reference is one of the long-lived ones (see [`EndpointState`]).
+    pub(crate) state: Arc<EndpointState>,
+    /// A hash of the endpoint id that is the same in every process and
+    /// every run (FNV-1a), for key-based pickers.
+    id_hash: u64,
+    /// The `orch_balancer_picks_total` handle of this endpoint.
+    picks: Counter,
+    /// The connected service while it is not ready (a ready one lives in
+    /// its [`ReadySlot`]).
+    service: Option<S>,
     stage: Stage,
     epoch: u64,
     /// Consecutive failures (connect or `poll_ready`) since it was last ready.
@@ -93,7 +120,7 @@ pub(crate) struct EndpointSet<S, F> {
     entries: Vec<Option<Entry<S>>>,
     free: Vec<u32>,
     ids: HashMap<EndpointId, u32>,
-    ready: Vec<u32>,
+    ready: Vec<ReadySlot<S>>,
     unready: Vec<u32>,
     queued: VecDeque<(u32, u64)>,
     connecting: Vec<Connecting<F>>,
@@ -115,7 +142,7 @@ pub(crate) struct EndpointSet<S, F> {
 impl<S, F> EndpointSet<S, F> {
     /// An empty set for a validated `config`.
     pub(crate) fn new(config: &BalancerConfig, clock: Clock, wake: Arc<WakeFlag>) -> Self {
-        let (model, initial_estimate) = LoadModel::for_algorithm(&config.algorithm);
+        let (model, initial_estimate) = LoadModel::for_algorithm(&config.algorithm, &clock);
         let metrics = BalancerMetrics::new(Arc::clone(&config.name));
         metrics.endpoints(0, 0);
         Self {
@@ -160,19 +187,23 @@ impl<S, F> EndpointSet<S, F> {
     #[inline]
     pub(crate) fn ready_slots(&self) -> ReadySlots<'_, S> {
         ReadySlots {
-            keys: &self.ready,
-            entries: &self.entries,
+            slots: &self.ready,
             uniform: self.ready_weights.len() <= 1,
             version: self.version,
         }
     }
 
-    /// The ready endpoint at `pos` and its key.
+    /// The ready endpoint at `pos`.
     #[inline]
-    pub(crate) fn ready_entry_mut(&mut self, pos: usize) -> Option<(u32, &mut Entry<S>)> {
-        let key = *self.ready.get(pos)?;
-        let entry = self.entries.get_mut(key as usize)?.as_mut()?;
-        Some((key, entry))
+    pub(crate) fn ready_slot_mut(&mut self, pos: usize) -> Option<&mut ReadySlot<S>> {
+        self.ready.get_mut(pos)
+    }
+
+    /// The id of the ready endpoint at `pos`.
+    #[cfg(test)]
+    pub(crate) fn ready_id(&self, pos: usize) -> Option<&EndpointId> {
+        let key = self.ready.get(pos)?.key;
+        Some(self.entries.get(key as usize)?.as_ref()?.endpoint.id())
     }
 
     /// Whether peak-EWMA needs send and completion times.
@@ -214,7 +245,6 @@ impl<S, F> EndpointSet<S, F> {
         let epoch = self.new_epoch();
         let entry = Entry {
             state: self.new_state(),
-            inv_weight: 1.0 / f64::from(endpoint.weight().get()),
             id_hash: fnv1a(endpoint.id().as_str().as_bytes()),
             picks: self.metrics.picks(endpoint.id()),
             service: None,
@@ -277,14 +307,16 @@ impl<S, F> EndpointSet<S, F> {
             self.queued.push_back((key, epoch));
             self.wake.set();
         } else if weight != endpoint.weight().get()
-            && let Stage::Ready(_) = stage
+            && let Stage::Ready(pos) = stage
         {
             self.count_weight(weight, false);
             self.count_weight(endpoint.weight().get(), true);
+            if let Some(slot) = self.ready.get_mut(pos as usize) {
+                slot.inv_weight = 1.0 / f64::from(endpoint.weight().get());
+            }
             self.version += 1;
         }
         if let Some(entry) = self.entries[key as usize].as_mut() {
-            entry.inv_weight = 1.0 / f64::from(endpoint.weight().get());
             entry.endpoint = endpoint;
         }
     }
@@ -296,7 +328,7 @@ impl<S, F> EndpointSet<S, F> {
             return;
         };
         match entry.stage {
-            Stage::Ready(pos) => self.remove_ready(pos),
+            Stage::Ready(pos) => drop(self.remove_ready(pos)),
             Stage::Unready(pos) => self.remove_unready(pos),
             Stage::Connecting => {
                 let epoch = entry.epoch;
@@ -313,23 +345,37 @@ impl<S, F> EndpointSet<S, F> {
 
     // ===== stages =====
 
+    /// Moves the entry's service into a new ready slot.
     fn push_ready(&mut self, key: u32) {
         let pos = self.ready.len() as u32;
-        self.ready.push(key);
         let Some(entry) = self.entries[key as usize].as_mut() else {
             return;
         };
+        let Some(service) = entry.service.take() else {
+            return;
+        };
+        let weight = entry.endpoint.weight().get();
+        self.ready.push(ReadySlot {
+            state: Arc::clone(&entry.state),
+            inv_weight: 1.0 / f64::from(weight),
+            id_hash: entry.id_hash,
+            key,
+            picks: entry.picks.clone(),
+            service,
+        });
         entry.stage = Stage::Ready(pos);
         entry.failures = 0;
-        let weight = entry.endpoint.weight().get();
         self.count_weight(weight, true);
         self.version += 1;
     }
 
-    fn remove_ready(&mut self, pos: u32) {
-        let key = self.ready.swap_remove(pos as usize);
-        if let Some(&moved) = self.ready.get(pos as usize)
-            && let Some(entry) = self.entries[moved as usize].as_mut()
+    /// Takes the slot at `pos` out of the ready set; the caller decides
+    /// what becomes of its service.
+    fn remove_ready(&mut self, pos: u32) -> ReadySlot<S> {
+        let slot = self.ready.swap_remove(pos as usize);
+        let key = slot.key;
+        if let Some(moved) = self.ready.get(pos as usize)
+            && let Some(entry) = self.entries[moved.key as usize].as_mut()
         {
             entry.stage = Stage::Ready(pos);
         }
@@ -340,6 +386,7 @@ impl<S, F> EndpointSet<S, F> {
             self.count_weight(weight, false);
         }
         self.version += 1;
+        slot
     }
 
     fn push_unready(&mut self, key: u32) {
@@ -572,29 +619,31 @@ impl<S, F> EndpointSet<S, F> {
         }
     }
 
-    /// Asks the endpoint just called whether it can take another request:
-    /// it stays ready, waits in the not-ready set, or is evicted.
+    /// Asks the endpoint just called (at ready position `pos`) whether it
+    /// can take another request: it stays ready, waits in the not-ready set,
+    /// or is evicted.
     #[inline]
-    pub(crate) fn repoll<Req>(&mut self, key: u32, cx: &mut Context<'_>, rng: &mut Rng)
+    pub(crate) fn repoll<Req>(&mut self, pos: usize, cx: &mut Context<'_>, rng: &mut Rng)
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        let Some(entry) = self.entries.get_mut(key as usize).and_then(Option::as_mut) else {
+        let Some(slot) = self.ready.get_mut(pos) else {
             return;
         };
-        let (Stage::Ready(pos), Some(service)) = (entry.stage, entry.service.as_mut()) else {
-            return;
-        };
-        match service.poll_ready(cx) {
+        match slot.service.poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Pending => {
-                self.remove_ready(pos);
+                let slot = self.remove_ready(pos as u32);
+                let key = slot.key;
+                if let Some(entry) = self.entries[key as usize].as_mut() {
+                    entry.service = Some(slot.service);
+                }
                 self.push_unready(key);
                 self.publish();
             }
             Poll::Ready(Err(error)) => {
-                self.remove_ready(pos);
+                let key = self.remove_ready(pos as u32).key;
                 self.evict(key, error.into(), rng);
                 self.publish();
             }

@@ -16,10 +16,12 @@
 //!
 //! # Counting requests in flight
 //!
-//! The balancer's entry for the endpoint holds the only long-lived strong
-//! reference; every request in flight holds one more, dropped when its
-//! response completes. So `Arc::strong_count - 1` is the number in flight,
-//! with no counter of its own to update (the same trick as
+//! The balancer's entry for the endpoint holds one long-lived strong
+//! reference and, while the endpoint is ready, its slot in the ready list a
+//! second (so a pick reads the state without going through the entry);
+//! every request in flight holds one more, dropped when its response
+//! completes. So `Arc::strong_count - 2` is the number in flight of a ready
+//! endpoint, with no counter of its own to update (the same trick as
 //! `tower::load::PendingRequests`). Anything else that needs the state
 //! (health checks, metrics) must hold a `Weak`.
 
@@ -47,32 +49,36 @@ pub(crate) struct Outcome {
 pub(crate) enum LoadModel {
     /// Peak-EWMA response time, in nanoseconds.
     PeakEwma {
-        /// `1 / decay` in 1/ns, so a decay is a multiplication.
-        inv_decay_ns: f64,
+        /// `1 / decay` per clock tick, so a decay is a multiplication.
+        inv_decay: f64,
+        /// Nanoseconds per clock tick.
+        nanos_per_tick: f64,
         /// A failure counts as a response at least this slow, in ns.
         penalty_ns: f64,
     },
     /// Requests in flight, multiplied by `1 + decayed failure count`.
     Pending {
-        /// `1 / failure_decay` in 1/ns.
-        inv_decay_ns: f64,
+        /// `1 / failure_decay` per clock tick.
+        inv_decay: f64,
     },
 }
 
 impl LoadModel {
-    /// The model and its starting estimate for `algorithm`.
-    pub(crate) fn for_algorithm(algorithm: &Algorithm) -> (Self, f64) {
+    /// The model and its starting estimate for `algorithm`, on `clock`.
+    pub(crate) fn for_algorithm(algorithm: &Algorithm, clock: &Clock) -> (Self, f64) {
+        let per_tick = clock.nanos_per_tick();
         match algorithm {
             Algorithm::PeakEwma(ewma) => (
                 Self::PeakEwma {
-                    inv_decay_ns: 1.0 / duration_nanos(ewma.decay) as f64,
+                    inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
+                    nanos_per_tick: per_tick,
                     penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
                 },
                 duration_nanos(ewma.default_rtt) as f64,
             ),
             Algorithm::PendingRequests(pending) => (
                 Self::Pending {
-                    inv_decay_ns: 1.0 / duration_nanos(pending.failure_decay) as f64,
+                    inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
                 },
                 0.0,
             ),
@@ -81,10 +87,13 @@ impl LoadModel {
 }
 
 /// One endpoint's shared load state. See the module docs.
+///
+/// `repr(C)` keeps what a pick reads (`estimate`, `stamp`, `available`)
+/// right after the `Arc`'s reference counts, on the same cache line as the
+/// strong count a pick also reads.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct EndpointState {
-    model: LoadModel,
-    clock: Clock,
     /// Peak-EWMA: the response-time estimate in ns. Pending: the failure
     /// count. As `f64` bits; the value at `stamp`, before any decay since.
     estimate: AtomicU64,
@@ -92,6 +101,8 @@ pub(crate) struct EndpointState {
     stamp: AtomicU64,
     /// False while passive health ejects the endpoint.
     available: AtomicBool,
+    model: LoadModel,
+    clock: Clock,
 }
 
 impl EndpointState {
@@ -119,12 +130,6 @@ impl EndpointState {
         &self.clock
     }
 
-    /// Requests in flight: strong references beyond the balancer's own.
-    #[inline]
-    pub(crate) fn in_flight(self: &Arc<Self>) -> usize {
-        Arc::strong_count(self) - 1
-    }
-
     /// False while the endpoint is ejected; picks skip it.
     #[inline]
     pub(crate) fn is_available(&self) -> bool {
@@ -147,21 +152,21 @@ impl EndpointState {
     /// and by pending-requests for an endpoint with recent failures),
     /// relative to its weight: lower is better.
     #[inline]
-    pub(crate) fn cost(self: &Arc<Self>, inv_weight: f64, now: &mut Now<'_>) -> f64 {
-        let queue = self.in_flight() as f64 * inv_weight + 1.0;
+    pub(crate) fn cost(&self, in_flight: usize, inv_weight: f64, now: &mut Now<'_>) -> f64 {
+        let queue = in_flight as f64 * inv_weight + 1.0;
         let estimate = f64::from_bits(self.estimate.load(Relaxed));
         match self.model {
-            LoadModel::PeakEwma { inv_decay_ns, .. } => {
-                let age = self.clock.nanos_between(self.stamp.load(Relaxed), now.get());
-                estimate * decay(age as f64 * inv_decay_ns) * queue
+            LoadModel::PeakEwma { inv_decay, .. } => {
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
+                estimate * decay(age * inv_decay) * queue
             }
-            LoadModel::Pending { inv_decay_ns } => {
+            LoadModel::Pending { inv_decay } => {
                 if estimate == 0.0 {
                     // A healthy endpoint: no clock read.
                     return queue;
                 }
-                let age = self.clock.nanos_between(self.stamp.load(Relaxed), now.get());
-                queue * (1.0 + estimate * decay(age as f64 * inv_decay_ns))
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
+                queue * (1.0 + estimate * decay(age * inv_decay))
             }
         }
     }
@@ -177,11 +182,12 @@ impl EndpointState {
     pub(crate) fn record(&self, outcome: Outcome) {
         match self.model {
             LoadModel::PeakEwma {
-                inv_decay_ns,
+                inv_decay,
                 penalty_ns,
+                nanos_per_tick,
             } => {
                 let now = self.clock.now();
-                let mut rtt = self.clock.nanos_between(outcome.sent_at, now) as f64;
+                let mut rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
                 if outcome.failed {
                     rtt = rtt.max(penalty_ns);
                 }
@@ -190,21 +196,21 @@ impl EndpointState {
                     // The peak: a slower response replaces the estimate at once.
                     rtt
                 } else {
-                    let age = self.clock.nanos_between(self.stamp.load(Relaxed), now);
-                    let w = decay(age as f64 * inv_decay_ns);
+                    let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+                    let w = decay(age * inv_decay);
                     previous * w + rtt * (1.0 - w)
                 };
                 self.estimate.store(next.to_bits(), Relaxed);
                 self.stamp.store(now, Relaxed);
             }
-            LoadModel::Pending { inv_decay_ns } => {
+            LoadModel::Pending { inv_decay } => {
                 if !outcome.failed {
                     return;
                 }
                 let now = self.clock.now();
-                let age = self.clock.nanos_between(self.stamp.load(Relaxed), now);
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
                 let previous = f64::from_bits(self.estimate.load(Relaxed));
-                let next = previous * decay(age as f64 * inv_decay_ns) + 1.0;
+                let next = previous * decay(age * inv_decay) + 1.0;
                 self.estimate.store(next.to_bits(), Relaxed);
                 self.stamp.store(now, Relaxed);
             }
@@ -264,12 +270,14 @@ mod tests {
 
     fn ewma() -> Arc<EndpointState> {
         let algorithm = Algorithm::PeakEwma(PeakEwmaConfig::default().decay(Duration::from_secs(1)));
-        let (model, initial) = LoadModel::for_algorithm(&algorithm);
-        EndpointState::new(model, initial, Clock::start(ClockSource::Tokio))
+        let clock = Clock::start(ClockSource::Tokio);
+        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
+        EndpointState::new(model, initial, clock)
     }
 
+    /// The cost with as many requests in flight as references beyond one.
     fn cost(state: &Arc<EndpointState>) -> f64 {
-        state.cost(1.0, &mut Now::lazy(state.clock()))
+        state.cost(Arc::strong_count(state) - 1, 1.0, &mut Now::lazy(state.clock()))
     }
 
     #[test]
@@ -296,7 +304,6 @@ mod tests {
 
         // Two requests in flight triple the cost.
         let (a, b) = (Arc::clone(&state), Arc::clone(&state));
-        assert_eq!(state.in_flight(), 2);
         assert_eq!(cost(&state), 300.0 * MS);
         drop((a, b));
 
@@ -322,8 +329,9 @@ mod tests {
         let algorithm = Algorithm::PendingRequests(
             crate::balance::config::PendingRequestsConfig::default().failure_decay(Duration::from_secs(1)),
         );
-        let (model, initial) = LoadModel::for_algorithm(&algorithm);
-        let state = EndpointState::new(model, initial, Clock::start(ClockSource::Tokio));
+        let clock = Clock::start(ClockSource::Tokio);
+        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
+        let state = EndpointState::new(model, initial, clock);
         assert!(!state.measures_latency());
         assert_eq!(cost(&state), 1.0);
         state.record(Outcome {
@@ -343,9 +351,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!((cost(&state) - (1.0 + 2.0 * (-1.0f64).exp())).abs() < 1e-9);
         // Weight halves the in-flight part only.
-        let _in_flight = Arc::clone(&state);
         assert!(
-            (state.cost(0.5, &mut Now::lazy(state.clock())) - 1.5 * (1.0 + 2.0 * (-1.0f64).exp())).abs()
+            (state.cost(1, 0.5, &mut Now::lazy(state.clock())) - 1.5 * (1.0 + 2.0 * (-1.0f64).exp())).abs()
                 < 1e-9
         );
     }

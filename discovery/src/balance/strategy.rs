@@ -17,32 +17,28 @@
 //! (Vose's alias method: O(1) per draw, rebuilt only when the ready set or a
 //! weight changes) and compared by `cost`, in which requests in flight count
 //! per unit of weight (`in_flight / weight + 1`, see
-//! [`EndpointState::cost`]). So with no requests in flight and equal
+//! `EndpointState::cost`). So with no requests in flight and equal
 //! latencies the costs tie, the first candidate wins, and traffic splits
 //! exactly by weight (a 1 %-weight canary gets 1 %); under load, in-flight
 //! requests settle in proportion to weight. When all weights are equal the
 //! candidates are two distinct endpoints drawn uniformly, as in tower.
 
-use std::sync::Arc;
-
 use super::rng::{Rng, below};
-use super::set::Entry;
-use super::state::{EndpointState, Now};
+use super::set::ReadySlot;
+use super::state::Now;
 
 /// How the balancer chooses among ready endpoints. See the module docs.
 #[derive(Debug)]
 pub(crate) enum Strategy {
     /// Power of two choices over the endpoints' load (peak-EWMA or
-    /// requests in flight, as their [`EndpointState`] models it).
+    /// requests in flight, as their `EndpointState` models it).
     PowerOfTwoChoices(Sampler),
 }
 
 /// The ready endpoints as a strategy sees them.
 pub(crate) struct ReadySlots<'a, S> {
-    /// Entry keys of the ready endpoints; a pick returns a position here.
-    pub(crate) keys: &'a [u32],
-    /// All entries, by key.
-    pub(crate) entries: &'a [Option<Entry<S>>],
+    /// The ready endpoints; a pick returns a position here.
+    pub(crate) slots: &'a [ReadySlot<S>],
     /// All ready endpoints have the same weight.
     pub(crate) uniform: bool,
     /// Changes whenever the ready set or a ready weight changes.
@@ -53,25 +49,26 @@ impl<S> ReadySlots<'_, S> {
     /// Number of ready endpoints.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.slots.len()
     }
 
-    /// The ready endpoint at `pos` (always present for a valid position).
+    /// The ready endpoint at `pos`.
     #[inline]
-    pub(crate) fn slot(&self, pos: usize) -> Option<&Entry<S>> {
-        let key = *self.keys.get(pos)?;
-        self.entries.get(key as usize)?.as_ref()
+    pub(crate) fn slot(&self, pos: usize) -> Option<&ReadySlot<S>> {
+        self.slots.get(pos)
     }
 
-    /// The endpoint's load state, if the position is valid and not ejected.
+    /// The endpoint at `pos`, if the position is valid and not ejected.
     #[inline]
-    fn available(&self, pos: usize) -> Option<(&Arc<EndpointState>, f64)> {
-        let entry = self.slot(pos)?;
-        entry
-            .state
-            .is_available()
-            .then_some((&entry.state, entry.inv_weight))
+    fn available(&self, pos: usize) -> Option<&ReadySlot<S>> {
+        self.slot(pos).filter(|slot| slot.state.is_available())
     }
+}
+
+/// The cost of a ready endpoint (see `EndpointState::cost`).
+#[inline]
+fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
+    slot.state.cost(slot.in_flight(), slot.inv_weight, now)
 }
 
 impl Strategy {
@@ -112,8 +109,8 @@ fn p2c<S>(
     let (a, b) = sampler.two(slots, rng);
     let chosen = match (slots.available(a), slots.available(b)) {
         (Some(_), _) if a == b => a,
-        (Some((sa, wa)), Some((sb, wb))) => {
-            let (ca, cb) = (sa.cost(wa, now), sb.cost(wb, now));
+        (Some(sa), Some(sb)) => {
+            let (ca, cb) = (cost(sa, now), cost(sb, now));
             let chosen = if cb < ca { b } else { a };
             tracing::trace!(a.index = a, a.cost = ca, b.index = b, b.cost = cb, chosen, "p2c");
             chosen
@@ -186,7 +183,7 @@ impl Sampler {
     /// Vose's alias method over the ready weights: O(n).
     fn rebuild<S>(&mut self, slots: &ReadySlots<'_, S>) {
         let n = slots.len();
-        let weight = |pos: usize| slots.slot(pos).map_or(0.0, |e| 1.0 / e.inv_weight);
+        let weight = |pos: usize| slots.slot(pos).map_or(0.0, |s| 1.0 / s.inv_weight);
         let total: f64 = (0..n).map(weight).sum();
         self.table.clear();
         self.table.resize(n, (1 << 32, 0));
