@@ -1,0 +1,156 @@
+//! Per-request overhead of the client-side load balancer over a bare
+//! service, against `tower::balance::p2c` in the same run.
+//!
+//! Every endpoint is an in-process service that is always ready and answers
+//! at once (`std::future::Ready`), so what is measured is the balancer:
+//! applying nothing (discovery is quiet), `poll_ready`, the pick, `call`,
+//! the response future and its load bookkeeping. Calls are driven by hand
+//! with a no-op waker (`poll_ready`, `call`, one `poll`), inside an entered
+//! tokio runtime (tower's peak-EWMA reads `tokio::time::Instant`).
+//!
+//! Groups:
+//! - `balance_16`, `balance_1000`: 16 and 1,000 endpoints. Lines: `bare`
+//!   (one endpoint service, no balancer), `ours_p2c_ewma` (the default),
+//!   `ours_p2c_pending`, `tower_p2c_peak_ewma` (`PeakEwmaDiscover`, 30 ms
+//!   default RTT, 10 s decay, as ours), `tower_p2c_pending`
+//!   (`PendingRequestsDiscover`).
+//! - `clock`: one read of each clock the balancer can use, which decided
+//!   the default ([`ClockSource::Tsc`](orch::discovery::balance::ClockSource)).
+//!   Our dev-dependencies compile tokio with `test-util`, so
+//!   `tokio::time::Instant::now` checks for a paused clock first.
+//!
+//! Run: `cargo bench --bench balance`. The overhead of a line is its time
+//! minus `bare` of its group.
+
+use std::{
+    convert::Infallible,
+    future::{Future, Ready, ready},
+    hint::black_box,
+    pin::pin,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
+use futures_util::stream;
+use orch::discovery::{
+    Endpoint, EndpointChange,
+    balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
+};
+use tower::{
+    Service,
+    balance::p2c::Balance,
+    discover::ServiceList,
+    load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover},
+    service_fn,
+    util::ServiceFn,
+};
+
+type Bare = ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+
+fn bare() -> Bare {
+    service_fn(|x: u64| ready(Ok::<u64, Infallible>(x)))
+}
+
+/// One call driven to completion without an executor.
+#[inline]
+fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(_)) => panic!("service failed"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
+    }
+    let mut future = pin!(svc.call(request));
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => return response,
+            Poll::Ready(Err(_)) => panic!("call failed"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
+    }
+}
+
+fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S) {
+    // Warm up outside the measurement: connects, first readiness.
+    for i in 0..1_000 {
+        black_box(call_now(&mut svc, i));
+    }
+    g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
+}
+
+fn ours(n: usize, algorithm: Algorithm) -> impl Service<u64> {
+    let changes: Vec<EndpointChange> = (0..n)
+        .map(|i| {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
+            EndpointChange::Insert(Endpoint::new(format!("e{i}"), address))
+        })
+        .collect();
+    let config = BalancerConfig::default().algorithm(algorithm).seed(1);
+    let connect = connect_fn(|_: &Endpoint| bare());
+    Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
+}
+
+fn endpoints(n: usize) -> ServiceList<Vec<Bare>> {
+    ServiceList::new((0..n).map(|_| bare()).collect::<Vec<_>>())
+}
+
+fn balance(c: &mut Criterion, n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = runtime.enter();
+    let mut g = c.benchmark_group(format!("balance_{n}"));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    bench_service(&mut g, "bare", bare());
+    bench_service(&mut g, "ours_p2c_ewma", ours(n, Algorithm::peak_ewma().into()));
+    bench_service(
+        &mut g,
+        "ours_p2c_pending",
+        ours(n, Algorithm::pending_requests().into()),
+    );
+    let peak_ewma = PeakEwmaDiscover::new::<u64>(
+        endpoints(n),
+        Duration::from_millis(30),
+        Duration::from_secs(10),
+        CompleteOnResponse::default(),
+    );
+    bench_service(&mut g, "tower_p2c_peak_ewma", Balance::new(peak_ewma));
+    let pending = PendingRequestsDiscover::new::<u64>(endpoints(n), CompleteOnResponse::default());
+    bench_service(&mut g, "tower_p2c_pending", Balance::new(pending));
+    g.finish();
+}
+
+fn balance_16(c: &mut Criterion) {
+    balance(c, 16);
+}
+
+fn balance_1000(c: &mut Criterion) {
+    balance(c, 1_000);
+}
+
+fn clock(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clock");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("std_instant", |b| b.iter(|| black_box(std::time::Instant::now())));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    let entered = runtime.enter();
+    g.bench_function("tokio_instant", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    drop(entered);
+    let tsc = quanta::Clock::new();
+    g.bench_function("quanta_tsc", |b| b.iter(|| black_box(tsc.raw())));
+    g.finish();
+}
+
+criterion_group!(benches, balance_16, balance_1000, clock);
+criterion_main!(benches);

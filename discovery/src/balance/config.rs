@@ -1,0 +1,503 @@
+//! The balancer's configuration: plain data, validated when the balancer is
+//! built, so nothing half-configured ever runs.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::ClockSource;
+use super::rng::Rng;
+
+/// A balancer config that was rejected when the balancer was built.
+///
+/// ```
+/// use orch_discovery::balance::{BalancerConfig, ConfigError};
+///
+/// let err = BalancerConfig::default().name("").validate().unwrap_err();
+/// assert_eq!(err.field_name(), "balancer.name");
+/// assert_eq!(err.to_string(), "invalid balancer.name: must not be empty");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field has a value that cannot work; `field` names it.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// Dotted path of the offending field (`balancer.algorithm.decay`).
+        field: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// A rejection of `field` because of `reason`.
+    pub fn field(field: impl Into<String>, reason: &'static str) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            reason,
+        }
+    }
+
+    /// The dotted path of the rejected field.
+    pub fn field_name(&self) -> &str {
+        match self {
+            Self::InvalidField { field, .. } => field,
+        }
+    }
+}
+
+/// Configuration of a [`Balancer`](super::Balancer).
+///
+/// Plain data: every field is public, has a builder-style setter of the same
+/// name, and (de)serialises with `serde`, durations in humantime form
+/// (`"3s"`, `"30ms"`). Unknown fields are rejected; missing ones take the
+/// defaults below, which are linkerd2-proxy's unless said otherwise.
+/// [`validate`](Self::validate) runs when the balancer is built and names
+/// the first bad field.
+///
+/// ```
+/// use std::time::Duration;
+/// use orch_discovery::balance::{Algorithm, BalancerConfig, ClockSource};
+///
+/// let config: BalancerConfig = serde_json::from_str(r#"{
+///     "name": "payments",
+///     "algorithm": { "type": "peak_ewma", "default_rtt": "50ms" },
+///     "failfast_timeout": "1s",
+///     "clock": "std"
+/// }"#).unwrap();
+/// let Algorithm::PeakEwma(ewma) = &config.algorithm else { panic!() };
+/// assert_eq!(ewma.default_rtt, Duration::from_millis(50));
+/// assert_eq!(ewma.decay, Duration::from_secs(10)); // the default
+/// assert_eq!(config.clock, ClockSource::Std);
+/// config.validate().unwrap();
+///
+/// let err = BalancerConfig::default()
+///     .algorithm(Algorithm::peak_ewma().decay(Duration::ZERO))
+///     .validate()
+///     .unwrap_err();
+/// assert_eq!(err.field_name(), "balancer.algorithm.decay");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// The `balancer` label of every metric and the name in tracing events.
+    /// Default `"balancer"`.
+    #[serde(with = "arc_str")]
+    pub name: Arc<str>,
+    /// How the endpoint for a request is chosen. Default P2C over peak-EWMA
+    /// ([`Algorithm::peak_ewma`]).
+    pub algorithm: Algorithm,
+    /// How long `poll_ready` waits for a ready endpoint when there is none
+    /// before it returns [`BalanceError::NoEndpoints`](super::BalanceError::NoEndpoints);
+    /// later calls fail at once until an endpoint is ready again. Zero fails
+    /// at once. Default 3 s (linkerd2-proxy's outbound HTTP fail-fast timeout).
+    #[serde(with = "humantime_serde")]
+    pub failfast_timeout: Duration,
+    /// How long a broken endpoint (failed connect, `poll_ready` error) waits
+    /// before it is connected again.
+    pub reconnect: ReconnectBackoff,
+    /// Which clock measures latency. Default [`ClockSource::Tsc`]; see
+    /// [`ClockSource`] for the measured costs.
+    pub clock: ClockSource,
+    /// Seeds the balancer's random numbers, for reproducible picks in tests.
+    /// Default `None`: a fresh random seed per balancer.
+    pub seed: Option<u64>,
+}
+
+/// How a [`Balancer`](super::Balancer) chooses the endpoint for a request.
+///
+/// Both algorithms are the *power of two choices* (P2C, Mitzenmacher): two
+/// ready endpoints are drawn at random (in proportion to their weights) and
+/// the less loaded one is used. Comparing two random endpoints costs the
+/// same for 16 endpoints as for 1,000 and, unlike least-loaded-of-all,
+/// does not send a burst of requests to the one endpoint that just looked
+/// idle. They differ in what "load" is.
+///
+/// Serialised with a `type` tag: `{"type": "peak_ewma", "decay": "10s"}` or
+/// `{"type": "pending_requests"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Load is the peak-EWMA response time times the requests in flight
+    /// (Finagle's `PeakEwma`, as in linkerd2-proxy and `tower::load`).
+    PeakEwma(PeakEwmaConfig),
+    /// Load is the number of requests in flight (least-pending).
+    PendingRequests(PendingRequestsConfig),
+}
+
+/// Parameters of [`Algorithm::PeakEwma`].
+///
+/// An endpoint's cost is `rtt × (in_flight / weight + 1)`, where `rtt` is
+/// a moving average of its response times that jumps to any slower
+/// response at once (the *peak*) and decays back over `decay`; it also
+/// decays towards zero while the endpoint gets no responses, so a once-slow
+/// endpoint is tried again. This algorithm comes from Finagle (Twitter);
+/// linkerd2-proxy's `pool-p2c` balancer uses it with the defaults here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeakEwmaConfig {
+    /// The response time assumed for an endpoint with no responses yet.
+    /// Default 30 ms (linkerd2-proxy; tower's example uses 1 s, which keeps
+    /// new endpoints idle for long).
+    #[serde(with = "humantime_serde")]
+    pub default_rtt: Duration,
+    /// The time constant of the moving average: an old response time
+    /// weighs `e^(-age / decay)`. Default 10 s (linkerd2-proxy).
+    #[serde(with = "humantime_serde")]
+    pub decay: Duration,
+    /// A response classified as a failure counts as a response at least this
+    /// slow, so an endpoint that fails fast looks slow instead of fast. Zero
+    /// counts failures by their real latency (as tower does). Default 1 s
+    /// (our choice: over thirty times the default RTT, so one failure makes
+    /// an endpoint lose nearly every comparison until it decays, ~35 s later).
+    #[serde(with = "humantime_serde")]
+    pub failure_penalty: Duration,
+}
+
+/// Parameters of [`Algorithm::PendingRequests`].
+///
+/// An endpoint's load is `(in_flight / weight + 1) × (1 + failures)`, where
+/// `failures` counts the endpoint's recent failed responses, each fading
+/// as `e^(-age / failure_decay)`. A healthy endpoint reads no clock at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PendingRequestsConfig {
+    /// How fast a failure is forgotten. Default 10 s (the peak-EWMA decay).
+    #[serde(with = "humantime_serde")]
+    pub failure_decay: Duration,
+}
+
+/// Exponential backoff with jitter before a broken endpoint is connected
+/// again. The `n`-th consecutive failure waits
+/// `min(initial × multiplier^(n-1), max)`, spread by `± jitter`. A connection
+/// that becomes ready resets the count.
+///
+/// Defaults are linkerd2-proxy's connect backoff (100 ms to 500 ms, 10 %
+/// jitter) with a doubling multiplier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectBackoff {
+    /// The wait after the first failure. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// The longest wait. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Growth per consecutive failure; at least 1. Default 2.
+    pub multiplier: f64,
+    /// Each wait is multiplied by a random factor in `[1 - jitter, 1 + jitter]`
+    /// (then capped at `max`); in `[0, 1]`. Default 0.1.
+    pub jitter: f64,
+}
+
+// ===== impl BalancerConfig =====
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            name: Arc::from("balancer"),
+            algorithm: Algorithm::default(),
+            failfast_timeout: Duration::from_secs(3),
+            reconnect: ReconnectBackoff::default(),
+            clock: ClockSource::default(),
+            seed: None,
+        }
+    }
+}
+
+impl BalancerConfig {
+    /// Sets [`name`](Self::name).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets [`algorithm`](Self::algorithm).
+    pub fn algorithm(mut self, algorithm: impl Into<Algorithm>) -> Self {
+        self.algorithm = algorithm.into();
+        self
+    }
+
+    /// Sets [`failfast_timeout`](Self::failfast_timeout).
+    pub fn failfast_timeout(mut self, timeout: Duration) -> Self {
+        self.failfast_timeout = timeout;
+        self
+    }
+
+    /// Sets [`reconnect`](Self::reconnect).
+    pub fn reconnect(mut self, backoff: ReconnectBackoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// Sets [`clock`](Self::clock).
+    pub fn clock(mut self, clock: ClockSource) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Checks every field, naming the first bad one with the `balancer.`
+    /// prefix (`balancer.reconnect.max`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::field("balancer.name", "must not be empty"));
+        }
+        self.algorithm.validate("balancer.algorithm")?;
+        self.reconnect.validate("balancer.reconnect")
+    }
+}
+
+// ===== impl Algorithm =====
+
+impl Default for Algorithm {
+    fn default() -> Self {
+        Self::PeakEwma(PeakEwmaConfig::default())
+    }
+}
+
+impl Algorithm {
+    /// P2C over peak-EWMA with the default parameters.
+    pub fn peak_ewma() -> PeakEwmaConfig {
+        PeakEwmaConfig::default()
+    }
+
+    /// P2C over requests in flight with the default parameters.
+    pub fn pending_requests() -> PendingRequestsConfig {
+        PendingRequestsConfig::default()
+    }
+
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        match self {
+            Self::PeakEwma(ewma) => {
+                non_zero(&field("default_rtt"), ewma.default_rtt)?;
+                non_zero(&field("decay"), ewma.decay)
+            }
+            Self::PendingRequests(pending) => non_zero(&field("failure_decay"), pending.failure_decay),
+        }
+    }
+}
+
+impl From<PeakEwmaConfig> for Algorithm {
+    fn from(config: PeakEwmaConfig) -> Self {
+        Self::PeakEwma(config)
+    }
+}
+
+impl From<PendingRequestsConfig> for Algorithm {
+    fn from(config: PendingRequestsConfig) -> Self {
+        Self::PendingRequests(config)
+    }
+}
+
+impl Default for PeakEwmaConfig {
+    fn default() -> Self {
+        Self {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            failure_penalty: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PeakEwmaConfig {
+    /// Sets [`default_rtt`](Self::default_rtt).
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.default_rtt = rtt;
+        self
+    }
+
+    /// Sets [`decay`](Self::decay).
+    pub fn decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
+    }
+
+    /// Sets [`failure_penalty`](Self::failure_penalty).
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.failure_penalty = penalty;
+        self
+    }
+}
+
+impl Default for PendingRequestsConfig {
+    fn default() -> Self {
+        Self {
+            failure_decay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PendingRequestsConfig {
+    /// Sets [`failure_decay`](Self::failure_decay).
+    pub fn failure_decay(mut self, decay: Duration) -> Self {
+        self.failure_decay = decay;
+        self
+    }
+}
+
+// ===== impl ReconnectBackoff =====
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+            multiplier: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+impl ReconnectBackoff {
+    /// Sets [`initial`](Self::initial).
+    pub fn initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Sets [`max`](Self::max).
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Sets [`multiplier`](Self::multiplier).
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Sets [`jitter`](Self::jitter).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The wait before the next connect after `failures` consecutive
+    /// failures (at least 1).
+    pub(crate) fn delay(&self, failures: u32, rng: &mut Rng) -> Duration {
+        let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
+        let max = self.max.as_secs_f64();
+        let base = (self.initial.as_secs_f64() * self.multiplier.powi(exponent)).min(max);
+        let spread = 1.0 + self.jitter * (2.0 * rng.next_f64() - 1.0);
+        Duration::from_secs_f64((base * spread).clamp(0.0, max))
+    }
+
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        non_zero(&field("initial"), self.initial)?;
+        if self.max < self.initial {
+            return Err(ConfigError::field(field("max"), "must be at least `initial`"));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(ConfigError::field(
+                field("multiplier"),
+                "must be a finite number, at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(ConfigError::field(field("jitter"), "must be between 0 and 1"));
+        }
+        Ok(())
+    }
+}
+
+fn non_zero(field: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::field(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `Arc<str>` as a plain string in serde.
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let bad = |config: BalancerConfig| config.validate().unwrap_err().field_name().to_owned();
+        let base = BalancerConfig::default;
+        assert_eq!(
+            bad(base().algorithm(Algorithm::peak_ewma().default_rtt(Duration::ZERO))),
+            "balancer.algorithm.default_rtt"
+        );
+        assert_eq!(
+            bad(base().algorithm(Algorithm::pending_requests().failure_decay(Duration::ZERO))),
+            "balancer.algorithm.failure_decay"
+        );
+        let backoff = ReconnectBackoff::default;
+        assert_eq!(
+            bad(base().reconnect(backoff().initial(Duration::ZERO))),
+            "balancer.reconnect.initial"
+        );
+        assert_eq!(
+            bad(base().reconnect(backoff().max(Duration::from_millis(1)))),
+            "balancer.reconnect.max"
+        );
+        assert_eq!(
+            bad(base().reconnect(backoff().multiplier(f64::NAN))),
+            "balancer.reconnect.multiplier"
+        );
+        assert_eq!(
+            bad(base().reconnect(backoff().jitter(1.5))),
+            "balancer.reconnect.jitter"
+        );
+        base().failfast_timeout(Duration::ZERO).validate().unwrap();
+    }
+
+    #[test]
+    fn round_trips_through_serde_with_humantime_durations() {
+        let config = BalancerConfig::default()
+            .name("api")
+            .algorithm(Algorithm::pending_requests())
+            .seed(7);
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["failfast_timeout"], "3s");
+        assert_eq!(json["algorithm"]["type"], "pending_requests");
+        assert_eq!(json["clock"], "tsc");
+        let back: BalancerConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, config);
+        assert!(serde_json::from_str::<BalancerConfig>(r#"{"nmae": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_within_the_jitter() {
+        let backoff = ReconnectBackoff::default();
+        let mut rng = Rng::seeded(3);
+        for _ in 0..100 {
+            let first = backoff.delay(1, &mut rng);
+            assert!((Duration::from_millis(90)..=Duration::from_millis(110)).contains(&first));
+            let second = backoff.delay(2, &mut rng);
+            assert!((Duration::from_millis(180)..=Duration::from_millis(220)).contains(&second));
+            let late = backoff.delay(40, &mut rng);
+            assert!((Duration::from_millis(450)..=Duration::from_millis(500)).contains(&late));
+        }
+        let exact = backoff.jitter(0.0);
+        assert_eq!(exact.delay(1, &mut rng), Duration::from_millis(100));
+        assert_eq!(exact.delay(u32::MAX, &mut rng), Duration::from_millis(500));
+    }
+}

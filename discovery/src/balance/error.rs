@@ -1,0 +1,59 @@
+//! What a [`Balancer`](super::Balancer) can fail with.
+
+use std::time::Duration;
+
+/// A type-erased error, as used across the `tower` ecosystem.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error of a [`Balancer`](super::Balancer): its own decisions, or the
+/// error of the endpoint service it called (boxed, as `tower` does).
+///
+/// ```
+/// use orch_discovery::balance::BalanceError;
+///
+/// let err = BalanceError::inner(std::io::Error::other("connection reset"));
+/// assert!(err.inner_ref().is_some_and(|e| e.is::<std::io::Error>()));
+/// assert!(!err.is_no_endpoints());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalanceError {
+    /// No endpoint became ready within the fail-fast timeout: there were
+    /// none, or every one was connecting, not ready, or broken. Returned
+    /// from `poll_ready`; the balancer stays usable.
+    #[error("no ready endpoint within {waited:?} ({known} endpoint(s) known, none ready)")]
+    NoEndpoints {
+        /// The fail-fast timeout that ran out.
+        waited: Duration,
+        /// How many endpoints the balancer knew (connecting, not ready or
+        /// backing off after a failure).
+        known: usize,
+    },
+    /// `call` came without a successful `poll_ready` before it (a broken
+    /// `Service` contract); no endpoint was called.
+    #[error("balancer called without a ready endpoint reserved by poll_ready")]
+    NotReady,
+    /// The endpoint's service returned this error.
+    #[error(transparent)]
+    Inner(BoxError),
+}
+
+impl BalanceError {
+    /// Wraps an endpoint service's error.
+    pub fn inner(error: impl Into<BoxError>) -> Self {
+        Self::Inner(error.into())
+    }
+
+    /// True for [`NoEndpoints`](Self::NoEndpoints).
+    pub fn is_no_endpoints(&self) -> bool {
+        matches!(self, Self::NoEndpoints { .. })
+    }
+
+    /// The endpoint service's error, if that is what this is.
+    pub fn inner_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Inner(error) => Some(&**error),
+            _ => None,
+        }
+    }
+}

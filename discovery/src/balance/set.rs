@@ -1,0 +1,671 @@
+//! The endpoints a balancer knows, each in one stage of its life:
+//! queued for the connector, connecting, not ready, ready, or backing off
+//! after a failure.
+//!
+//! Entries live in a slab indexed by a small key; the ready set is a dense
+//! list of [`ReadySlot`]s holding everything a request touches, so a pick is
+//! two random positions and two slot reads, the same for 16 endpoints as for
+//! 1,000, and a request never reads the slab. Moving an endpoint between
+//! stages is a swap-remove and a push. Work queued for later (a connect, a reconnect
+//! after backoff) carries the entry's *epoch*: a Remove or a new address
+//! starts a new epoch, so stale work is recognised and dropped instead of
+//! searched for.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use metrics::Counter;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::clock::Clock;
+use super::config::{BalancerConfig, ReconnectBackoff};
+use super::error::BoxError;
+use super::metrics::BalancerMetrics;
+use super::rng::Rng;
+use super::state::{EndpointState, LoadModel};
+use super::strategy::ReadySlots;
+use super::wake::WakeFlag;
+use crate::{Endpoint, EndpointChange, EndpointId};
+
+/// A ready endpoint: everything a request touches (its load state, weight,
+/// pick counter and the service itself), so a request never reads the
+/// entry behind it. While an endpoint is ready its slot owns the service.
+pub(crate) struct ReadySlot<S> {
+    /// The endpoint's load and health. While the slot exists this is the
+    /// second long-lived strong reference (see [`EndpointState`]).
+    pub(crate) state: Arc<EndpointState>,
+    /// `1 / weight` (the effective weight: where slow start would scale it).
+    pub(crate) inv_weight: f64,
+    /// The stable hash of the endpoint id, for key-based pickers.
+    #[expect(
+        dead_code,
+        reason = "seam: read by key-based pickers (Maglev) once integrated"
+    )]
+    pub(crate) id_hash: u64,
+    /// The entry's key.
+    pub(crate) key: u32,
+    /// The `orch_balancer_picks_total` handle of this endpoint.
+    pub(crate) picks: Counter,
+    /// The service, reserved by a `Ready` from its `poll_ready`.
+    pub(crate) service: S,
+}
+
+impl<S> ReadySlot<S> {
+    /// Requests in flight to this endpoint: strong references beyond the
+    /// entry's and this slot's.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        Arc::strong_count(&self.state) - 2
+    }
+}
+
+/// One known endpoint.
+pub(crate) struct Entry<S> {
+    /// The endpoint as discovery last described it.
+    pub(crate) endpoint: Endpoint,
+    /// Load and health shared with requests in flight; the entry's strong
+    /// reference is one of the long-lived ones (see [`EndpointState`]).
+    pub(crate) state: Arc<EndpointState>,
+    /// A hash of the endpoint id that is the same in every process and
+    /// every run (FNV-1a), for key-based pickers.
+    id_hash: u64,
+    /// The `orch_balancer_picks_total` handle of this endpoint.
+    picks: Counter,
+    /// The connected service while it is not ready (a ready one lives in
+    /// its [`ReadySlot`]).
+    service: Option<S>,
+    stage: Stage,
+    epoch: u64,
+    /// Consecutive failures (connect or `poll_ready`) since it was last ready.
+    failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the connector to be ready.
+    Queued,
+    /// The connector's future is running.
+    Connecting,
+    /// Connected; its `poll_ready` said `Pending`. Position in `unready`.
+    Unready(u32),
+    /// Reserved by a `Ready` from `poll_ready`. Position in `ready`.
+    Ready(u32),
+    /// Broken; waiting to be connected again.
+    Backoff,
+}
+
+struct Connecting<F> {
+    key: u32,
+    epoch: u64,
+    future: Pin<Box<F>>,
+}
+
+struct Waiting {
+    key: u32,
+    epoch: u64,
+    until: Instant,
+}
+
+/// At most this many discovery changes are applied per `poll_ready`, so a
+/// stream that never stops yielding cannot starve requests.
+pub(crate) const MAX_CHANGES_PER_POLL: usize = 1_024;
+
+/// All endpoints of one balancer. See the module docs.
+pub(crate) struct EndpointSet<S, F> {
+    entries: Vec<Option<Entry<S>>>,
+    free: Vec<u32>,
+    ids: HashMap<EndpointId, u32>,
+    ready: Vec<ReadySlot<S>>,
+    unready: Vec<u32>,
+    queued: VecDeque<(u32, u64)>,
+    connecting: Vec<Connecting<F>>,
+    waiting: Vec<Waiting>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// How many ready endpoints have each weight.
+    ready_weights: HashMap<u32, usize>,
+    /// Bumped on every change of the ready set or of a ready weight.
+    version: u64,
+    next_epoch: u64,
+    model: LoadModel,
+    initial_estimate: f64,
+    clock: Clock,
+    reconnect: ReconnectBackoff,
+    metrics: BalancerMetrics,
+    wake: Arc<WakeFlag>,
+}
+
+impl<S, F> EndpointSet<S, F> {
+    /// An empty set for a validated `config`.
+    pub(crate) fn new(config: &BalancerConfig, clock: Clock, wake: Arc<WakeFlag>) -> Self {
+        let (model, initial_estimate) = LoadModel::for_algorithm(&config.algorithm, &clock);
+        let metrics = BalancerMetrics::new(Arc::clone(&config.name));
+        metrics.endpoints(0, 0);
+        Self {
+            entries: Vec::new(),
+            free: Vec::new(),
+            ids: HashMap::new(),
+            ready: Vec::new(),
+            unready: Vec::new(),
+            queued: VecDeque::new(),
+            connecting: Vec::new(),
+            waiting: Vec::new(),
+            timer: None,
+            ready_weights: HashMap::new(),
+            version: 0,
+            next_epoch: 0,
+            model,
+            initial_estimate,
+            clock,
+            reconnect: config.reconnect.clone(),
+            metrics,
+            wake,
+        }
+    }
+
+    /// Endpoints known, in any stage.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Endpoints that can be picked now.
+    #[inline]
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The balancer's metrics.
+    pub(crate) fn metrics(&self) -> &BalancerMetrics {
+        &self.metrics
+    }
+
+    /// The ready endpoints, for a strategy.
+    #[inline]
+    pub(crate) fn ready_slots(&self) -> ReadySlots<'_, S> {
+        ReadySlots {
+            slots: &self.ready,
+            uniform: self.ready_weights.len() <= 1,
+            version: self.version,
+        }
+    }
+
+    /// The ready endpoint at `pos`.
+    #[inline]
+    pub(crate) fn ready_slot_mut(&mut self, pos: usize) -> Option<&mut ReadySlot<S>> {
+        self.ready.get_mut(pos)
+    }
+
+    /// The id of the ready endpoint at `pos`.
+    #[cfg(test)]
+    pub(crate) fn ready_id(&self, pos: usize) -> Option<&EndpointId> {
+        let key = self.ready.get(pos)?.key;
+        Some(self.entries.get(key as usize)?.as_ref()?.endpoint.id())
+    }
+
+    /// Whether peak-EWMA needs send and completion times.
+    #[inline]
+    pub(crate) fn measures_latency(&self) -> bool {
+        matches!(self.model, LoadModel::PeakEwma { .. })
+    }
+
+    /// Publishes the endpoint counts.
+    pub(crate) fn publish(&self) {
+        self.metrics.endpoints(self.ready.len(), self.ids.len());
+    }
+
+    // ===== discovery changes =====
+
+    /// Applies one change from discovery. A Remove takes effect at once: the
+    /// endpoint leaves every stage, so it is never picked again; requests in
+    /// flight to it keep their own futures and complete.
+    pub(crate) fn apply(&mut self, change: EndpointChange) {
+        match change {
+            EndpointChange::Insert(endpoint) | EndpointChange::Update(endpoint) => {
+                match self.ids.get(endpoint.id()) {
+                    Some(&key) => self.update(key, endpoint),
+                    None => self.insert(endpoint),
+                }
+            }
+            EndpointChange::Remove(id) => {
+                if let Some(key) = self.ids.remove(&id) {
+                    self.leave_stage(key);
+                    self.entries[key as usize] = None;
+                    self.free.push(key);
+                    tracing::debug!(balancer = self.metrics.name(), endpoint = %id, "endpoint removed");
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, endpoint: Endpoint) {
+        let epoch = self.new_epoch();
+        let entry = Entry {
+            state: self.new_state(),
+            id_hash: fnv1a(endpoint.id().as_str().as_bytes()),
+            picks: self.metrics.picks(endpoint.id()),
+            service: None,
+            stage: Stage::Queued,
+            epoch,
+            failures: 0,
+            endpoint,
+        };
+        tracing::debug!(
+            balancer = self.metrics.name(),
+            endpoint = %entry.endpoint.id(),
+            address = %entry.endpoint.address(),
+            weight = entry.endpoint.weight().get(),
+            "endpoint inserted"
+        );
+        let key = match self.free.pop() {
+            Some(key) => {
+                self.entries[key as usize] = Some(entry);
+                key
+            }
+            None => {
+                self.entries.push(Some(entry));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        if let Some(entry) = self.entries[key as usize].as_ref() {
+            self.ids.insert(entry.endpoint.id().clone(), key);
+        }
+        self.queued.push_back((key, epoch));
+        self.wake.set();
+    }
+
+    fn update(&mut self, key: u32, endpoint: Endpoint) {
+        let Some((address, weight, stage)) = self.entries[key as usize]
+            .as_ref()
+            .map(|e| (e.endpoint.address(), e.endpoint.weight().get(), e.stage))
+        else {
+            return;
+        };
+        if address != endpoint.address() {
+            // Another place: the old connection is of no use, and neither is
+            // what was learned about the old place's load.
+            tracing::debug!(
+                balancer = self.metrics.name(),
+                endpoint = %endpoint.id(),
+                from = %address,
+                to = %endpoint.address(),
+                "endpoint moved; reconnecting"
+            );
+            self.leave_stage(key);
+            let state = self.new_state();
+            let epoch = self.new_epoch();
+            if let Some(entry) = self.entries[key as usize].as_mut() {
+                entry.service = None;
+                entry.state = state;
+                entry.failures = 0;
+                entry.epoch = epoch;
+                entry.stage = Stage::Queued;
+            }
+            self.queued.push_back((key, epoch));
+            self.wake.set();
+        } else if weight != endpoint.weight().get()
+            && let Stage::Ready(pos) = stage
+        {
+            self.count_weight(weight, false);
+            self.count_weight(endpoint.weight().get(), true);
+            if let Some(slot) = self.ready.get_mut(pos as usize) {
+                slot.inv_weight = 1.0 / f64::from(endpoint.weight().get());
+            }
+            self.version += 1;
+        }
+        if let Some(entry) = self.entries[key as usize].as_mut() {
+            entry.endpoint = endpoint;
+        }
+    }
+
+    /// Takes the entry out of whatever stage it is in; work queued for it
+    /// becomes stale.
+    fn leave_stage(&mut self, key: u32) {
+        let Some(entry) = self.entries[key as usize].as_ref() else {
+            return;
+        };
+        match entry.stage {
+            Stage::Ready(pos) => drop(self.remove_ready(pos)),
+            Stage::Unready(pos) => self.remove_unready(pos),
+            Stage::Connecting => {
+                let epoch = entry.epoch;
+                self.connecting.retain(|c| !(c.key == key && c.epoch == epoch));
+            }
+            Stage::Queued | Stage::Backoff => {}
+        }
+        let epoch = self.new_epoch();
+        if let Some(entry) = self.entries[key as usize].as_mut() {
+            entry.epoch = epoch;
+            entry.stage = Stage::Queued;
+        }
+    }
+
+    // ===== stages =====
+
+    /// Moves the entry's service into a new ready slot.
+    fn push_ready(&mut self, key: u32) {
+        let pos = self.ready.len() as u32;
+        let Some(entry) = self.entries[key as usize].as_mut() else {
+            return;
+        };
+        let Some(service) = entry.service.take() else {
+            return;
+        };
+        let weight = entry.endpoint.weight().get();
+        self.ready.push(ReadySlot {
+            state: Arc::clone(&entry.state),
+            inv_weight: 1.0 / f64::from(weight),
+            id_hash: entry.id_hash,
+            key,
+            picks: entry.picks.clone(),
+            service,
+        });
+        entry.stage = Stage::Ready(pos);
+        entry.failures = 0;
+        self.count_weight(weight, true);
+        self.version += 1;
+    }
+
+    /// Takes the slot at `pos` out of the ready set; the caller decides
+    /// what becomes of its service.
+    fn remove_ready(&mut self, pos: u32) -> ReadySlot<S> {
+        let slot = self.ready.swap_remove(pos as usize);
+        let key = slot.key;
+        if let Some(moved) = self.ready.get(pos as usize)
+            && let Some(entry) = self.entries[moved.key as usize].as_mut()
+        {
+            entry.stage = Stage::Ready(pos);
+        }
+        if let Some(weight) = self.entries[key as usize]
+            .as_ref()
+            .map(|e| e.endpoint.weight().get())
+        {
+            self.count_weight(weight, false);
+        }
+        self.version += 1;
+        slot
+    }
+
+    fn push_unready(&mut self, key: u32) {
+        let pos = self.unready.len() as u32;
+        self.unready.push(key);
+        if let Some(entry) = self.entries[key as usize].as_mut() {
+            entry.stage = Stage::Unready(pos);
+        }
+    }
+
+    fn remove_unready(&mut self, pos: u32) {
+        self.unready.swap_remove(pos as usize);
+        if let Some(&moved) = self.unready.get(pos as usize)
+            && let Some(entry) = self.entries[moved as usize].as_mut()
+        {
+            entry.stage = Stage::Unready(pos);
+        }
+    }
+
+    fn count_weight(&mut self, weight: u32, add: bool) {
+        if add {
+            *self.ready_weights.entry(weight).or_default() += 1;
+        } else if let Some(count) = self.ready_weights.get_mut(&weight) {
+            *count -= 1;
+            if *count == 0 {
+                self.ready_weights.remove(&weight);
+            }
+        }
+    }
+
+    /// Drops a broken service and schedules a reconnect after backoff.
+    fn evict(&mut self, key: u32, error: BoxError, rng: &mut Rng) {
+        self.metrics.evictions.increment(1);
+        if let Some(entry) = self.entries[key as usize].as_mut() {
+            entry.service = None;
+            tracing::debug!(
+                balancer = self.metrics.name(),
+                endpoint = %entry.endpoint.id(),
+                %error,
+                "endpoint failed; evicted"
+            );
+        }
+        self.retry_later(key, rng);
+    }
+
+    fn connect_failed(&mut self, key: u32, error: BoxError, rng: &mut Rng) {
+        self.metrics.connect_failures.increment(1);
+        if let Some(entry) = self.entries[key as usize].as_ref() {
+            tracing::debug!(
+                balancer = self.metrics.name(),
+                endpoint = %entry.endpoint.id(),
+                address = %entry.endpoint.address(),
+                %error,
+                "connect failed"
+            );
+        }
+        self.retry_later(key, rng);
+    }
+
+    fn retry_later(&mut self, key: u32, rng: &mut Rng) {
+        let epoch = self.new_epoch();
+        let Some(entry) = self.entries[key as usize].as_mut() else {
+            return;
+        };
+        entry.failures = entry.failures.saturating_add(1);
+        let delay = self.reconnect.delay(entry.failures, rng);
+        entry.stage = Stage::Backoff;
+        entry.epoch = epoch;
+        tracing::debug!(
+            balancer = self.metrics.name(),
+            endpoint = %entry.endpoint.id(),
+            failures = entry.failures,
+            ?delay,
+            "reconnect scheduled"
+        );
+        self.waiting.push(Waiting {
+            key,
+            epoch,
+            until: Instant::now() + delay,
+        });
+        // The timer is (re)armed by the next background pass.
+        self.wake.set();
+    }
+
+    fn is_current(&self, key: u32, epoch: u64, stage: Stage) -> bool {
+        self.entries
+            .get(key as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.epoch == epoch && e.stage == stage)
+    }
+
+    fn new_epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    fn new_state(&self) -> Arc<EndpointState> {
+        EndpointState::new(self.model, self.initial_estimate, self.clock.clone())
+    }
+
+    // ===== background work, polled with the balancer's wake flag =====
+
+    /// Moves endpoints whose backoff ended to the connect queue, and arms
+    /// the timer for the next one.
+    pub(crate) fn poll_waiting(&mut self, cx: &mut Context<'_>) {
+        while !self.waiting.is_empty() {
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let (entries, queued) = (&mut self.entries, &mut self.queued);
+            self.waiting.retain(|w| {
+                let Some(entry) = entries[w.key as usize]
+                    .as_mut()
+                    .filter(|e| e.epoch == w.epoch && e.stage == Stage::Backoff)
+                else {
+                    return false;
+                };
+                if w.until <= now {
+                    entry.stage = Stage::Queued;
+                    queued.push_back((w.key, w.epoch));
+                    false
+                } else {
+                    next = Some(next.map_or(w.until, |n| n.min(w.until)));
+                    true
+                }
+            });
+            let Some(next) = next else {
+                return;
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+            timer.as_mut().reset(next);
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+        }
+    }
+
+    /// Hands queued endpoints to the connector while it is ready.
+    pub(crate) fn start_connects<M>(&mut self, connector: &mut M, cx: &mut Context<'_>, rng: &mut Rng)
+    where
+        M: Service<Endpoint, Response = S, Future = F>,
+        M::Error: Into<BoxError>,
+    {
+        while let Some(&(key, epoch)) = self.queued.front() {
+            if !self.is_current(key, epoch, Stage::Queued) {
+                self.queued.pop_front();
+                continue;
+            }
+            match connector.poll_ready(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Err(error)) => {
+                    self.queued.pop_front();
+                    self.connect_failed(key, error.into(), rng);
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            self.queued.pop_front();
+            let Some(entry) = self.entries[key as usize].as_mut() else {
+                continue;
+            };
+            let future = connector.call(entry.endpoint.clone());
+            entry.stage = Stage::Connecting;
+            self.connecting.push(Connecting {
+                key,
+                epoch,
+                future: Box::pin(future),
+            });
+        }
+    }
+
+    /// Polls connects in progress: a connected service waits in the not-ready
+    /// set until its `poll_ready` says `Ready`; a failed connect backs off.
+    pub(crate) fn poll_connecting<E>(&mut self, cx: &mut Context<'_>, rng: &mut Rng)
+    where
+        F: Future<Output = Result<S, E>>,
+        E: Into<BoxError>,
+    {
+        let mut i = 0;
+        while i < self.connecting.len() {
+            let Poll::Ready(result) = self.connecting[i].future.as_mut().poll(cx) else {
+                i += 1;
+                continue;
+            };
+            let Connecting { key, epoch, .. } = self.connecting.swap_remove(i);
+            if !self.is_current(key, epoch, Stage::Connecting) {
+                continue;
+            }
+            match result {
+                Ok(service) => {
+                    if let Some(entry) = self.entries[key as usize].as_mut() {
+                        entry.service = Some(service);
+                    }
+                    self.push_unready(key);
+                }
+                Err(error) => self.connect_failed(key, error.into(), rng),
+            }
+        }
+    }
+
+    /// Polls services in the not-ready set: `Ready` ones join the ready set,
+    /// failed ones are evicted.
+    pub(crate) fn poll_unready<Req>(&mut self, cx: &mut Context<'_>, rng: &mut Rng)
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let mut i = 0;
+        while i < self.unready.len() {
+            let key = self.unready[i];
+            let Some(service) = self.entries[key as usize]
+                .as_mut()
+                .and_then(|e| e.service.as_mut())
+            else {
+                self.remove_unready(i as u32);
+                continue;
+            };
+            match service.poll_ready(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(Ok(())) => {
+                    self.remove_unready(i as u32);
+                    self.push_ready(key);
+                }
+                Poll::Ready(Err(error)) => {
+                    self.remove_unready(i as u32);
+                    self.evict(key, error.into(), rng);
+                }
+            }
+        }
+    }
+
+    /// Asks the endpoint just called (at ready position `pos`) whether it
+    /// can take another request: it stays ready, waits in the not-ready set,
+    /// or is evicted.
+    #[inline]
+    pub(crate) fn repoll<Req>(&mut self, pos: usize, cx: &mut Context<'_>, rng: &mut Rng)
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let Some(slot) = self.ready.get_mut(pos) else {
+            return;
+        };
+        match slot.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => {
+                let slot = self.remove_ready(pos as u32);
+                let key = slot.key;
+                if let Some(entry) = self.entries[key as usize].as_mut() {
+                    entry.service = Some(slot.service);
+                }
+                self.push_unready(key);
+                self.publish();
+            }
+            Poll::Ready(Err(error)) => {
+                let key = self.remove_ready(pos as u32).key;
+                self.evict(key, error.into(), rng);
+                self.publish();
+            }
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a hash that never changes between runs or builds.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    #[test]
+    fn the_id_hash_is_fnv1a() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

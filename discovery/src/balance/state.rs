@@ -1,0 +1,359 @@
+//! What the balancer knows about one endpoint's load, shared with the
+//! response futures of the requests in flight to it.
+//!
+//! Responses complete on any thread while the balancer picks on its own, so
+//! the state is an `Arc` of atomics: a completion writes its outcome without
+//! a lock, and a pick reads without writing (no cache line bounces between
+//! the picking thread and the completing ones while nothing completes).
+//!
+//! # Seam for passive health
+//!
+//! This is where per-endpoint health plugs in: [`EndpointState::record`] is
+//! the one place every completed request reports its [`Outcome`], from any
+//! thread (outlier ejection counts consecutive failures there), and a pick
+//! skips an endpoint whose [`EndpointState::is_available`] is false
+//! (ejected).
+//!
+//! # Counting requests in flight
+//!
+//! The balancer's entry for the endpoint holds one long-lived strong
+//! reference and, while the endpoint is ready, its slot in the ready list a
+//! second (so a pick reads the state without going through the entry);
+//! every request in flight holds one more, dropped when its response
+//! completes. So `Arc::strong_count - 2` is the number in flight of a ready
+//! endpoint, with no counter of its own to update (the same trick as
+//! `tower::load::PendingRequests`). Anything else that needs the state
+//! (health checks, metrics) must hold a `Weak`.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+};
+
+use super::clock::{Clock, duration_nanos};
+use super::config::Algorithm;
+
+/// How one request to the endpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The classifier called the result a failure.
+    pub(crate) failed: bool,
+    /// When the request was sent, in [`Clock`] ticks (meaningful only when
+    /// [`EndpointState::measures_latency`]).
+    pub(crate) sent_at: u64,
+}
+
+/// The load model an endpoint's state follows, with its parameters in the
+/// units the hot path wants.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LoadModel {
+    /// Peak-EWMA response time, in nanoseconds.
+    PeakEwma {
+        /// `1 / decay` per clock tick, so a decay is a multiplication.
+        inv_decay: f64,
+        /// Nanoseconds per clock tick.
+        nanos_per_tick: f64,
+        /// A failure counts as a response at least this slow, in ns.
+        penalty_ns: f64,
+    },
+    /// Requests in flight, multiplied by `1 + decayed failure count`.
+    Pending {
+        /// `1 / failure_decay` per clock tick.
+        inv_decay: f64,
+    },
+}
+
+impl LoadModel {
+    /// The model and its starting estimate for `algorithm`, on `clock`.
+    pub(crate) fn for_algorithm(algorithm: &Algorithm, clock: &Clock) -> (Self, f64) {
+        let per_tick = clock.nanos_per_tick();
+        match algorithm {
+            Algorithm::PeakEwma(ewma) => (
+                Self::PeakEwma {
+                    inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
+                    nanos_per_tick: per_tick,
+                    penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
+                },
+                duration_nanos(ewma.default_rtt) as f64,
+            ),
+            Algorithm::PendingRequests(pending) => (
+                Self::Pending {
+                    inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
+                },
+                0.0,
+            ),
+        }
+    }
+}
+
+/// One endpoint's shared load state. See the module docs.
+///
+/// `repr(C)` keeps what a pick reads (`estimate`, `stamp`, `available`)
+/// right after the `Arc`'s reference counts, on the same cache line as the
+/// strong count a pick also reads.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct EndpointState {
+    /// Peak-EWMA: the response-time estimate in ns. Pending: the failure
+    /// count. As `f64` bits; the value at `stamp`, before any decay since.
+    estimate: AtomicU64,
+    /// Clock ticks when `estimate` was last written.
+    stamp: AtomicU64,
+    /// False while passive health ejects the endpoint.
+    available: AtomicBool,
+    model: LoadModel,
+    clock: Clock,
+}
+
+impl EndpointState {
+    /// A fresh state: the default RTT (peak-EWMA) or no failures (pending).
+    pub(crate) fn new(model: LoadModel, initial_estimate: f64, clock: Clock) -> Arc<Self> {
+        let stamp = clock.now();
+        Arc::new(Self {
+            model,
+            clock,
+            estimate: AtomicU64::new(initial_estimate.to_bits()),
+            stamp: AtomicU64::new(stamp),
+            available: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether a request must read the clock when sent and completed.
+    #[cfg(test)]
+    pub(crate) fn measures_latency(&self) -> bool {
+        matches!(self.model, LoadModel::PeakEwma { .. })
+    }
+
+    /// The clock latencies are measured with.
+    #[cfg(test)]
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// False while the endpoint is ejected; picks skip it.
+    #[inline]
+    pub(crate) fn is_available(&self) -> bool {
+        self.available.load(Relaxed)
+    }
+
+    /// Ejects (`false`) or restores (`true`) the endpoint.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "seam: called by passive health (outlier ejection) once integrated"
+        )
+    )]
+    pub(crate) fn set_available(&self, available: bool) {
+        self.available.store(available, Relaxed);
+    }
+
+    /// The endpoint's load at `now` (clock ticks; read only by peak-EWMA
+    /// and by pending-requests for an endpoint with recent failures),
+    /// relative to its weight: lower is better.
+    #[inline]
+    pub(crate) fn cost(&self, in_flight: usize, inv_weight: f64, now: &mut Now<'_>) -> f64 {
+        let queue = in_flight as f64 * inv_weight + 1.0;
+        let estimate = f64::from_bits(self.estimate.load(Relaxed));
+        match self.model {
+            LoadModel::PeakEwma { inv_decay, .. } => {
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
+                estimate * decay(age * inv_decay) * queue
+            }
+            LoadModel::Pending { inv_decay } => {
+                if estimate == 0.0 {
+                    // A healthy endpoint: no clock read.
+                    return queue;
+                }
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
+                queue * (1.0 + estimate * decay(age * inv_decay))
+            }
+        }
+    }
+
+    /// Records how a request ended. Called once per completed request, from
+    /// whichever thread completed it.
+    ///
+    /// Writes are last-writer-wins without a lock: two responses completing
+    /// at the same instant on two threads may lose one sample, which a
+    /// moving average over many samples does not notice, and every stored
+    /// value is one a single update could have produced.
+    #[inline]
+    pub(crate) fn record(&self, outcome: Outcome) {
+        match self.model {
+            LoadModel::PeakEwma {
+                inv_decay,
+                penalty_ns,
+                nanos_per_tick,
+            } => {
+                let now = self.clock.now();
+                let mut rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
+                if outcome.failed {
+                    rtt = rtt.max(penalty_ns);
+                }
+                let previous = f64::from_bits(self.estimate.load(Relaxed));
+                let next = if rtt > previous {
+                    // The peak: a slower response replaces the estimate at once.
+                    rtt
+                } else {
+                    let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+                    let w = decay(age * inv_decay);
+                    previous * w + rtt * (1.0 - w)
+                };
+                self.estimate.store(next.to_bits(), Relaxed);
+                self.stamp.store(now, Relaxed);
+            }
+            LoadModel::Pending { inv_decay } => {
+                if !outcome.failed {
+                    return;
+                }
+                let now = self.clock.now();
+                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+                let previous = f64::from_bits(self.estimate.load(Relaxed));
+                let next = previous * decay(age * inv_decay) + 1.0;
+                self.estimate.store(next.to_bits(), Relaxed);
+                self.stamp.store(now, Relaxed);
+            }
+        }
+    }
+
+    /// The stored estimate and its age in ns at `now`, for tests.
+    #[cfg(test)]
+    pub(crate) fn estimate(&self) -> f64 {
+        f64::from_bits(self.estimate.load(Relaxed))
+    }
+}
+
+/// A clock reading taken at most once, on first use, then reused: a pick
+/// compares two endpoints at the same instant, and pending-requests with
+/// healthy endpoints never reads the clock at all.
+pub(crate) struct Now<'a> {
+    clock: &'a Clock,
+    reading: Option<u64>,
+}
+
+impl<'a> Now<'a> {
+    /// A reading of `clock`, not yet taken.
+    #[inline]
+    pub(crate) fn lazy(clock: &'a Clock) -> Self {
+        Self { clock, reading: None }
+    }
+
+    /// The reading, taken now if it was not yet.
+    #[inline]
+    pub(crate) fn get(&mut self) -> u64 {
+        *self.reading.get_or_insert_with(|| self.clock.now())
+    }
+}
+
+/// `e^(-x)` for `x ≥ 0`. Between requests to a busy endpoint `x` is tiny
+/// (microseconds over a 10 s decay), where a cubic Taylor polynomial is
+/// exact to 1e-9 and costs a fraction of `exp`.
+#[inline]
+pub(crate) fn decay(x: f64) -> f64 {
+    debug_assert!(x >= 0.0, "decay of a negative age");
+    if x < 1.0 / 128.0 {
+        1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0)))
+    } else {
+        (-x).exp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::balance::{clock::ClockSource, config::PeakEwmaConfig};
+
+    const MS: f64 = 1_000_000.0;
+
+    fn ewma() -> Arc<EndpointState> {
+        let algorithm = Algorithm::PeakEwma(PeakEwmaConfig::default().decay(Duration::from_secs(1)));
+        let clock = Clock::start(ClockSource::Tokio);
+        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
+        EndpointState::new(model, initial, clock)
+    }
+
+    /// The cost with as many requests in flight as references beyond one.
+    fn cost(state: &Arc<EndpointState>) -> f64 {
+        state.cost(Arc::strong_count(state) - 1, 1.0, &mut Now::lazy(state.clock()))
+    }
+
+    #[test]
+    fn the_cheap_decay_matches_exp() {
+        for i in 0..2_000 {
+            let x = f64::from(i) / 1_000.0;
+            assert!((decay(x) - (-x).exp()).abs() < 1e-9, "x = {x}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_jumps_to_peaks_and_decays_towards_zero_when_idle() {
+        let state = ewma();
+        assert_eq!(cost(&state), 30.0 * MS);
+
+        // A slow response replaces the estimate at once.
+        let sent_at = state.clock().now();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        state.record(Outcome {
+            failed: false,
+            sent_at,
+        });
+        assert_eq!(state.estimate(), 100.0 * MS);
+
+        // Two requests in flight triple the cost.
+        let (a, b) = (Arc::clone(&state), Arc::clone(&state));
+        assert_eq!(cost(&state), 300.0 * MS);
+        drop((a, b));
+
+        // Idle for one decay period: e^-1 of the estimate.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!((cost(&state) - 100.0 * MS * (-1.0f64).exp()).abs() < 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_failure_counts_as_the_penalty() {
+        let state = ewma();
+        let sent_at = state.clock().now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        state.record(Outcome {
+            failed: true,
+            sent_at,
+        });
+        assert_eq!(state.estimate(), 1_000.0 * MS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_requests_counts_fading_failures() {
+        let algorithm = Algorithm::PendingRequests(
+            crate::balance::config::PendingRequestsConfig::default().failure_decay(Duration::from_secs(1)),
+        );
+        let clock = Clock::start(ClockSource::Tokio);
+        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
+        let state = EndpointState::new(model, initial, clock);
+        assert!(!state.measures_latency());
+        assert_eq!(cost(&state), 1.0);
+        state.record(Outcome {
+            failed: false,
+            sent_at: 0,
+        });
+        assert_eq!(cost(&state), 1.0);
+        state.record(Outcome {
+            failed: true,
+            sent_at: 0,
+        });
+        state.record(Outcome {
+            failed: true,
+            sent_at: 0,
+        });
+        assert_eq!(cost(&state), 3.0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!((cost(&state) - (1.0 + 2.0 * (-1.0f64).exp())).abs() < 1e-9);
+        // Weight halves the in-flight part only.
+        assert!(
+            (state.cost(1, 0.5, &mut Now::lazy(state.clock())) - 1.5 * (1.0 + 2.0 * (-1.0f64).exp())).abs()
+                < 1e-9
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The one place where the endpoint for a request is chosen.
+//!
+//! # Seam for other pickers
+//!
+//! [`Strategy::pick`] sees the ready endpoints ([`ReadySlots`]: each one's
+//! weight, shared load state and a stable hash of its id) and the request
+//! itself, and returns a position in the ready set. Every ready endpoint can
+//! be called (each has answered `poll_ready` with `Ready` since its last
+//! call), so the choice can be made in `call`, when the request is known:
+//! a table picker (smooth weighted round robin) or a key-based one (Maglev,
+//! hashing a key taken from the request) becomes one more variant here.
+//!
+//! # P2C with weights
+//!
+//! tower's P2C draws two endpoints uniformly and ignores weights (tower
+//! issue 696). Here the two candidates are drawn in proportion to weight
+//! (Vose's alias method: O(1) per draw, rebuilt only when the ready set or a
+//! weight changes) and compared by `cost`, in which requests in flight count
+//! per unit of weight (`in_flight / weight + 1`, see
+//! `EndpointState::cost`). So with no requests in flight and equal
+//! latencies the costs tie, the first candidate wins, and traffic splits
+//! exactly by weight (a 1 %-weight canary gets 1 %); under load, in-flight
+//! requests settle in proportion to weight. When all weights are equal the
+//! candidates are two distinct endpoints drawn uniformly, as in tower.
+
+use super::rng::{Rng, below};
+use super::set::ReadySlot;
+use super::state::Now;
+
+/// How the balancer chooses among ready endpoints. See the module docs.
+#[derive(Debug)]
+pub(crate) enum Strategy {
+    /// Power of two choices over the endpoints' load (peak-EWMA or
+    /// requests in flight, as their `EndpointState` models it).
+    PowerOfTwoChoices(Sampler),
+}
+
+/// The ready endpoints as a strategy sees them.
+pub(crate) struct ReadySlots<'a, S> {
+    /// The ready endpoints; a pick returns a position here.
+    pub(crate) slots: &'a [ReadySlot<S>],
+    /// All ready endpoints have the same weight.
+    pub(crate) uniform: bool,
+    /// Changes whenever the ready set or a ready weight changes.
+    pub(crate) version: u64,
+}
+
+impl<S> ReadySlots<'_, S> {
+    /// Number of ready endpoints.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The ready endpoint at `pos`.
+    #[inline]
+    pub(crate) fn slot(&self, pos: usize) -> Option<&ReadySlot<S>> {
+        self.slots.get(pos)
+    }
+
+    /// The endpoint at `pos`, if the position is valid and not ejected.
+    #[inline]
+    fn available(&self, pos: usize) -> Option<&ReadySlot<S>> {
+        self.slot(pos).filter(|slot| slot.state.is_available())
+    }
+}
+
+/// The cost of a ready endpoint (see `EndpointState::cost`).
+#[inline]
+fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
+    slot.state.cost(slot.in_flight(), slot.inv_weight, now)
+}
+
+impl Strategy {
+    /// P2C with an empty sampler.
+    pub(crate) fn p2c() -> Self {
+        Self::PowerOfTwoChoices(Sampler::default())
+    }
+
+    /// The position in `slots` of the endpoint for `request`; `None` only
+    /// when nothing is ready. An ejected endpoint is chosen only when every
+    /// ready endpoint is ejected (then any is better than none).
+    #[inline]
+    pub(crate) fn pick<S, Req>(
+        &mut self,
+        slots: &ReadySlots<'_, S>,
+        _request: &Req,
+        rng: &mut Rng,
+        now: &mut Now<'_>,
+    ) -> Option<usize> {
+        match self {
+            Self::PowerOfTwoChoices(sampler) => p2c(sampler, slots, rng, now),
+        }
+    }
+}
+
+/// Power of two choices: the cheaper of two candidates.
+#[inline]
+fn p2c<S>(
+    sampler: &mut Sampler,
+    slots: &ReadySlots<'_, S>,
+    rng: &mut Rng,
+    now: &mut Now<'_>,
+) -> Option<usize> {
+    let n = slots.len();
+    if n <= 1 {
+        return (n == 1).then_some(0);
+    }
+    let (a, b) = sampler.two(slots, rng);
+    let chosen = match (slots.available(a), slots.available(b)) {
+        (Some(_), _) if a == b => a,
+        (Some(sa), Some(sb)) => {
+            let (ca, cb) = (cost(sa, now), cost(sb, now));
+            let chosen = if cb < ca { b } else { a };
+            tracing::trace!(a.index = a, a.cost = ca, b.index = b, b.cost = cb, chosen, "p2c");
+            chosen
+        }
+        (Some(_), None) => a,
+        (None, Some(_)) => b,
+        (None, None) => first_available(slots, rng).unwrap_or(a),
+    };
+    Some(chosen)
+}
+
+/// Any available endpoint, scanning from a random start; `None` when all
+/// are ejected.
+#[cold]
+fn first_available<S>(slots: &ReadySlots<'_, S>, rng: &mut Rng) -> Option<usize> {
+    let n = slots.len();
+    let start = below(rng.next_u64() as u32, n);
+    (0..n)
+        .map(|i| (start + i) % n)
+        .find(|&pos| slots.available(pos).is_some())
+}
+
+/// Draws P2C candidates: uniformly and distinct for equal weights, by weight
+/// (with replacement) otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
+    /// Vose alias table over ready positions: `(threshold, alias)`; column
+    /// `i` yields `i` when a 32-bit coin is below the threshold, else `alias`.
+    table: Vec<(u64, u32)>,
+    /// The [`ReadySlots::version`] the table was built for.
+    built_for: Option<u64>,
+    // Scratch lists reused by rebuilds.
+    small: Vec<(u32, f64)>,
+    large: Vec<(u32, f64)>,
+}
+
+impl Sampler {
+    /// Two candidate positions (`n ≥ 2`).
+    #[inline]
+    fn two<S>(&mut self, slots: &ReadySlots<'_, S>, rng: &mut Rng) -> (usize, usize) {
+        let n = slots.len();
+        debug_assert!(n >= 2, "two candidates need two endpoints");
+        if slots.uniform {
+            let r = rng.next_u64();
+            let a = below(r as u32, n);
+            let b = below((r >> 32) as u32, n - 1);
+            let b = if b >= a { b + 1 } else { b };
+            debug_assert_ne!(a, b, "uniform candidates are distinct");
+            return (a, b);
+        }
+        if self.built_for != Some(slots.version) {
+            self.rebuild(slots);
+        }
+        (self.draw(rng), self.draw(rng))
+    }
+
+    /// One position drawn in proportion to weight.
+    #[inline]
+    fn draw(&self, rng: &mut Rng) -> usize {
+        let r = rng.next_u64();
+        let column = below(r as u32, self.table.len());
+        let (threshold, alias) = self.table[column];
+        if (r >> 32) < threshold {
+            column
+        } else {
+            alias as usize
+        }
+    }
+
+    /// Vose's alias method over the ready weights: O(n).
+    fn rebuild<S>(&mut self, slots: &ReadySlots<'_, S>) {
+        let n = slots.len();
+        let weight = |pos: usize| slots.slot(pos).map_or(0.0, |s| 1.0 / s.inv_weight);
+        let total: f64 = (0..n).map(weight).sum();
+        self.table.clear();
+        self.table.resize(n, (1 << 32, 0));
+        self.small.clear();
+        self.large.clear();
+        for pos in 0..n {
+            let scaled = weight(pos) * n as f64 / total;
+            let list = if scaled < 1.0 {
+                &mut self.small
+            } else {
+                &mut self.large
+            };
+            list.push((pos as u32, scaled));
+        }
+        while let (Some((s, ps)), Some((l, pl))) = (self.small.pop(), self.large.pop()) {
+            self.table[s as usize] = (threshold(ps), l);
+            let rest = pl + ps - 1.0;
+            let list = if rest < 1.0 {
+                &mut self.small
+            } else {
+                &mut self.large
+            };
+            list.push((l, rest));
+        }
+        // Leftovers are 1 up to rounding: they always yield themselves.
+        for (pos, _) in self.small.drain(..).chain(self.large.drain(..)) {
+            self.table[pos as usize] = (1 << 32, pos);
+        }
+        self.built_for = Some(slots.version);
+    }
+}
+
+/// A probability as a threshold for a 32-bit coin.
+fn threshold(p: f64) -> u64 {
+    (p.clamp(0.0, 1.0) * (1u64 << 32) as f64) as u64
+}
