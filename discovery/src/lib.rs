@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+mod config_error;
 pub mod discover;
 pub mod endpoint;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod registry;
 pub mod source;
 
 pub use balance::Balancer;
+pub use config_error::ConfigError;
 pub use discover::RegistryDiscover;
 pub use endpoint::{Endpoint, EndpointChange, EndpointId, Weight, ZeroWeight};
 pub use registry::{

@@ -10,9 +10,11 @@
 //!
 //! This is where per-endpoint health plugs in: [`EndpointState::record`] is
 //! the one place every completed request reports its [`Outcome`], from any
-//! thread (outlier ejection counts consecutive failures there), and a pick
-//! skips an endpoint whose [`EndpointState::is_available`] is false
-//! (ejected).
+//! thread, and passes it on to the outlier detector's [`EndpointStats`]
+//! (attached once the detector knows the endpoint: one atomic add and one
+//! load more per request); a pick skips an endpoint whose
+//! [`EndpointState::is_available`] is false (ejected), unless the balancer
+//! is in panic mode.
 //!
 //! # Counting requests in flight
 //!
@@ -26,12 +28,13 @@
 //! (health checks, metrics) must hold a `Weak`.
 
 use std::sync::{
-    Arc,
+    Arc, OnceLock,
     atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
 };
 
 use super::clock::{Clock, duration_nanos};
-use super::config::Algorithm;
+use super::config::{Algorithm, PendingRequestsConfig};
+use crate::health::EndpointStats;
 
 /// How one request to the endpoint ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,13 +79,23 @@ impl LoadModel {
                 },
                 duration_nanos(ewma.default_rtt) as f64,
             ),
-            Algorithm::PendingRequests(pending) => (
-                Self::Pending {
-                    inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
-                },
-                0.0,
-            ),
+            Algorithm::PendingRequests(pending) => Self::pending(pending, per_tick),
+            // Table pickers read no load, except Maglev for requests without
+            // a key (P2C over requests in flight): the cheapest model, which
+            // reads no clock for healthy endpoints.
+            Algorithm::RoundRobin | Algorithm::Maglev(_) => {
+                Self::pending(&PendingRequestsConfig::default(), per_tick)
+            }
         }
+    }
+
+    fn pending(pending: &PendingRequestsConfig, per_tick: f64) -> (Self, f64) {
+        (
+            Self::Pending {
+                inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
+            },
+            0.0,
+        )
     }
 }
 
@@ -101,6 +114,9 @@ pub(crate) struct EndpointState {
     stamp: AtomicU64,
     /// False while passive health ejects the endpoint.
     available: AtomicBool,
+    /// The outlier detector's counters of this endpoint, once attached
+    /// (never, with outlier detection off).
+    health: OnceLock<Arc<EndpointStats>>,
     model: LoadModel,
     clock: Clock,
 }
@@ -115,7 +131,22 @@ impl EndpointState {
             estimate: AtomicU64::new(initial_estimate.to_bits()),
             stamp: AtomicU64::new(stamp),
             available: AtomicBool::new(true),
+            health: OnceLock::new(),
         })
+    }
+
+    /// Sends every outcome from now on to the outlier detector's `stats`
+    /// too. Only the first attach counts: an endpoint keeps its stats for
+    /// as long as it keeps its state.
+    pub(crate) fn attach_health(&self, stats: &Arc<EndpointStats>) {
+        // Already attached means the same stats: the detector keeps an
+        // endpoint's stats for as long as its id stays.
+        let _ = self.health.set(Arc::clone(stats));
+    }
+
+    /// The outlier detector's stats, if attached.
+    pub(crate) fn health(&self) -> Option<&Arc<EndpointStats>> {
+        self.health.get()
     }
 
     /// Whether a request must read the clock when sent and completed.
@@ -137,13 +168,6 @@ impl EndpointState {
     }
 
     /// Ejects (`false`) or restores (`true`) the endpoint.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "seam: called by passive health (outlier ejection) once integrated"
-        )
-    )]
     pub(crate) fn set_available(&self, available: bool) {
         self.available.store(available, Relaxed);
     }
@@ -180,6 +204,9 @@ impl EndpointState {
     /// value is one a single update could have produced.
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome) {
+        if let Some(stats) = self.health.get() {
+            stats.record(!outcome.failed);
+        }
         match self.model {
             LoadModel::PeakEwma {
                 inv_decay,
