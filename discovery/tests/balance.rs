@@ -17,11 +17,11 @@ use futures_util::{FutureExt, Stream, StreamExt, stream};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use orch_discovery::{
     Endpoint, EndpointChange, Weight,
-    health::HealthConfig,
     balance::{
         Algorithm, BalanceError, Balancer, BalancerConfig, ClockSource, HttpFailures, ReconnectBackoff,
         connect_fn,
     },
+    health::HealthConfig,
 };
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt, service_fn};

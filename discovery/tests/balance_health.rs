@@ -21,8 +21,14 @@ const MS: Duration = Duration::from_millis(1);
 
 /// Requests (round robin) until `balancer` has `ejected` endpoints ejected;
 /// at most `limit` of them.
-async fn until_ejected<S>(balancer: &mut Balancer<S, impl Service<orch_discovery::Endpoint, Response = support::Node, Error = std::convert::Infallible>>, ejected: usize, limit: usize)
-where
+async fn until_ejected<S>(
+    balancer: &mut Balancer<
+        S,
+        impl Service<orch_discovery::Endpoint, Response = support::Node, Error = std::convert::Infallible>,
+    >,
+    ejected: usize,
+    limit: usize,
+) where
     S: futures_util::Stream<Item = EndpointChange> + Unpin,
 {
     for _ in 0..limit {
@@ -31,7 +37,10 @@ where
         }
         tally(balancer, 1, |_| ()).await;
     }
-    panic!("{} ejected after {limit} requests, expected {ejected}", balancer.ejected_len());
+    panic!(
+        "{} ejected after {limit} requests, expected {ejected}",
+        balancer.ejected_len()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,7 +96,11 @@ async fn five_consecutive_failures_eject_and_the_endpoint_returns_by_itself_for_
 
 /// `batches` batches of `size` requests in flight at once (sent, then
 /// awaited together); how many each endpoint handled.
-async fn concurrent<S>(balancer: &mut S, batches: usize, size: usize) -> std::collections::HashMap<String, usize>
+async fn concurrent<S>(
+    balancer: &mut S,
+    batches: usize,
+    size: usize,
+) -> std::collections::HashMap<String, usize>
 where
     S: Service<(), Response = String, Error = orch_discovery::balance::BalanceError>,
 {
@@ -95,7 +108,9 @@ where
     for _ in 0..batches {
         let mut in_flight = Vec::with_capacity(size);
         for _ in 0..size {
-            futures_util::future::poll_fn(|cx| balancer.poll_ready(cx)).await.unwrap();
+            futures_util::future::poll_fn(|cx| balancer.poll_ready(cx))
+                .await
+                .unwrap();
             in_flight.push(balancer.call(()));
         }
         for response in in_flight {
@@ -152,7 +167,11 @@ async fn at_most_max_ejection_percent_are_ejected() {
     let counts = tally(&mut balancer, 800, |_| ()).await;
     let out = failing.iter().filter(|id| count(&counts, id) == 0).count();
     assert_eq!(out, 2, "{counts:?}");
-    assert_eq!(counts.len(), 8, "the other failing ones still get traffic: {counts:?}");
+    assert_eq!(
+        counts.len(),
+        8,
+        "the other failing ones still get traffic: {counts:?}"
+    );
     let snapshot = Snapshot::take(&snapshotter);
     assert_eq!(snapshot.ejections("consecutive_failures"), Some(2));
     assert_eq!(snapshot.ejected(), Some(2));

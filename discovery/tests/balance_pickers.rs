@@ -31,8 +31,12 @@ fn weighted(weights: &[u32]) -> impl Stream<Item = EndpointChange> + Unpin + use
 async fn round_robin_honours_weights_within_two_percent_over_100k_picks() {
     let fleet = Fleet::default();
     let weights = [1, 2, 3, 4];
-    let mut balancer =
-        Balancer::with_config(&config(Algorithm::RoundRobin), weighted(&weights), fleet.connector()).unwrap();
+    let mut balancer = Balancer::with_config(
+        &config(Algorithm::RoundRobin),
+        weighted(&weights),
+        fleet.connector(),
+    )
+    .unwrap();
     let n = 100_000;
     let counts = tally(&mut balancer, n, |_| ()).await;
     for w in weights {
@@ -48,9 +52,12 @@ async fn round_robin_honours_weights_within_two_percent_over_100k_picks() {
 #[tokio::test(start_paused = true)]
 async fn round_robin_skips_a_not_ready_endpoint_and_the_others_keep_their_shares() {
     let fleet = Fleet::default();
-    let mut balancer =
-        Balancer::with_config(&config(Algorithm::RoundRobin), weighted(&[1, 2, 3, 4]), fleet.connector())
-            .unwrap();
+    let mut balancer = Balancer::with_config(
+        &config(Algorithm::RoundRobin),
+        weighted(&[1, 2, 3, 4]),
+        fleet.connector(),
+    )
+    .unwrap();
     tally(&mut balancer, 100, |_| ()).await;
 
     // Seen not ready after its next call.
@@ -73,7 +80,8 @@ async fn round_robin_follows_membership_and_weight_changes() {
     let (tx, changes) = changes();
     tx.send(EndpointChange::Insert(endpoint("a", 1))).unwrap();
     tx.send(EndpointChange::Insert(endpoint("b", 1))).unwrap();
-    let mut balancer = Balancer::with_config(&config(Algorithm::RoundRobin), changes, fleet.connector()).unwrap();
+    let mut balancer =
+        Balancer::with_config(&config(Algorithm::RoundRobin), changes, fleet.connector()).unwrap();
     let counts = tally(&mut balancer, 1_000, |_| ()).await;
     assert_eq!((count(&counts, "a"), count(&counts, "b")), (500, 500));
 
@@ -165,7 +173,10 @@ async fn removing_one_of_n_endpoints_moves_at_most_one_nth_plus_two_percent_of_k
     assert!(after.iter().all(|h| h != "e3"));
     let limit = (keys as f64 * (1.0 / n as f64 + 0.02)) as usize;
     let moved = moved(&before, &after);
-    assert!(moved <= limit, "{moved} of {keys} keys moved, at most {limit} allowed");
+    assert!(
+        moved <= limit,
+        "{moved} of {keys} keys moved, at most {limit} allowed"
+    );
     let own = before.iter().filter(|h| *h == "e3").count();
     assert!(moved >= own, "at least e3's own {own} keys move");
 }
@@ -211,7 +222,11 @@ async fn a_not_ready_endpoints_keys_go_elsewhere_and_come_back_when_it_is_ready(
     let during = mapping(&mut balancer, 0..2_000).await;
     assert!(during.iter().all(|h| h != "e4"));
     let moved = moved(&before, &during);
-    assert_eq!(moved, before.iter().filter(|h| *h == "e4").count(), "only e4's keys move");
+    assert_eq!(
+        moved,
+        before.iter().filter(|h| *h == "e4").count(),
+        "only e4's keys move"
+    );
 
     fleet.set_ready("e4", true);
     assert_eq!(mapping(&mut balancer, 0..2_000).await, before);
@@ -223,7 +238,10 @@ async fn maglev_honours_weights() {
     let mut balancer = maglev(&fleet, weighted(&[1, 3]), Algorithm::maglev());
     let handlers = mapping(&mut balancer, 0..20_000).await;
     let heavy = handlers.iter().filter(|h| *h == "w3").count() as f64 / 20_000.0;
-    assert!((heavy - 0.75).abs() < 0.02, "weight 3 of 4 got {heavy:.4} of the keys");
+    assert!(
+        (heavy - 0.75).abs() < 0.02,
+        "weight 3 of 4 got {heavy:.4} of the keys"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -537,7 +537,10 @@ mod tests {
             "balancer.health.healthy_panic_threshold"
         );
         base().failfast_timeout(Duration::ZERO).validate().unwrap();
-        base().algorithm(Algorithm::maglev().table_size(11)).validate().unwrap();
+        base()
+            .algorithm(Algorithm::maglev().table_size(11))
+            .validate()
+            .unwrap();
         base().algorithm(Algorithm::RoundRobin).validate().unwrap();
     }
 
@@ -557,7 +560,8 @@ mod tests {
 
         for algorithm in [Algorithm::RoundRobin, Algorithm::maglev().table_size(101).into()] {
             let config = BalancerConfig::default().algorithm(algorithm);
-            let back: BalancerConfig = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+            let back: BalancerConfig =
+                serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
             assert_eq!(back, config);
         }
         let config: BalancerConfig = serde_json::from_str(

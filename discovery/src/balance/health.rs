@@ -12,13 +12,7 @@
 //! meanwhile: the timer sets the wake flag (waking a task waiting in
 //! `poll_ready`), and the next `poll_ready` applies the return.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::Context,
-    time::Duration,
-};
+use std::{future::Future, pin::Pin, sync::Arc, task::Context, time::Duration};
 
 use tokio::time::{Instant, Sleep};
 

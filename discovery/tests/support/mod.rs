@@ -75,7 +75,9 @@ impl Fleet {
     }
 
     /// A connector that builds a [`Node`] per endpoint, at once.
-    pub fn connector(&self) -> impl Service<Endpoint, Response = Node, Error = std::convert::Infallible> + use<> {
+    pub fn connector(
+        &self,
+    ) -> impl Service<Endpoint, Response = Node, Error = std::convert::Infallible> + use<> {
         let fleet = self.clone();
         connect_fn(move |endpoint: &Endpoint| Node {
             id: endpoint.id().to_string(),
@@ -144,7 +146,10 @@ pub fn changes() -> (
 
 /// Inserts of `ids` with weight 1, then a stream that stays open.
 pub fn fixed(ids: &[String]) -> impl Stream<Item = EndpointChange> + Unpin + use<> {
-    let inserts: Vec<_> = ids.iter().map(|id| EndpointChange::Insert(endpoint(id, 1))).collect();
+    let inserts: Vec<_> = ids
+        .iter()
+        .map(|id| EndpointChange::Insert(endpoint(id, 1)))
+        .collect();
     stream::iter(inserts).chain(stream::pending())
 }
 
@@ -179,7 +184,11 @@ pub fn handler(result: &Result<String, BalanceError>) -> String {
 
 /// `n` requests of `request()` one after another; how many each endpoint
 /// handled (successes and failures alike).
-pub async fn tally<S, R>(balancer: &mut S, n: usize, mut request: impl FnMut(usize) -> R) -> HashMap<String, usize>
+pub async fn tally<S, R>(
+    balancer: &mut S,
+    n: usize,
+    mut request: impl FnMut(usize) -> R,
+) -> HashMap<String, usize>
 where
     S: Service<R, Response = String, Error = BalanceError>,
 {
@@ -197,7 +206,10 @@ pub fn count(counts: &HashMap<String, usize>, id: &str) -> usize {
 
 /// One snapshot of a `DebuggingRecorder` (counters are deltas since the
 /// last one; gauges are read once).
-pub struct Snapshot(Vec<(String, Vec<(String, String)>, DebugValue)>);
+pub struct Snapshot(Vec<Sample>);
+
+/// A metric's name, labels and value.
+type Sample = (String, Vec<(String, String)>, DebugValue);
 
 impl Snapshot {
     pub fn take(snapshotter: &Snapshotter) -> Self {

@@ -169,12 +169,7 @@ impl<S, F> EndpointSet<S, F> {
                     "panic mode: too few healthy endpoints; picking among all ready ones"
                 );
             } else {
-                tracing::info!(
-                    balancer = self.metrics.name(),
-                    healthy,
-                    total,
-                    "panic mode over"
-                );
+                tracing::info!(balancer = self.metrics.name(), healthy, total, "panic mode over");
             }
         }
     }

@@ -196,7 +196,11 @@ pub(crate) struct EndpointSet<S, F> {
 
 impl<S, F> EndpointSet<S, F> {
     /// An empty set for a validated `config`.
-    pub(crate) fn new(config: &BalancerConfig, clock: Clock, wake: Arc<WakeFlag>) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        config: &BalancerConfig,
+        clock: Clock,
+        wake: Arc<WakeFlag>,
+    ) -> Result<Self, ConfigError> {
         let (model, initial_estimate) = LoadModel::for_algorithm(&config.algorithm, &clock);
         let health = Health::new(&config.health, Instant::now())?;
         let metrics = BalancerMetrics::new(Arc::clone(&config.name));
@@ -456,7 +460,12 @@ impl<S, F> EndpointSet<S, F> {
 
     /// The ramp factor an entry's table weight has now.
     fn factor(&self, key: u32) -> f64 {
-        match self.entries.get(key as usize).and_then(Option::as_ref).map(|e| e.ramp) {
+        match self
+            .entries
+            .get(key as usize)
+            .and_then(Option::as_ref)
+            .map(|e| e.ramp)
+        {
             Some(Ramp::Since(joined)) => self.health.ramp(joined, Instant::now()).0,
             _ => 1.0,
         }
@@ -843,4 +852,3 @@ impl<S, F> EndpointSet<S, F> {
         }
     }
 }
-
