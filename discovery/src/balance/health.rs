@@ -4,10 +4,10 @@
 //!
 //! Nothing here runs per request. Response futures record into each
 //! endpoint's [`EndpointStats`] through its load state; the balancer asks
-//! the detector for news only when its timer fires (the next ejection
-//! return, interval end or slow-start step) or when a run of failures
-//! raised the detector's trip flag, which `poll_ready` reads with one
-//! relaxed load. The timer is polled with the balancer's background waker,
+//! the detector for news only in its background pass, which runs when its
+//! timer fires (the next ejection return, interval end or slow-start step)
+//! or when the response that completes a run of failures wakes it. The
+//! timer is polled with the balancer's background waker,
 //! so an ejected endpoint comes back at its time even if no request comes
 //! meanwhile: the timer sets the wake flag (waking a task waiting in
 //! `poll_ready`), and the next `poll_ready` applies the return.
@@ -78,13 +78,6 @@ impl Health {
     }
 
     // ===== outlier detection =====
-
-    /// Whether a run of consecutive failures tripped an endpoint since the
-    /// last [`poll`](Self::poll): one relaxed load, read per `poll_ready`.
-    #[inline]
-    pub(crate) fn is_tripped(&self) -> bool {
-        self.detector.as_ref().is_some_and(OutlierDetector::is_tripped)
-    }
 
     /// Tells the detector the members, in member order, after a membership
     /// change; the events are those of [`OutlierDetector::set_endpoints`].

@@ -4,7 +4,7 @@
 //! # Why not `tower::balance::p2c`
 //!
 //! [`Balancer`] is tower's P2C balancer rebuilt for what our registry and the
-//! orchestration loop need, and for speed:
+//! orchestration loop need, and for speed, with more algorithms:
 //!
 //! - **Endpoints, not services.** It consumes the registry's stream of
 //!   [`EndpointChange`]s and connects each [`Endpoint`] itself through a
@@ -19,6 +19,8 @@
 //!   failure (an error; with [`HttpFailures`] also 5xx, 429 and gRPC
 //!   `UNAVAILABLE`) raises its endpoint's load, so an endpoint that fails
 //!   fast stops looking like the fastest one.
+//! - **Passive health.** Outlier ejection, a panic threshold and slow
+//!   start, as Envoy has them (see [below](#passive-health)).
 //! - **Fail fast.** With no ready endpoint, `poll_ready` waits at most
 //!   [`BalancerConfig::failfast_timeout`] (3 s, linkerd2-proxy's default),
 //!   then returns [`BalanceError::NoEndpoints`] instead of hanging.
@@ -35,10 +37,56 @@
 //!
 //! # Algorithms
 //!
-//! Both [`Algorithm`]s are the *power of two choices*: P2C over peak-EWMA
-//! latency (the default; from Finagle, as in linkerd2-proxy's `pool-p2c`
-//! and `tower::load::PeakEwma`, with linkerd's defaults: 30 ms default RTT,
-//! 10 s decay) and P2C over requests in flight.
+//! | [`Algorithm`] | picks | from |
+//! |---|---|---|
+//! | [`PeakEwma`](Algorithm::PeakEwma) (default) | the less loaded of two random endpoints, load = peak-EWMA latency × requests in flight | Finagle, linkerd2-proxy's `pool-p2c`, `tower::load::PeakEwma` (linkerd's defaults: 30 ms default RTT, 10 s decay) |
+//! | [`PendingRequests`](Algorithm::PendingRequests) | the less loaded of two random endpoints, load = requests in flight | least-pending |
+//! | [`RoundRobin`](Algorithm::RoundRobin) | in turn, by weight, interleaved ([`SmoothWrr`](crate::pick::SmoothWrr)) | nginx's smooth weighted round robin |
+//! | [`Maglev`](Algorithm::Maglev) | by the request's key, consistently ([`Maglev`](crate::pick::Maglev), prime table, 65 537 by default) | Google's Maglev, Envoy's weighted table |
+//!
+//! Every algorithm honours weights, picks only ready endpoints and skips
+//! ejected ones outside panic mode. Maglev takes each request's key from
+//! a [`RequestKey`] set with [`Balancer::hash_with`] (a closure, or
+//! [`HeaderKey`] for an HTTP header); requests without a key go to P2C over
+//! requests in flight. Round robin and Maglev build a table over every
+//! known endpoint and rebuild it only when membership or a weight changes
+//! (never per request, nor when readiness or ejection changes: those are
+//! skipped at pick time, so a key comes back to its endpoint when the
+//! endpoint does).
+//!
+//! # Passive health
+//!
+//! [`BalancerConfig::health`] (a [`HealthConfig`](crate::health::HealthConfig))
+//! turns on the [`health`](crate::health) module's parts, with Envoy's
+//! semantics and defaults:
+//!
+//! - **Outlier ejection** (on by default): every response the
+//!   [`FailureClassifier`] judged is also recorded for the endpoint's
+//!   outlier detector (one atomic add and one load per request). Five
+//!   failures in a row, or a success rate far below the others' over a
+//!   10 s interval, eject the endpoint for `30 s × times ejected` (at most
+//!   300 s); at most 10 % of the endpoints are ejected at once (one always
+//!   may be, the last one in rotation never is). An ejected endpoint comes
+//!   back by itself when its time is over: a timer on the balancer's
+//!   background waker applies the return even if no request comes
+//!   meanwhile. A run of failures is acted on at the next `poll_ready`
+//!   (one relaxed load per `poll_ready` checks for it); nothing else about
+//!   health runs per request.
+//! - **Panic threshold** (50 %): when fewer than that share of the known
+//!   endpoints are healthy (ready and not ejected), ejections are ignored
+//!   and requests spread over every ready endpoint.
+//! - **Slow start** (off by default): an endpoint added after the first
+//!   membership ramps from 10 % of its weight to all of it over a window,
+//!   counted from when it is first ready. Weights (the P2C alias table,
+//!   round robin's cycle) are updated in ten steps over the window, never
+//!   per request. Maglev ignores slow start (a ramp would move keys at
+//!   every step; Envoy also ramps only round robin and least-request).
+//!
+//! Metrics: `orch_balancer_ejections_total{balancer, reason}`,
+//! `orch_balancer_endpoints{balancer, state="ejected"}`,
+//! `orch_balancer_panic{balancer}` (0 or 1), besides picks per endpoint
+//! and endpoint counts; tracing events on every ejection, return and
+//! change of panic mode.
 //!
 //! # Using it
 //!
@@ -48,8 +96,8 @@
 //! `Buffer` choose a fail-fast timeout that suits the whole client, or put a
 //! load-shedding layer between them.
 //!
-//! It needs a tokio runtime with the time driver (for backoff and
-//! fail-fast timers).
+//! It needs a tokio runtime with the time driver (for backoff, fail-fast
+//! and passive-health timers).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -467,9 +515,7 @@ where
             self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
         }
         loop {
-            // A run of failures tripped an endpoint: eject it before the
-            // next pick rather than at the next timer.
-            if self.wake.take() || self.set.health_tripped() {
+            if self.wake.take() {
                 self.drive::<Req, E>();
             }
             if self.set.ready_len() > 0 {

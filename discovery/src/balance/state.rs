@@ -12,9 +12,11 @@
 //! the one place every completed request reports its [`Outcome`], from any
 //! thread, and passes it on to the outlier detector's [`EndpointStats`]
 //! (attached once the detector knows the endpoint: one atomic add and one
-//! load more per request); a pick skips an endpoint whose
-//! [`EndpointState::is_available`] is false (ejected), unless the balancer
-//! is in panic mode.
+//! load more per request); the record that completes a run of consecutive
+//! failures also wakes the balancer, which then ejects the endpoint at its
+//! next `poll_ready` (so `poll_ready` itself checks nothing). A pick skips
+//! an endpoint whose [`EndpointState::is_available`] is false: ejected,
+//! while the balancer is not in panic mode.
 //!
 //! # Counting requests in flight
 //!
@@ -27,9 +29,12 @@
 //! `tower::load::PendingRequests`). Anything else that needs the state
 //! (health checks, metrics) must hold a `Weak`.
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    task::Waker,
 };
 
 use super::clock::{Clock, duration_nanos};
@@ -116,7 +121,7 @@ pub(crate) struct EndpointState {
     available: AtomicBool,
     /// The outlier detector's counters of this endpoint, once attached
     /// (never, with outlier detection off).
-    health: OnceLock<Arc<EndpointStats>>,
+    health: OnceLock<HealthLink>,
     model: LoadModel,
     clock: Clock,
 }
@@ -136,17 +141,23 @@ impl EndpointState {
     }
 
     /// Sends every outcome from now on to the outlier detector's `stats`
-    /// too. Only the first attach counts: an endpoint keeps its stats for
-    /// as long as it keeps its state.
-    pub(crate) fn attach_health(&self, stats: &Arc<EndpointStats>) {
+    /// too, waking `balancer` when a run of failures trips the detector.
+    /// Only the first attach counts: an endpoint keeps its stats for as
+    /// long as it keeps its state.
+    pub(crate) fn attach_health(&self, stats: &Arc<EndpointStats>, balancer: &Waker) {
         // Already attached means the same stats: the detector keeps an
         // endpoint's stats for as long as its id stays.
-        let _ = self.health.set(Arc::clone(stats));
+        let _ = self.health.set(HealthLink {
+            stats: Arc::clone(stats),
+            balancer: balancer.clone(),
+        });
     }
 
-    /// The outlier detector's stats, if attached.
-    pub(crate) fn health(&self) -> Option<&Arc<EndpointStats>> {
-        self.health.get()
+    /// Attaches what `other` (the same endpoint's previous state) has.
+    pub(crate) fn attach_health_of(&self, other: &EndpointState) {
+        if let Some(link) = other.health.get() {
+            self.attach_health(&link.stats, &link.balancer);
+        }
     }
 
     /// Whether a request must read the clock when sent and completed.
@@ -161,7 +172,8 @@ impl EndpointState {
         &self.clock
     }
 
-    /// False while the endpoint is ejected; picks skip it.
+    /// False while the endpoint is ejected and the balancer is not in
+    /// panic mode; picks skip it.
     #[inline]
     pub(crate) fn is_available(&self) -> bool {
         self.available.load(Relaxed)
@@ -204,8 +216,11 @@ impl EndpointState {
     /// value is one a single update could have produced.
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome) {
-        if let Some(stats) = self.health.get() {
-            stats.record(!outcome.failed);
+        if let Some(link) = self.health.get()
+            && link.stats.record_tripping(!outcome.failed)
+        {
+            // Rare: the balancer ejects it at its next poll_ready.
+            link.balancer.wake_by_ref();
         }
         match self.model {
             LoadModel::PeakEwma {
@@ -249,6 +264,15 @@ impl EndpointState {
     pub(crate) fn estimate(&self) -> f64 {
         f64::from_bits(self.estimate.load(Relaxed))
     }
+}
+
+/// Where an endpoint's outcomes go besides its load.
+#[derive(Debug)]
+struct HealthLink {
+    /// The outlier detector's counters of the endpoint.
+    stats: Arc<EndpointStats>,
+    /// The balancer's background waker.
+    balancer: Waker,
 }
 
 /// A clock reading taken at most once, on first use, then reused: a pick

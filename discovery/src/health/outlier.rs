@@ -303,14 +303,6 @@ impl OutlierDetector {
         self.next_due
     }
 
-    /// Whether a run of consecutive failures tripped an endpoint since the
-    /// last [`poll`](Self::poll): one relaxed load, so a balancer can check
-    /// it per request without reading the clock.
-    #[inline]
-    pub(crate) fn is_tripped(&self) -> bool {
-        self.pool.is_raised()
-    }
-
     /// Brings the ejections up to date at `now`, returning what changed:
     /// returns of endpoints whose time is over, ejections for runs of
     /// failures, and, when an interval has ended, success-rate ejections.

@@ -11,13 +11,6 @@ use super::{EndpointSet, Ramp, Stage};
 use crate::health::HealthEvent;
 
 impl<S, F> EndpointSet<S, F> {
-    /// Whether a run of failures tripped an endpoint: one relaxed load,
-    /// checked per `poll_ready`.
-    #[inline]
-    pub(crate) fn health_tripped(&self) -> bool {
-        self.health.is_tripped()
-    }
-
     /// Whether the balancer is in panic mode.
     pub(crate) fn in_panic(&self) -> bool {
         self.health.in_panic()
@@ -45,14 +38,14 @@ impl<S, F> EndpointSet<S, F> {
             return;
         }
         let now = Instant::now();
-        let ids: Vec<_> = self.members.iter().map(|m| m.id.clone()).collect();
+        let ids: Vec<_> = self.members.list.iter().map(|m| m.id.clone()).collect();
         let events = self.health.set_members(ids, now);
-        for index in 0..self.members.len() {
-            let key = self.members[index].key;
+        for index in 0..self.members.list.len() {
+            let key = self.members.list[index].key;
             let ejected = self.health.is_ejected(index);
             if let Some(entry) = self.entries[key as usize].as_ref() {
                 if let Some(stats) = self.health.stats(index) {
-                    entry.state.attach_health(stats);
+                    entry.state.attach_health(stats, &self.waker);
                 }
                 if entry.ejected != ejected {
                     self.set_ejected(key, ejected);
@@ -94,7 +87,7 @@ impl<S, F> EndpointSet<S, F> {
                 HealthEvent::Returned { index, .. } => (*index, false),
                 _ => continue,
             };
-            if let Some(key) = self.members.get(index).map(|m| m.key) {
+            if let Some(key) = self.members.list.get(index).map(|m| m.key) {
                 self.set_ejected(key, ejected);
             }
         }
@@ -134,9 +127,11 @@ impl<S, F> EndpointSet<S, F> {
         }
     }
 
-    /// Ejects or restores an entry: its state (which picks read), and the
-    /// count of ready endpoints that are ejected.
+    /// Ejects or restores an entry: its state (which picks read; in panic
+    /// mode every endpoint stays available), and the count of ready
+    /// endpoints that are ejected.
     fn set_ejected(&mut self, key: u32, ejected: bool) {
+        let panic = self.health.in_panic();
         let Some(entry) = self.entries[key as usize].as_mut() else {
             return;
         };
@@ -144,7 +139,7 @@ impl<S, F> EndpointSet<S, F> {
             return;
         }
         entry.ejected = ejected;
-        entry.state.set_available(!ejected);
+        entry.state.set_available(!ejected || panic);
         if let Stage::Ready(_) = entry.stage {
             if ejected {
                 self.ready_ejected += 1;
@@ -157,9 +152,13 @@ impl<S, F> EndpointSet<S, F> {
     /// Panic mode when fewer than the threshold's share of the known
     /// endpoints are healthy (ready and not ejected).
     pub(super) fn refresh_panic(&mut self) {
-        let healthy = self.ready.len() - self.ready_ejected;
+        let healthy = self.ready.len().saturating_sub(self.ready_ejected);
         let total = self.ids.len();
         if let Some(panic) = self.health.refresh_panic(healthy, total) {
+            // Panic mode is availability: picks read one flag either way.
+            for entry in self.entries.iter().flatten().filter(|e| e.ejected) {
+                entry.state.set_available(panic);
+            }
             self.metrics.panic.set(if panic { 1.0 } else { 0.0 });
             if panic {
                 tracing::warn!(

@@ -25,7 +25,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use metrics::Counter;
@@ -83,6 +83,18 @@ pub(crate) struct Member {
     pub(crate) table_weight: Weight,
     /// Its position in the ready list, or [`NOT_READY`].
     pub(crate) ready: u32,
+}
+
+/// Every known endpoint, in the order table pickers and the outlier
+/// detector number them, and what its tables were built for.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    /// One per known endpoint.
+    pub(crate) list: Vec<Member>,
+    /// Bumped on every change of membership or of a table weight.
+    pub(crate) version: u64,
+    /// Bumped on every change of membership or of a discovery weight.
+    pub(crate) hash_version: u64,
 }
 
 /// [`Member::ready`] of an endpoint that is not ready.
@@ -171,11 +183,7 @@ pub(crate) struct EndpointSet<S, F> {
     /// Bumped on every change of the ready set or of a ready weight.
     version: u64,
     /// Every known endpoint, in table order.
-    members: Vec<Member>,
-    /// Bumped on every change of membership or of a table weight.
-    members_version: u64,
-    /// Bumped on every change of membership or of a discovery weight.
-    hash_version: u64,
+    members: Members,
     /// Membership changed since the outlier detector was told.
     members_dirty: bool,
     /// Ready endpoints that are ejected.
@@ -185,6 +193,9 @@ pub(crate) struct EndpointSet<S, F> {
     /// Still applying the first membership (whose endpoints do not ramp).
     initial: bool,
     health: Health,
+    /// Wakes the balancer's background work (from a response future that
+    /// trips the outlier detector).
+    waker: Waker,
     next_epoch: u64,
     model: LoadModel,
     initial_estimate: f64,
@@ -219,14 +230,13 @@ impl<S, F> EndpointSet<S, F> {
             timer: None,
             ready_weights: HashMap::new(),
             version: 0,
-            members: Vec::new(),
-            members_version: 0,
-            hash_version: 0,
+            members: Members::default(),
             members_dirty: false,
             ready_ejected: 0,
             ramping: Vec::new(),
             initial: true,
             health,
+            waker: Waker::from(Arc::clone(&wake)),
             next_epoch: 0,
             model,
             initial_estimate,
@@ -260,10 +270,7 @@ impl<S, F> EndpointSet<S, F> {
             slots: &self.ready,
             uniform: self.ready_weights.len() <= 1,
             version: self.version,
-            panic: self.health.in_panic(),
             members: &self.members,
-            members_version: self.members_version,
-            hash_version: self.hash_version,
         }
     }
 
@@ -327,7 +334,7 @@ impl<S, F> EndpointSet<S, F> {
         let table_weight = self.health.table_weight(endpoint.weight(), 1.0);
         let entry = Entry {
             state: self.new_state(),
-            member: self.members.len() as u32,
+            member: self.members.list.len() as u32,
             ejected: false,
             ramp,
             table_weight,
@@ -357,7 +364,7 @@ impl<S, F> EndpointSet<S, F> {
         };
         if let Some(entry) = self.entries[key as usize].as_ref() {
             self.ids.insert(entry.endpoint.id().clone(), key);
-            self.members.push(Member {
+            self.members.list.push(Member {
                 key,
                 id: entry.endpoint.id().clone(),
                 weight: entry.endpoint.weight(),
@@ -375,11 +382,11 @@ impl<S, F> EndpointSet<S, F> {
         let Some(index) = self.entries[key as usize].as_ref().map(|e| e.member as usize) else {
             return;
         };
-        if index >= self.members.len() {
+        if index >= self.members.list.len() {
             return;
         }
-        self.members.swap_remove(index);
-        if let Some(moved) = self.members.get(index)
+        self.members.list.swap_remove(index);
+        if let Some(moved) = self.members.list.get(index)
             && let Some(entry) = self.entries[moved.key as usize].as_mut()
         {
             entry.member = index as u32;
@@ -391,9 +398,9 @@ impl<S, F> EndpointSet<S, F> {
     /// Membership (`true`) or only a table weight changed: tables rebuild
     /// at the next pick, the detector learns membership in the next pass.
     fn members_changed(&mut self, membership: bool) {
-        self.members_version += 1;
+        self.members.version += 1;
         if membership {
-            self.hash_version += 1;
+            self.members.hash_version += 1;
             self.members_dirty = true;
         }
     }
@@ -421,9 +428,7 @@ impl<S, F> EndpointSet<S, F> {
                 // Health is the endpoint's, by id: the new connection keeps
                 // its ejection and its outlier counters.
                 state.set_available(old.is_available());
-                if let Some(stats) = old.health() {
-                    state.attach_health(stats);
-                }
+                state.attach_health_of(old);
             }
             let epoch = self.new_epoch();
             if let Some(entry) = self.entries[key as usize].as_mut() {
@@ -448,11 +453,11 @@ impl<S, F> EndpointSet<S, F> {
                 .entries
                 .get(key as usize)
                 .and_then(Option::as_ref)
-                .and_then(|e| self.members.get_mut(e.member as usize))
+                .and_then(|e| self.members.list.get_mut(e.member as usize))
             {
                 member.weight = new_weight;
             }
-            self.hash_version += 1;
+            self.members.hash_version += 1;
             let factor = self.factor(key);
             self.set_table_weight(key, new_weight, factor, stage);
         }
@@ -483,7 +488,7 @@ impl<S, F> EndpointSet<S, F> {
         if old == table_weight {
             return;
         }
-        if let Some(member) = self.members.get_mut(member) {
+        if let Some(member) = self.members.list.get_mut(member) {
             member.table_weight = table_weight;
         }
         self.members_changed(false);
@@ -537,12 +542,12 @@ impl<S, F> EndpointSet<S, F> {
             entry.ramp = Ramp::Since(now);
             let (factor, _) = self.health.ramp(now, now);
             entry.table_weight = self.health.table_weight(entry.endpoint.weight(), factor);
-            if let Some(member) = self.members.get_mut(entry.member as usize) {
+            if let Some(member) = self.members.list.get_mut(entry.member as usize) {
                 member.table_weight = entry.table_weight;
             }
             self.ramping.push(key);
             self.health.ensure_step(now);
-            self.members_version += 1;
+            self.members.version += 1;
         }
         let weight = entry.table_weight;
         self.ready.push(ReadySlot {
@@ -554,7 +559,7 @@ impl<S, F> EndpointSet<S, F> {
         });
         entry.stage = Stage::Ready(pos);
         entry.failures = 0;
-        if let Some(member) = self.members.get_mut(entry.member as usize) {
+        if let Some(member) = self.members.list.get_mut(entry.member as usize) {
             member.ready = pos;
         }
         if entry.ejected {
@@ -573,7 +578,7 @@ impl<S, F> EndpointSet<S, F> {
             && let Some(entry) = self.entries[moved.key as usize].as_mut()
         {
             entry.stage = Stage::Ready(pos);
-            if let Some(member) = self.members.get_mut(entry.member as usize) {
+            if let Some(member) = self.members.list.get_mut(entry.member as usize) {
                 member.ready = pos;
             }
         }
@@ -583,7 +588,7 @@ impl<S, F> EndpointSet<S, F> {
             if ejected {
                 self.ready_ejected -= 1;
             }
-            if let Some(member) = self.members.get_mut(member as usize) {
+            if let Some(member) = self.members.list.get_mut(member as usize) {
                 member.ready = NOT_READY;
             }
         }

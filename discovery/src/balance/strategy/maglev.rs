@@ -47,7 +47,7 @@ impl MaglevPicker {
 
     /// The ready position for the key `key` returns, or P2C's pick when
     /// there is no key or no table.
-    #[inline]
+    #[inline(never)]
     pub(super) fn pick<S>(
         &mut self,
         slots: &ReadySlots<'_, S>,
@@ -55,7 +55,7 @@ impl MaglevPicker {
         rng: &mut Rng,
         now: &mut Now<'_>,
     ) -> Option<usize> {
-        if self.built_for != Some(slots.hash_version) {
+        if self.built_for != Some(slots.members.hash_version) {
             self.rebuild(slots);
         }
         if let Some(table) = &self.table
@@ -75,19 +75,19 @@ impl MaglevPicker {
 
     #[cold]
     fn rebuild<S>(&mut self, slots: &ReadySlots<'_, S>) {
-        let members = slots.members.iter().map(|m| (&m.id, m.weight));
+        let members = slots.members.list.iter().map(|m| (&m.id, m.weight));
         self.table = match Maglev::with_table_size(members, self.table_size) {
             Ok(table) => Some(table),
             Err(error) => {
                 tracing::warn!(
                     balancer = &*self.name,
                     %error,
-                    endpoints = slots.members.len(),
+                    endpoints = slots.members.list.len(),
                     "no Maglev table: requests go to P2C over requests in flight"
                 );
                 None
             }
         };
-        self.built_for = Some(slots.hash_version);
+        self.built_for = Some(slots.members.hash_version);
     }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use super::config::Algorithm;
 use super::rng::Rng;
-use super::set::{Member, NOT_READY, ReadySlot};
+use super::set::{Members, NOT_READY, ReadySlot};
 use super::state::Now;
 
 use maglev::MaglevPicker;
@@ -34,7 +34,11 @@ use p2c::{Sampler, p2c};
 use round_robin::RoundRobin;
 
 /// How the balancer chooses among ready endpoints. See the module docs.
+///
+/// `repr(u8)`: an explicit one-byte tag makes the dispatch per request one
+/// compare, where the niche-packed layout had to decode the variant.
 #[derive(Debug)]
+#[repr(u8)]
 pub(crate) enum Strategy {
     /// Power of two choices over the endpoints' load (peak-EWMA or
     /// requests in flight, as their `EndpointState` models it).
@@ -53,14 +57,8 @@ pub(crate) struct ReadySlots<'a, S> {
     pub(crate) uniform: bool,
     /// Changes whenever the ready set or a ready weight changes.
     pub(crate) version: u64,
-    /// In panic mode: ejected endpoints are picked like the others.
-    pub(crate) panic: bool,
-    /// Every known endpoint, in table order.
-    pub(crate) members: &'a [Member],
-    /// Changes whenever membership or a table weight changes.
-    pub(crate) members_version: u64,
-    /// Changes whenever membership or a discovery weight changes.
-    pub(crate) hash_version: u64,
+    /// Every known endpoint, in table order, and their versions.
+    pub(crate) members: &'a Members,
 }
 
 impl<S> ReadySlots<'_, S> {
@@ -77,17 +75,17 @@ impl<S> ReadySlots<'_, S> {
     }
 
     /// The endpoint at `pos`, if the position is valid and it may be
-    /// picked: not ejected, or the balancer is in panic mode.
+    /// picked: not ejected, or the balancer is in panic mode (which makes
+    /// every endpoint available).
     #[inline]
     fn available(&self, pos: usize) -> Option<&ReadySlot<S>> {
-        self.slot(pos)
-            .filter(|slot| self.panic || slot.state.is_available())
+        self.slot(pos).filter(|slot| slot.state.is_available())
     }
 
     /// The ready position of member `index`, if it may be picked now.
     #[inline]
     fn member_position(&self, index: usize) -> Option<usize> {
-        let ready = self.members.get(index)?.ready;
+        let ready = self.members.list.get(index)?.ready;
         if ready == NOT_READY {
             return None;
         }

@@ -35,14 +35,14 @@ impl RoundRobin {
 
     /// The next ready position in the cycle that may be picked; any ready
     /// one if none may (every ready endpoint ejected and panic mode off).
-    #[inline]
+    #[inline(never)]
     pub(super) fn pick<S>(
         &mut self,
         slots: &ReadySlots<'_, S>,
         rng: &mut Rng,
         _now: &mut Now<'_>,
     ) -> Option<usize> {
-        if self.built_for != Some(slots.members_version) {
+        if self.built_for != Some(slots.members.version) {
             self.rebuild(slots);
         }
         let mut chosen = None;
@@ -58,7 +58,7 @@ impl RoundRobin {
 
     #[cold]
     fn rebuild<S>(&mut self, slots: &ReadySlots<'_, S>) {
-        let members = slots.members;
+        let members = &slots.members.list;
         if self.wrr.len() == members.len() {
             // Same count: new weights (or the same count after an add and
             // a remove) keep the position in the cycle.
@@ -71,7 +71,7 @@ impl RoundRobin {
                 self.wrr.set_start((self.start % members.len() as u64) as usize);
             }
         }
-        self.built_for = Some(slots.members_version);
+        self.built_for = Some(slots.members.version);
     }
 }
 
