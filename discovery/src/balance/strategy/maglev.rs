@@ -46,7 +46,9 @@ impl MaglevPicker {
     }
 
     /// The ready position for the key `key` returns, or P2C's pick when
-    /// there is no key or no table.
+    /// there is no key or no table. Out of line: inlined into the
+    /// balancer's `call`, it lengthened the P2C path (the default) by a
+    /// tenth, and saved Maglev nothing measurable.
     #[inline(never)]
     pub(super) fn pick<S>(
         &mut self,

@@ -35,7 +35,7 @@ impl RoundRobin {
 
     /// The next ready position in the cycle that may be picked; any ready
     /// one if none may (every ready endpoint ejected and panic mode off).
-    #[inline(never)]
+    #[inline]
     pub(super) fn pick<S>(
         &mut self,
         slots: &ReadySlots<'_, S>,
