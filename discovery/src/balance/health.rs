@@ -33,9 +33,9 @@ const MIN_STEP: Duration = Duration::from_millis(10);
 /// hold.
 const RAMP_RESOLUTION: u32 = 100;
 
-/// How many times [`Health::arm`] re-polls when a deadline is already past,
-/// before it leaves the rest to the next background pass.
-const MAX_REARMS: usize = 4;
+/// How many times the background pass re-polls health when the timer's
+/// deadline has already passed, before it leaves the rest to the next pass.
+pub(crate) const MAX_REARMS: usize = 4;
 
 /// One balancer's passive health. See the module docs.
 pub(crate) struct Health {
@@ -217,11 +217,6 @@ impl Health {
             timer.as_mut().reset(deadline);
         }
         timer.as_mut().poll(cx).is_ready()
-    }
-
-    /// How many times the background pass may re-poll past deadlines.
-    pub(crate) const fn max_rearms() -> usize {
-        MAX_REARMS
     }
 }
 

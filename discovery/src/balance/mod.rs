@@ -69,9 +69,9 @@
 //!   may be, the last one in rotation never is). An ejected endpoint comes
 //!   back by itself when its time is over: a timer on the balancer's
 //!   background waker applies the return even if no request comes
-//!   meanwhile. A run of failures is acted on at the next `poll_ready`
-//!   (one relaxed load per `poll_ready` checks for it); nothing else about
-//!   health runs per request.
+//!   meanwhile. The response that completes a run of failures wakes the
+//!   balancer, which ejects the endpoint at its next `poll_ready`; nothing
+//!   else about health runs per request.
 //! - **Panic threshold** (50 %): when fewer than that share of the known
 //!   endpoints are healthy (ready and not ejected), ejections are ignored
 //!   and requests spread over every ready endpoint.

@@ -8,6 +8,7 @@ use std::task::Context;
 use tokio::time::Instant;
 
 use super::{EndpointSet, Ramp, Stage};
+use crate::balance::health::MAX_REARMS;
 use crate::health::HealthEvent;
 
 impl<S, F> EndpointSet<S, F> {
@@ -60,7 +61,7 @@ impl<S, F> EndpointSet<S, F> {
     /// verdicts), takes a slow-start step if one is due, and arms the timer
     /// for whichever comes next.
     pub(crate) fn poll_health(&mut self, cx: &mut Context<'_>) {
-        for _ in 0..super::Health::max_rearms() {
+        for _ in 0..MAX_REARMS {
             let now = Instant::now();
             let events = self.health.poll(now);
             if !events.is_empty() {
