@@ -51,8 +51,11 @@ async fn five_consecutive_failures_eject_and_the_endpoint_returns_by_itself_for_
 
     let fleet = Fleet::default();
     fleet.answer("e0", Answer::Fail);
-    let mut balancer =
-        Balancer::with_config(&config(Algorithm::RoundRobin), fixed(&ids(4)), fleet.connector()).unwrap();
+    // Intervals of 7 s, so no interval ends when an ejection does: the
+    // return is the balancer's own deadline, not a side effect of a sweep.
+    let outlier = OutlierConfig::default().interval(Duration::from_secs(7));
+    let config = config(Algorithm::RoundRobin).health(HealthConfig::default().outlier_detection(outlier));
+    let mut balancer = Balancer::with_config(&config, fixed(&ids(4)), fleet.connector()).unwrap();
 
     // Round robin sends every fourth request to e0: its fifth failure in a
     // row trips the detector, and the next `poll_ready` ejects it.
