@@ -151,8 +151,8 @@ use tower_service::Service;
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
 pub use clock::ClockSource;
 pub use config::{
-    Algorithm, BalancerConfig, ConfigError, MaglevConfig, PeakEwmaConfig, PendingRequestsConfig,
-    ReconnectBackoff,
+    Algorithm, BalancerConfig, ConfigError, InFlightBias, MaglevConfig, PeakEwmaConfig,
+    PendingRequestsConfig, ReconnectBackoff,
 };
 pub use connect::{ConnectFn, connect_fn};
 pub use error::{BalanceError, BoxError};

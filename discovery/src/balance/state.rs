@@ -38,7 +38,7 @@ use std::{
 };
 
 use super::clock::{Clock, duration_nanos};
-use super::config::{Algorithm, PendingRequestsConfig};
+use super::config::{Algorithm, InFlightBias, PendingRequestsConfig};
 use crate::health::EndpointStats;
 
 /// How one request to the endpoint ended.
@@ -61,8 +61,11 @@ pub(crate) enum LoadModel {
         inv_decay: f64,
         /// Nanoseconds per clock tick.
         nanos_per_tick: f64,
-        /// A failure counts as a response at least this slow, in ns.
+        /// A failure adds this much to the estimate, in ns.
         penalty_ns: f64,
+        /// [`InFlightBias::SquareRoot`]: the cost is `rtt² × queue`, which
+        /// orders endpoints as `rtt × √queue` does, without a square root.
+        square_root: bool,
     },
     /// Requests in flight, multiplied by `1 + decayed failure count`.
     Pending {
@@ -81,6 +84,7 @@ impl LoadModel {
                     inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
                     nanos_per_tick: per_tick,
                     penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
+                    square_root: ewma.in_flight_bias == InFlightBias::SquareRoot,
                 },
                 duration_nanos(ewma.default_rtt) as f64,
             ),
@@ -192,9 +196,20 @@ impl EndpointState {
         let queue = in_flight as f64 * inv_weight + 1.0;
         let estimate = f64::from_bits(self.estimate.load(Relaxed));
         match self.model {
-            LoadModel::PeakEwma { inv_decay, .. } => {
+            LoadModel::PeakEwma {
+                inv_decay,
+                square_root,
+                ..
+            } => {
                 let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
-                estimate * decay(age * inv_decay) * queue
+                let rtt = estimate * decay(age * inv_decay);
+                // Costs are only compared, so `rtt² × queue` ranks
+                // endpoints exactly as `rtt × √queue` would.
+                if square_root {
+                    rtt * rtt * queue
+                } else {
+                    rtt * queue
+                }
             }
             LoadModel::Pending { inv_decay } => {
                 if estimate == 0.0 {
@@ -227,14 +242,21 @@ impl EndpointState {
                 inv_decay,
                 penalty_ns,
                 nanos_per_tick,
+                ..
             } => {
                 let now = self.clock.now();
-                let mut rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
-                if outcome.failed {
-                    rtt = rtt.max(penalty_ns);
-                }
+                let rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
                 let previous = f64::from_bits(self.estimate.load(Relaxed));
-                let next = if rtt > previous {
+                let next = if outcome.failed {
+                    // Failures add up: each adds the penalty to what the
+                    // estimate has decayed to. Raising the estimate to the
+                    // penalty alone let an endpoint that fails in a
+                    // millisecond stay cheaper than healthy endpoints with
+                    // dozens of requests in flight (a fifth of all requests
+                    // failed in the simulation).
+                    let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+                    (previous * decay(age * inv_decay)).max(rtt) + penalty_ns
+                } else if rtt > previous {
                     // The peak: a slower response replaces the estimate at once.
                     rtt
                 } else {
@@ -320,7 +342,15 @@ mod tests {
     const MS: f64 = 1_000_000.0;
 
     fn ewma() -> Arc<EndpointState> {
-        let algorithm = Algorithm::PeakEwma(PeakEwmaConfig::default().decay(Duration::from_secs(1)));
+        ewma_with(InFlightBias::Linear)
+    }
+
+    fn ewma_with(bias: InFlightBias) -> Arc<EndpointState> {
+        let algorithm = Algorithm::PeakEwma(
+            PeakEwmaConfig::default()
+                .decay(Duration::from_secs(1))
+                .in_flight_bias(bias),
+        );
         let clock = Clock::start(ClockSource::Tokio);
         let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
         EndpointState::new(model, initial, clock)
@@ -364,15 +394,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_fast_failure_counts_as_the_penalty() {
+    async fn fast_failures_add_up_their_penalties() {
         let state = ewma();
-        let sent_at = state.clock().now();
-        tokio::time::advance(Duration::from_millis(1)).await;
-        state.record(Outcome {
-            failed: true,
-            sent_at,
-        });
-        assert_eq!(state.estimate(), 1_000.0 * MS);
+        for _ in 0..2 {
+            let sent_at = state.clock().now();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            state.record(Outcome {
+                failed: true,
+                sent_at,
+            });
+        }
+        // 30 ms decayed for 1 ms, plus the penalty, decayed for 1 ms, plus
+        // the penalty again.
+        let w = (-0.001f64).exp();
+        let expected = (30.0 * MS * w + 1_000.0 * MS) * w + 1_000.0 * MS;
+        assert!((state.estimate() - expected).abs() < 1.0, "{}", state.estimate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_square_root_bias_ranks_as_rtt_times_the_root_of_the_queue() {
+        let state = ewma_with(InFlightBias::SquareRoot);
+        // Three requests in flight: rtt² × 4, which orders as rtt × √4.
+        let held: Vec<_> = (0..3).map(|_| Arc::clone(&state)).collect();
+        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS * 4.0);
+        drop(held);
+        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS);
     }
 
     #[tokio::test(start_paused = true)]
