@@ -2,10 +2,15 @@
 //! supervisor tree runs real TCP servers on 127.0.0.1, probes them, restarts
 //! a crashed one (which comes back on a new port and is routed to again only
 //! once ready), scales a replica group up and down, supervises an OS process,
-//! and shuts everything down in reverse start order. A client calls the
-//! replicas through the resilience stack (retry with a budget, circuit
-//! breaker, timeouts), so a replica that dies under it costs a retry, not an
-//! error.
+//! and shuts everything down in reverse start order.
+//!
+//! The client side is the loop of DESIGN.md: the supervisor's lifecycle
+//! events feed a registry (`SupervisorSource`), the registry feeds a
+//! client-side balancer (P2C over peak-EWMA), and calls go through the
+//! resilience stack (retry with a budget, circuit breaker, timeouts). A
+//! replica that crashes leaves the balancer before it restarts, one that is
+//! scaled away leaves it before it stops (drain), and one that comes back is
+//! used again once ready.
 //!
 //! ```text
 //! cargo run --example orchestration              # scenario, then serve until Ctrl-C
@@ -19,15 +24,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orch::core::{
-    BackoffPolicy, ChildSpec, EventKind, InstanceId, InstanceInfo, ProbeSpec, ProcessSpec, RestartType,
-    Strategy, Supervisor, SupervisorSpec, TcpProbe, Update,
+    BackoffPolicy, ChildSpec, ProbeSpec, ProcessSpec, RestartType, Strategy, Supervisor, SupervisorSpec,
+    TcpProbe, Update,
+};
+use orch::discovery::{
+    Endpoint, EndpointId, Registry, SupervisorSource,
+    balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
 };
 use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, ServiceExt, buffer::Buffer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,6 +70,9 @@ fn api_replica() -> ChildSpec {
     .readiness(ProbeSpec::new(TcpProbe::new()).period(Duration::from_millis(200)))
     .liveness(ProbeSpec::new(TcpProbe::new()).period(Duration::from_millis(500)))
     .backoff(BackoffPolicy::default().initial(Duration::from_millis(50)))
+    // Scaled-away replicas keep serving this long after `Stopping`, which
+    // takes them out of the registry and the balancer first.
+    .drain_delay(Duration::from_millis(300))
     .shutdown_grace(Duration::from_secs(2))
 }
 
@@ -108,26 +119,34 @@ async fn ask(addr: SocketAddr, line: &str) -> Result<String, BoxError> {
     Ok(reply.trim().to_owned())
 }
 
-/// A client that sends lines round-robin over a fixed list of addresses,
-/// wrapped in the resilience stack. The list is taken once and goes stale
-/// when a replica dies (the registry and balancer of `orch-discovery` will
-/// keep it live); retries carry the calls that hit a dead address to the
-/// next one. `attempts` counts what reached the network.
-fn resilient_client(
-    addresses: Vec<SocketAddr>,
+/// The client of the API replicas: a balancer over the registry's endpoints
+/// (one line-protocol connection per call), behind a `Buffer` so it can be
+/// shared, wrapped in the resilience stack. `attempts` counts what reached
+/// the network.
+fn api_client(
+    registry: &Registry,
     attempts: Arc<AtomicUsize>,
 ) -> Result<
     impl tower::Service<String, Response = String, Error = orch::resilience::ResilienceError> + Clone,
     BoxError,
 > {
-    let next = Arc::new(AtomicUsize::new(0));
-    let transport = tower::service_fn(move |line: String| {
-        let addr = addresses
-            .get(next.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1))
-            .copied();
-        attempts.fetch_add(1, Ordering::Relaxed);
-        async move { ask(addr.ok_or("no address")?, &line).await }
+    let connect = connect_fn(move |endpoint: &Endpoint| {
+        let addr = endpoint.address();
+        let attempts = Arc::clone(&attempts);
+        tower::service_fn(move |line: String| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            async move { ask(addr, &line).await }
+        })
     });
+    // P2C over peak-EWMA, with a default RTT for endpoints not yet measured
+    // that suits loopback (linkerd's 30 ms assumes a network: against
+    // replicas answering in microseconds, a new replica would wait long for
+    // its first request).
+    let config = BalancerConfig::default()
+        .name("api")
+        .algorithm(Algorithm::peak_ewma().default_rtt(Duration::from_millis(1)));
+    let balancer = Balancer::with_config(&config, registry.changes(), connect)?;
+    let shared = Buffer::new(balancer, 64);
     let stack = ResilienceLayer::builder()
         .overall_timeout(Duration::from_secs(3))
         .retry(RetryConfig::default().max_attempts(3))
@@ -136,26 +155,54 @@ fn resilient_client(
         // `ping` is a read: safe to repeat.
         .safety(AlwaysSafe)
         .build()?;
-    Ok(stack.layer(transport))
+    Ok(stack.layer(shared))
 }
 
-/// The ready API replicas and their addresses, as a registry would see them.
-type Rotation = BTreeMap<InstanceId, SocketAddr>;
-
-/// The rotation in a snapshot of the tree's instances.
-fn api_rotation(instances: &[InstanceInfo]) -> Rotation {
-    instances
-        .iter()
-        .filter(|i| &*i.child == "api" && i.state.is_ready())
-        .filter_map(|i| Some((i.id.clone(), i.address?)))
+/// The endpoints in the registry, by id.
+fn endpoints(registry: &Registry) -> BTreeMap<EndpointId, SocketAddr> {
+    registry
+        .snapshot()
+        .into_iter()
+        .map(|e| (e.id().clone(), e.address()))
         .collect()
 }
 
-async fn wait_rotation(rx: &mut watch::Receiver<Rotation>, pred: impl Fn(&Rotation) -> bool) -> Rotation {
-    match tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|r| pred(r))).await {
-        Ok(Ok(r)) => r.clone(),
-        _ => panic!("the rotation never reached the expected state"),
+/// Waits (at most 20 s) until the registry's endpoints satisfy `pred`.
+async fn wait_endpoints(
+    registry: &Registry,
+    pred: impl Fn(&BTreeMap<EndpointId, SocketAddr>) -> bool,
+) -> BTreeMap<EndpointId, SocketAddr> {
+    let wait = async {
+        loop {
+            let now = endpoints(registry);
+            if pred(&now) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(20), wait).await {
+        Ok(found) => found,
+        Err(_) => panic!("the registry never reached the expected state"),
     }
+}
+
+/// Sends `n` pings through `client`, ten at a time, and counts which
+/// replica answered.
+async fn ping_all<S>(client: &S, n: usize) -> Result<BTreeMap<String, usize>, BoxError>
+where
+    S: tower::Service<String, Response = String, Error = orch::resilience::ResilienceError> + Clone,
+{
+    let mut answered = BTreeMap::new();
+    for batch in (0..n).collect::<Vec<_>>().chunks(10) {
+        let calls = batch.iter().map(|_| client.clone().oneshot("ping".to_owned()));
+        for reply in futures_util::future::join_all(calls).await {
+            let reply = reply?;
+            let replica = reply.split_whitespace().nth(2).unwrap_or("?").to_owned();
+            *answered.entry(replica).or_insert(0) += 1;
+        }
+    }
+    Ok(answered)
 }
 
 #[tokio::main]
@@ -180,50 +227,38 @@ async fn main() -> Result<(), BoxError> {
         .build()?;
     let handle = Supervisor::start(spec)?;
 
-    // The subscriber: prints every event and keeps the rotation of ready
-    // API replicas up to date, starting from the snapshot.
+    // The event log: every lifecycle event, as it happens.
     let sub = handle.subscribe();
-    // Replicas that were ready before the subscription are in its snapshot,
-    // not in its events.
-    let (rotation_tx, mut rotation) = watch::channel(api_rotation(&sub.snapshot));
     let t0 = Instant::now();
     let printer = tokio::spawn(async move {
         let mut events = sub.events;
         while let Some(update) = events.next().await {
-            let e = match update {
-                Update::Event(e) => e,
-                // A lagging subscriber gets a fresh snapshot instead of the missed events.
-                Update::Resync(snapshot) => {
-                    rotation_tx.send_replace(api_rotation(&snapshot));
-                    continue;
-                }
-            };
-            println!(
-                "{:>6} ms  {:<22} gen {}  {:?}",
-                t0.elapsed().as_millis(),
-                e.id,
-                e.generation,
-                e.kind
-            );
-            if &*e.child == "api" {
-                rotation_tx.send_modify(|r| match e.kind {
-                    EventKind::Ready { address: Some(addr) } => {
-                        r.insert(e.id.clone(), addr);
-                    }
-                    EventKind::Ready { address: None } => {}
-                    _ => {
-                        r.remove(&e.id);
-                    }
-                });
+            match update {
+                Update::Event(e) => println!(
+                    "{:>6} ms  {:<22} gen {}  {:?}",
+                    t0.elapsed().as_millis(),
+                    e.id,
+                    e.generation,
+                    e.kind
+                ),
+                Update::Resync(snapshot) => println!("--- resynchronised: {} instances", snapshot.len()),
             }
         }
     });
 
-    println!("--- waiting for 3 API replicas to be ready");
-    let ready = wait_rotation(&mut rotation, |r| r.len() == 3).await;
-    for addr in ready.values() {
-        println!("--- client: {}", ask(*addr, "ping").await?);
-    }
+    // The registry of the API replicas, fed by the supervisor's events:
+    // ready replicas are in it, anything else is not.
+    let registry = Registry::new("api");
+    let _source = SupervisorSource::new("api").start(&handle, &registry).await?;
+
+    println!("--- waiting for 3 API replicas to be in the registry");
+    let ready = wait_endpoints(&registry, |r| r.len() == 3).await;
+    println!("--- registry: {:?}", ready.keys().collect::<Vec<_>>());
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let client = api_client(&registry, attempts.clone())?;
+    let pings = 30;
+    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
 
     let (victim, addr) = ready
         .iter()
@@ -232,32 +267,30 @@ async fn main() -> Result<(), BoxError> {
         .ok_or("no replica")?;
     println!("--- client: crashing {victim} at {addr}");
     let _ = ask(addr, "crash").await;
-
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let client = resilient_client(ready.values().copied().collect(), attempts.clone())?;
-    let pings = 6;
-    for _ in 0..pings {
-        client.clone().oneshot("ping".to_owned()).await?;
-    }
+    attempts.store(0, Ordering::Relaxed);
+    let answered = ping_all(&client, pings).await?;
     println!(
-        "--- client (retry + breaker + timeouts, stale address list): {pings}/{pings} pings answered \
-         with {} attempts",
+        "--- balancer while {victim} restarts: {pings}/{pings} pings answered with {} attempts: {answered:?}",
         attempts.load(Ordering::Relaxed)
     );
-    let back = wait_rotation(&mut rotation, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
-    let new_addr = back[&victim];
-    println!(
-        "--- {victim} is back on {new_addr}: {}",
-        ask(new_addr, "ping").await?
-    );
+    let back = wait_endpoints(&registry, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
+    println!("--- {victim} is back on {}", back[&victim]);
+    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
 
     println!("--- scaling api to 5");
     handle.resize("api", 5).await?;
-    wait_rotation(&mut rotation, |r| r.len() == 5).await;
-    println!("--- scaling api to 2");
+    wait_endpoints(&registry, |r| r.len() == 5).await;
+    println!("--- balancer over 5: {:?}", ping_all(&client, 50).await?);
+    println!("--- scaling api to 2 (the 3 leaving drain out of the balancer first)");
     handle.resize("api", 2).await?;
-    let left = wait_rotation(&mut rotation, |r| r.len() == 2).await;
-    println!("--- rotation now: {:?}", left.keys().collect::<Vec<_>>());
+    let left = wait_endpoints(&registry, |r| r.len() == 2).await;
+    println!("--- registry now: {:?}", left.keys().collect::<Vec<_>>());
+    attempts.store(0, Ordering::Relaxed);
+    let answered = ping_all(&client, pings).await?;
+    println!(
+        "--- balancer over 2: {answered:?} with {} attempts",
+        attempts.load(Ordering::Relaxed)
+    );
 
     println!("--- waiting for the reporter process to be back after its failed first run");
     let reporter_back = async {

@@ -23,7 +23,7 @@ use std::{
     },
 };
 
-use super::handle::Shared;
+use super::shared::Shared;
 
 /// Every breaker ever built, weakly, by id.
 static REGISTRY: Mutex<Vec<(u64, Weak<Shared>)>> = Mutex::new(Vec::new());

@@ -181,15 +181,19 @@ mod future;
 mod handle;
 mod layer;
 mod local;
+mod permit;
 mod registry;
+mod shared;
 mod state;
+mod ticket;
 mod window;
 
 pub use config::{CircuitBreakerConfig, SlidingWindow};
 pub use future::ResponseFuture;
-use handle::CallPermit;
-pub use handle::{BreakerMetrics, BreakerPermit, CircuitBreaker, OwnedBreakerPermit};
+pub use handle::{BreakerMetrics, CircuitBreaker};
 pub use layer::CircuitBreakerLayer;
+use permit::CallPermit;
+pub use permit::{BreakerPermit, OwnedBreakerPermit};
 pub use registry::BreakerRegistry;
 pub use state::BreakerState;
 
