@@ -24,7 +24,12 @@ fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
 }
 
 /// Power of two choices: the cheaper of two candidates.
-#[inline]
+///
+/// Always inlined: it is most of the default algorithm's path, and with two
+/// callers (the P2C strategy and Maglev's keyless fallback) the compiler
+/// otherwise kept it out of line, which cost a third of the balancer's
+/// overhead in `benches/balance.rs`.
+#[inline(always)]
 pub(super) fn p2c<S>(
     sampler: &mut Sampler,
     slots: &ReadySlots<'_, S>,
@@ -77,8 +82,8 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    /// Two candidate positions (`n ≥ 2`).
-    #[inline]
+    /// Two candidate positions (`n ≥ 2`). Always inlined, as [`p2c`].
+    #[inline(always)]
     fn two<S>(&mut self, slots: &ReadySlots<'_, S>, rng: &mut Rng) -> (usize, usize) {
         let n = slots.len();
         debug_assert!(n >= 2, "two candidates need two endpoints");
