@@ -11,9 +11,14 @@
 //! Groups:
 //! - `balance_16`, `balance_1000`: 16 and 1,000 endpoints. Lines: `bare`
 //!   (one endpoint service, no balancer), `ours_p2c_ewma` (the default),
-//!   `ours_p2c_pending`, `tower_p2c_peak_ewma` (`PeakEwmaDiscover`, 30 ms
-//!   default RTT, 10 s decay, as ours), `tower_p2c_pending`
-//!   (`PendingRequestsDiscover`).
+//!   `ours_p2c_pending`, `ours_round_robin` (smooth WRR), `ours_maglev`
+//!   (a new key per request, the key being its own hash: the cost of the
+//!   user's key hashing is left out), `tower_p2c_peak_ewma`
+//!   (`PeakEwmaDiscover`, 30 ms default RTT, 10 s decay, as ours),
+//!   `tower_p2c_pending` (`PendingRequestsDiscover`). tower has no round
+//!   robin or consistent hashing balancer. Ours run with their default
+//!   passive health (outlier detection on), whose per-request cost is
+//!   recording each outcome.
 //! - `clock`: one read of each clock the balancer can use, which decided
 //!   the default ([`ClockSource::Tsc`](orch::discovery::balance::ClockSource)).
 //!   Our dev-dependencies compile tokio with `test-util`, so
@@ -32,7 +37,7 @@ use std::{
 };
 
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
-use futures_util::stream;
+use futures_util::{Stream, stream};
 use orch::discovery::{
     Endpoint, EndpointChange,
     balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
@@ -81,7 +86,13 @@ fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &s
     g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
 }
 
-fn ours(n: usize, algorithm: Algorithm) -> impl Service<u64> {
+fn ours(
+    n: usize,
+    algorithm: Algorithm,
+) -> Balancer<
+    impl Stream<Item = EndpointChange> + Unpin,
+    impl Service<Endpoint, Response = Bare, Error = Infallible, Future = Ready<Result<Bare, Infallible>>>,
+> {
     let changes: Vec<EndpointChange> = (0..n)
         .map(|i| {
             let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
@@ -91,6 +102,22 @@ fn ours(n: usize, algorithm: Algorithm) -> impl Service<u64> {
     let config = BalancerConfig::default().algorithm(algorithm).seed(1);
     let connect = connect_fn(|_: &Endpoint| bare());
     Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
+}
+
+/// Maglev with a different key per request.
+fn bench_maglev(g: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
+    let mut svc = ours(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
+    let mut key = 0u64;
+    for _ in 0..1_000 {
+        key += 1;
+        black_box(call_now(&mut svc, key));
+    }
+    g.bench_function("ours_maglev", |b| {
+        b.iter(|| {
+            key = key.wrapping_add(1);
+            black_box(call_now(&mut svc, black_box(key)))
+        })
+    });
 }
 
 fn endpoints(n: usize) -> ServiceList<Vec<Bare>> {
@@ -113,6 +140,8 @@ fn balance(c: &mut Criterion, n: usize) {
         "ours_p2c_pending",
         ours(n, Algorithm::pending_requests().into()),
     );
+    bench_service(&mut g, "ours_round_robin", ours(n, Algorithm::RoundRobin));
+    bench_maglev(&mut g, n);
     let peak_ewma = PeakEwmaDiscover::new::<u64>(
         endpoints(n),
         Duration::from_millis(30),

@@ -6,12 +6,13 @@
 //! | [`registry`] | [`Registry`]: the current endpoints of a service, with gap-free snapshots and change streams for any number of balancers |
 //! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
 //! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
-//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, weights, fail-fast) |
+//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast) |
 //! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
 //! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
 #![forbid(unsafe_code)]
 
 pub mod balance;
+mod config_error;
 pub mod discover;
 pub mod endpoint;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod registry;
 pub mod source;
 
 pub use balance::Balancer;
+pub use config_error::ConfigError;
 pub use discover::RegistryDiscover;
 pub use endpoint::{Endpoint, EndpointChange, EndpointId, Weight, ZeroWeight};
 pub use registry::{

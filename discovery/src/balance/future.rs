@@ -66,7 +66,9 @@ where
 {
     type Output = Result<T, BalanceError>;
 
-    #[inline]
+    // Always inlined: it is a third of the balancer's per-request work, and
+    // out of line its result travels through memory.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {

@@ -4,7 +4,7 @@
 //! # Why not `tower::balance::p2c`
 //!
 //! [`Balancer`] is tower's P2C balancer rebuilt for what our registry and the
-//! orchestration loop need, and for speed:
+//! orchestration loop need, and for speed, with more algorithms:
 //!
 //! - **Endpoints, not services.** It consumes the registry's stream of
 //!   [`EndpointChange`]s and connects each [`Endpoint`] itself through a
@@ -19,6 +19,8 @@
 //!   failure (an error; with [`HttpFailures`] also 5xx, 429 and gRPC
 //!   `UNAVAILABLE`) raises its endpoint's load, so an endpoint that fails
 //!   fast stops looking like the fastest one.
+//! - **Passive health.** Outlier ejection, a panic threshold and slow
+//!   start, as Envoy has them (see [below](#passive-health)).
 //! - **Fail fast.** With no ready endpoint, `poll_ready` waits at most
 //!   [`BalancerConfig::failfast_timeout`] (3 s, linkerd2-proxy's default),
 //!   then returns [`BalanceError::NoEndpoints`] instead of hanging.
@@ -35,10 +37,56 @@
 //!
 //! # Algorithms
 //!
-//! Both [`Algorithm`]s are the *power of two choices*: P2C over peak-EWMA
-//! latency (the default; from Finagle, as in linkerd2-proxy's `pool-p2c`
-//! and `tower::load::PeakEwma`, with linkerd's defaults: 30 ms default RTT,
-//! 10 s decay) and P2C over requests in flight.
+//! | [`Algorithm`] | picks | from |
+//! |---|---|---|
+//! | [`PeakEwma`](Algorithm::PeakEwma) (default) | the less loaded of two random endpoints, load = peak-EWMA latency × requests in flight | Finagle, linkerd2-proxy's `pool-p2c`, `tower::load::PeakEwma` (linkerd's defaults: 30 ms default RTT, 10 s decay) |
+//! | [`PendingRequests`](Algorithm::PendingRequests) | the less loaded of two random endpoints, load = requests in flight | least-pending |
+//! | [`RoundRobin`](Algorithm::RoundRobin) | in turn, by weight, interleaved ([`SmoothWrr`](crate::pick::SmoothWrr)) | nginx's smooth weighted round robin |
+//! | [`Maglev`](Algorithm::Maglev) | by the request's key, consistently ([`Maglev`](crate::pick::Maglev), prime table, 65 537 by default) | Google's Maglev, Envoy's weighted table |
+//!
+//! Every algorithm honours weights, picks only ready endpoints and skips
+//! ejected ones outside panic mode. Maglev takes each request's key from
+//! a [`RequestKey`] set with [`Balancer::hash_with`] (a closure, or
+//! [`HeaderKey`] for an HTTP header); requests without a key go to P2C over
+//! requests in flight. Round robin and Maglev build a table over every
+//! known endpoint and rebuild it only when membership or a weight changes
+//! (never per request, nor when readiness or ejection changes: those are
+//! skipped at pick time, so a key comes back to its endpoint when the
+//! endpoint does).
+//!
+//! # Passive health
+//!
+//! [`BalancerConfig::health`] (a [`HealthConfig`](crate::health::HealthConfig))
+//! turns on the [`health`](crate::health) module's parts, with Envoy's
+//! semantics and defaults:
+//!
+//! - **Outlier ejection** (on by default): every response the
+//!   [`FailureClassifier`] judged is also recorded for the endpoint's
+//!   outlier detector (one atomic add and one load per request). Five
+//!   failures in a row, or a success rate far below the others' over a
+//!   10 s interval, eject the endpoint for `30 s × times ejected` (at most
+//!   300 s); at most 10 % of the endpoints are ejected at once (one always
+//!   may be, the last one in rotation never is). An ejected endpoint comes
+//!   back by itself when its time is over: a timer on the balancer's
+//!   background waker applies the return even if no request comes
+//!   meanwhile. The response that completes a run of failures wakes the
+//!   balancer, which ejects the endpoint at its next `poll_ready`; nothing
+//!   else about health runs per request.
+//! - **Panic threshold** (50 %): when fewer than that share of the known
+//!   endpoints are healthy (ready and not ejected), ejections are ignored
+//!   and requests spread over every ready endpoint.
+//! - **Slow start** (off by default): an endpoint added after the first
+//!   membership ramps from 10 % of its weight to all of it over a window,
+//!   counted from when it is first ready. Weights (the P2C alias table,
+//!   round robin's cycle) are updated in ten steps over the window, never
+//!   per request. Maglev ignores slow start (a ramp would move keys at
+//!   every step; Envoy also ramps only round robin and least-request).
+//!
+//! Metrics: `orch_balancer_ejections_total{balancer, reason}`,
+//! `orch_balancer_endpoints{balancer, state="ejected"}`,
+//! `orch_balancer_panic{balancer}` (0 or 1), besides picks per endpoint
+//! and endpoint counts; tracing events on every ejection, return and
+//! change of panic mode.
 //!
 //! # Using it
 //!
@@ -48,8 +96,8 @@
 //! `Buffer` choose a fail-fast timeout that suits the whole client, or put a
 //! load-shedding layer between them.
 //!
-//! It needs a tokio runtime with the time driver (for backoff and
-//! fail-fast timers).
+//! It needs a tokio runtime with the time driver (for backoff, fail-fast
+//! and passive-health timers).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -78,6 +126,8 @@ mod config;
 mod connect;
 mod error;
 mod future;
+mod health;
+mod key;
 mod metrics;
 mod rng;
 mod set;
@@ -101,11 +151,13 @@ use tower_service::Service;
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
 pub use clock::ClockSource;
 pub use config::{
-    Algorithm, BalancerConfig, ConfigError, PeakEwmaConfig, PendingRequestsConfig, ReconnectBackoff,
+    Algorithm, BalancerConfig, ConfigError, InFlightBias, MaglevConfig, PeakEwmaConfig,
+    PendingRequestsConfig, ReconnectBackoff,
 };
 pub use connect::{ConnectFn, connect_fn};
 pub use error::{BalanceError, BoxError};
 pub use future::ResponseFuture;
+pub use key::{HeaderKey, NoKey, RequestKey};
 
 use clock::Clock;
 use future::Tracker;
@@ -124,16 +176,19 @@ use crate::{Endpoint, EndpointChange};
 /// `Stream<Item = EndpointChange> + Unpin`; its end means "no more
 /// changes", the endpoints stay), `M` the connector that turns an
 /// [`Endpoint`] into a service (a `Service<Endpoint>`, such as a
-/// `tower::MakeService`, or [`connect_fn`]), and `K` the
+/// `tower::MakeService`, or [`connect_fn`]), `K` the
 /// [`FailureClassifier`] that tells failures from successes
-/// ([`ErrorsAreFailures`] unless set with [`classify_with`](Self::classify_with)).
+/// ([`ErrorsAreFailures`] unless set with [`classify_with`](Self::classify_with)),
+/// and `H` the [`RequestKey`] that Maglev hashes ([`NoKey`] unless set with
+/// [`hash_with`](Self::hash_with)).
 ///
 /// See the [module docs](self) for what it does and an example.
 ///
 /// # The `Service` contract
 ///
 /// - `poll_ready` applies the discovery changes that arrived, brings
-///   endpoints that became ready into the ready set and returns `Ready` when
+///   endpoints that became ready into the ready set, applies passive
+///   health (ejections and returns that are due) and returns `Ready` when
 ///   at least one endpoint is ready (every ready endpoint has answered
 ///   `Ready` to its own `poll_ready` since its last call). With none ready it
 ///   waits up to the fail-fast timeout, then returns
@@ -142,7 +197,7 @@ use crate::{Endpoint, EndpointChange};
 /// - `call` picks the endpoint (so a future picker can look at the request)
 ///   and calls it. A `call` without a `Ready` from `poll_ready` before it
 ///   calls nothing and its future fails with [`BalanceError::NotReady`].
-pub struct Balancer<D, M, K = ErrorsAreFailures>
+pub struct Balancer<D, M, K = ErrorsAreFailures, H = NoKey>
 where
     M: Service<Endpoint>,
 {
@@ -152,6 +207,7 @@ where
     set: EndpointSet<M::Response, M::Future>,
     strategy: Strategy,
     classifier: K,
+    hasher: H,
     clock: Clock,
     rng: Rng,
     wake: Arc<WakeFlag>,
@@ -186,28 +242,31 @@ where
     M: Service<Endpoint>,
 {
     /// A balancer with the default [`BalancerConfig`]: P2C over peak-EWMA,
-    /// a 3 s fail-fast timeout.
+    /// a 3 s fail-fast timeout, outlier ejection and a 50 % panic threshold.
     pub fn new(changes: D, connector: M) -> Self {
-        Self::build(&BalancerConfig::default(), changes, connector)
+        match Self::with_config(&BalancerConfig::default(), changes, connector) {
+            Ok(balancer) => balancer,
+            // The default config is valid (a test says so); a config error
+            // here is a bug in this crate, not a user's input.
+            Err(error) => unreachable!("the default balancer config is invalid: {error}"),
+        }
     }
 
     /// A balancer with `config`, or the first bad field of it.
     pub fn with_config(config: &BalancerConfig, changes: D, connector: M) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::build(config, changes, connector))
-    }
-
-    fn build(config: &BalancerConfig, changes: D, connector: M) -> Self {
         let clock = Clock::start(config.clock);
         let (wake, waker) = WakeFlag::new();
-        Self {
+        let mut rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
+        Ok(Self {
             changes: Some(changes),
             connector,
-            set: EndpointSet::new(config, clock.clone(), Arc::clone(&wake)),
-            strategy: Strategy::p2c(),
+            set: EndpointSet::new(config, clock.clone(), Arc::clone(&wake))?,
+            strategy: Strategy::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
             classifier: ErrorsAreFailures,
+            hasher: NoKey,
             clock,
-            rng: config.seed.map_or_else(Rng::from_entropy, Rng::seeded),
+            rng,
             wake,
             waker,
             last_called: None,
@@ -215,23 +274,25 @@ where
             failfast: FailFast::Idle,
             failfast_timeout: config.failfast_timeout,
             failfast_timer: None,
-        }
+        })
     }
 }
 
-impl<D, M, K> Balancer<D, M, K>
+impl<D, M, K, H> Balancer<D, M, K, H>
 where
     M: Service<Endpoint>,
 {
     /// The same balancer, classifying responses with `classifier` (for
-    /// example [`HttpFailures`] for `http::Response`s).
-    pub fn classify_with<K2>(self, classifier: K2) -> Balancer<D, M, K2> {
+    /// example [`HttpFailures`] for `http::Response`s). Failures raise an
+    /// endpoint's load and count towards its outlier ejection.
+    pub fn classify_with<K2>(self, classifier: K2) -> Balancer<D, M, K2, H> {
         Balancer {
             changes: self.changes,
             connector: self.connector,
             set: self.set,
             strategy: self.strategy,
             classifier,
+            hasher: self.hasher,
             clock: self.clock,
             rng: self.rng,
             wake: self.wake,
@@ -242,6 +303,69 @@ where
             failfast_timeout: self.failfast_timeout,
             failfast_timer: self.failfast_timer,
         }
+    }
+
+    /// The same balancer, taking each request's key for
+    /// [`Algorithm::Maglev`] with `hasher`: a closure
+    /// `Fn(&Req) -> Option<u64>` or a [`RequestKey`] such as [`HeaderKey`].
+    /// Requests whose key is `None` go to P2C over requests in flight. Other
+    /// algorithms never call it.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use futures_util::stream;
+    /// use orch_discovery::{Endpoint, EndpointChange, pick::stable_hash};
+    /// use orch_discovery::balance::{Algorithm, Balancer, BalancerConfig, connect_fn};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let changes = stream::iter((1..=3).map(|i| {
+    ///     let address = format!("127.0.0.1:808{i}").parse().unwrap();
+    ///     EndpointChange::Insert(Endpoint::new(format!("cache-{i}"), address))
+    /// }));
+    /// let connect = connect_fn(|endpoint: &Endpoint| {
+    ///     let port = endpoint.address().port();
+    ///     service_fn(move |_user: &'static str| async move { Ok::<_, Infallible>(port) })
+    /// });
+    /// let config = BalancerConfig::default().algorithm(Algorithm::maglev());
+    /// let mut balancer = Balancer::with_config(&config, changes, connect)
+    ///     .unwrap()
+    ///     .hash_with(|user: &&'static str| Some(stable_hash(user.as_bytes(), 0)));
+    /// let first = balancer.ready().await.unwrap().call("user-42").await.unwrap();
+    /// for _ in 0..10 {
+    ///     assert_eq!(balancer.ready().await.unwrap().call("user-42").await.unwrap(), first);
+    /// }
+    /// # }
+    /// ```
+    pub fn hash_with<H2>(self, hasher: H2) -> Balancer<D, M, K, H2> {
+        Balancer {
+            changes: self.changes,
+            connector: self.connector,
+            set: self.set,
+            strategy: self.strategy,
+            classifier: self.classifier,
+            hasher,
+            clock: self.clock,
+            rng: self.rng,
+            wake: self.wake,
+            waker: self.waker,
+            last_called: self.last_called,
+            reserved: self.reserved,
+            failfast: self.failfast,
+            failfast_timeout: self.failfast_timeout,
+            failfast_timer: self.failfast_timer,
+        }
+    }
+
+    /// Endpoints ejected by outlier detection, as of the last `poll_ready`.
+    pub fn ejected_len(&self) -> usize {
+        self.set.ejected_len()
+    }
+
+    /// Whether the balancer is in panic mode (too few healthy endpoints, so
+    /// ejections are ignored), as of the last `poll_ready`.
+    pub fn in_panic(&self) -> bool {
+        self.set.in_panic()
     }
 
     /// Endpoints known (ready, not ready, connecting or backing off), as of
@@ -271,7 +395,7 @@ where
     }
 }
 
-impl<D, M, K> Balancer<D, M, K>
+impl<D, M, K, H> Balancer<D, M, K, H>
 where
     D: Stream<Item = EndpointChange> + Unpin,
     M: Service<Endpoint>,
@@ -291,12 +415,12 @@ where
         let mut cx = Context::from_waker(&self.waker);
         if let Some(changes) = &mut self.changes {
             let mut applied = 0;
-            loop {
+            let complete = loop {
                 if applied == MAX_CHANGES_PER_POLL {
                     // More may be waiting without a wake-up to come: look
                     // again on the next poll.
                     self.wake.set();
-                    break;
+                    break false;
                 }
                 match Pin::new(&mut *changes).poll_next(&mut cx) {
                     Poll::Ready(Some(change)) => {
@@ -306,17 +430,20 @@ where
                     Poll::Ready(None) => {
                         tracing::debug!(balancer = self.set.metrics().name(), "discovery stream ended");
                         self.changes = None;
-                        break;
+                        break true;
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => break true,
                 }
-            }
+            };
+            self.set.end_batch(complete);
         }
+        self.set.sync_members();
         self.set.poll_waiting(&mut cx);
         self.set
             .start_connects(&mut self.connector, &mut cx, &mut self.rng);
         self.set.poll_connecting(&mut cx, &mut self.rng);
         self.set.poll_unready::<Req>(&mut cx, &mut self.rng);
+        self.set.poll_health(&mut cx);
         self.set.publish();
     }
 
@@ -364,7 +491,7 @@ where
     }
 }
 
-impl<D, M, K, Req, E> Service<Req> for Balancer<D, M, K>
+impl<D, M, K, H, Req, E> Service<Req> for Balancer<D, M, K, H>
 where
     D: Stream<Item = EndpointChange> + Unpin,
     M: Service<Endpoint>,
@@ -374,6 +501,7 @@ where
     M::Response: Service<Req>,
     <M::Response as Service<Req>>::Error: Into<BoxError>,
     K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
+    H: RequestKey<Req>,
 {
     type Response = <M::Response as Service<Req>>::Response;
     type Error = BalanceError;
@@ -412,7 +540,9 @@ where
         }
         let mut now = Now::lazy(&self.clock);
         let slots = self.set.ready_slots();
-        let Some(pos) = self.strategy.pick(&slots, &request, &mut self.rng, &mut now) else {
+        let hasher = &self.hasher;
+        let key = || hasher.key_hash(&request);
+        let Some(pos) = self.strategy.pick(&slots, key, &mut self.rng, &mut now) else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         // Peak-EWMA: the reading the pick used (or a fresh one) is when the
@@ -433,7 +563,7 @@ where
     }
 }
 
-impl<D, M, K> fmt::Debug for Balancer<D, M, K>
+impl<D, M, K, H> fmt::Debug for Balancer<D, M, K, H>
 where
     M: Service<Endpoint>,
 {
@@ -442,6 +572,8 @@ where
             .field("name", &self.set.metrics().name())
             .field("endpoints", &self.set.len())
             .field("ready", &self.set.ready_len())
+            .field("ejected", &self.set.ejected_len())
+            .field("panic", &self.set.in_panic())
             .field("discovery_ended", &self.changes.is_none())
             .finish_non_exhaustive()
     }
@@ -512,8 +644,8 @@ mod tests {
         slots.slot(pos).unwrap().state.set_available(available);
     }
 
-    #[test]
-    fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
+    #[tokio::test]
+    async fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
         let mut balancer = balancer(&["a", "b", "c"]);
         send(&mut balancer);
         let ejected = balancer.set.ready_id(0).unwrap().to_string();

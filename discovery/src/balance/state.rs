@@ -10,9 +10,13 @@
 //!
 //! This is where per-endpoint health plugs in: [`EndpointState::record`] is
 //! the one place every completed request reports its [`Outcome`], from any
-//! thread (outlier ejection counts consecutive failures there), and a pick
-//! skips an endpoint whose [`EndpointState::is_available`] is false
-//! (ejected).
+//! thread, and passes it on to the outlier detector's [`EndpointStats`]
+//! (attached once the detector knows the endpoint: one atomic add and one
+//! load more per request); the record that completes a run of consecutive
+//! failures also wakes the balancer, which then ejects the endpoint at its
+//! next `poll_ready` (so `poll_ready` itself checks nothing). A pick skips
+//! an endpoint whose [`EndpointState::is_available`] is false: ejected,
+//! while the balancer is not in panic mode.
 //!
 //! # Counting requests in flight
 //!
@@ -25,13 +29,17 @@
 //! `tower::load::PendingRequests`). Anything else that needs the state
 //! (health checks, metrics) must hold a `Weak`.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    task::Waker,
 };
 
 use super::clock::{Clock, duration_nanos};
-use super::config::Algorithm;
+use super::config::{Algorithm, InFlightBias, PendingRequestsConfig};
+use crate::health::EndpointStats;
 
 /// How one request to the endpoint ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +61,11 @@ pub(crate) enum LoadModel {
         inv_decay: f64,
         /// Nanoseconds per clock tick.
         nanos_per_tick: f64,
-        /// A failure counts as a response at least this slow, in ns.
+        /// A failure adds this much to the estimate, in ns.
         penalty_ns: f64,
+        /// [`InFlightBias::SquareRoot`]: the cost is `rtt² × queue`, which
+        /// orders endpoints as `rtt × √queue` does, without a square root.
+        square_root: bool,
     },
     /// Requests in flight, multiplied by `1 + decayed failure count`.
     Pending {
@@ -73,16 +84,27 @@ impl LoadModel {
                     inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
                     nanos_per_tick: per_tick,
                     penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
+                    square_root: ewma.in_flight_bias == InFlightBias::SquareRoot,
                 },
                 duration_nanos(ewma.default_rtt) as f64,
             ),
-            Algorithm::PendingRequests(pending) => (
-                Self::Pending {
-                    inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
-                },
-                0.0,
-            ),
+            Algorithm::PendingRequests(pending) => Self::pending(pending, per_tick),
+            // Table pickers read no load, except Maglev for requests without
+            // a key (P2C over requests in flight): the cheapest model, which
+            // reads no clock for healthy endpoints.
+            Algorithm::RoundRobin | Algorithm::Maglev(_) => {
+                Self::pending(&PendingRequestsConfig::default(), per_tick)
+            }
         }
+    }
+
+    fn pending(pending: &PendingRequestsConfig, per_tick: f64) -> (Self, f64) {
+        (
+            Self::Pending {
+                inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
+            },
+            0.0,
+        )
     }
 }
 
@@ -101,6 +123,9 @@ pub(crate) struct EndpointState {
     stamp: AtomicU64,
     /// False while passive health ejects the endpoint.
     available: AtomicBool,
+    /// The outlier detector's counters of this endpoint, once attached
+    /// (never, with outlier detection off).
+    health: OnceLock<HealthLink>,
     model: LoadModel,
     clock: Clock,
 }
@@ -115,7 +140,28 @@ impl EndpointState {
             estimate: AtomicU64::new(initial_estimate.to_bits()),
             stamp: AtomicU64::new(stamp),
             available: AtomicBool::new(true),
+            health: OnceLock::new(),
         })
+    }
+
+    /// Sends every outcome from now on to the outlier detector's `stats`
+    /// too, waking `balancer` when a run of failures trips the detector.
+    /// Only the first attach counts: an endpoint keeps its stats for as
+    /// long as it keeps its state.
+    pub(crate) fn attach_health(&self, stats: &Arc<EndpointStats>, balancer: &Waker) {
+        // Already attached means the same stats: the detector keeps an
+        // endpoint's stats for as long as its id stays.
+        let _ = self.health.set(HealthLink {
+            stats: Arc::clone(stats),
+            balancer: balancer.clone(),
+        });
+    }
+
+    /// Attaches what `other` (the same endpoint's previous state) has.
+    pub(crate) fn attach_health_of(&self, other: &EndpointState) {
+        if let Some(link) = other.health.get() {
+            self.attach_health(&link.stats, &link.balancer);
+        }
     }
 
     /// Whether a request must read the clock when sent and completed.
@@ -130,20 +176,14 @@ impl EndpointState {
         &self.clock
     }
 
-    /// False while the endpoint is ejected; picks skip it.
+    /// False while the endpoint is ejected and the balancer is not in
+    /// panic mode; picks skip it.
     #[inline]
     pub(crate) fn is_available(&self) -> bool {
         self.available.load(Relaxed)
     }
 
     /// Ejects (`false`) or restores (`true`) the endpoint.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "seam: called by passive health (outlier ejection) once integrated"
-        )
-    )]
     pub(crate) fn set_available(&self, available: bool) {
         self.available.store(available, Relaxed);
     }
@@ -156,9 +196,20 @@ impl EndpointState {
         let queue = in_flight as f64 * inv_weight + 1.0;
         let estimate = f64::from_bits(self.estimate.load(Relaxed));
         match self.model {
-            LoadModel::PeakEwma { inv_decay, .. } => {
+            LoadModel::PeakEwma {
+                inv_decay,
+                square_root,
+                ..
+            } => {
                 let age = self.clock.ticks_between(self.stamp.load(Relaxed), now.get());
-                estimate * decay(age * inv_decay) * queue
+                let rtt = estimate * decay(age * inv_decay);
+                // Costs are only compared, so `rtt² × queue` ranks
+                // endpoints exactly as `rtt × √queue` would.
+                if square_root {
+                    rtt * rtt * queue
+                } else {
+                    rtt * queue
+                }
             }
             LoadModel::Pending { inv_decay } => {
                 if estimate == 0.0 {
@@ -178,49 +229,96 @@ impl EndpointState {
     /// at the same instant on two threads may lose one sample, which a
     /// moving average over many samples does not notice, and every stored
     /// value is one a single update could have produced.
-    #[inline]
+    ///
+    /// Always inlined, with the rare work out of line: it runs once per
+    /// request, and out of line it cost more than it does.
+    #[inline(always)]
     pub(crate) fn record(&self, outcome: Outcome) {
+        if let Some(link) = self.health.get() {
+            link.record(!outcome.failed);
+        }
         match self.model {
             LoadModel::PeakEwma {
                 inv_decay,
                 penalty_ns,
                 nanos_per_tick,
-            } => {
-                let now = self.clock.now();
-                let mut rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
-                if outcome.failed {
-                    rtt = rtt.max(penalty_ns);
-                }
-                let previous = f64::from_bits(self.estimate.load(Relaxed));
-                let next = if rtt > previous {
-                    // The peak: a slower response replaces the estimate at once.
-                    rtt
-                } else {
-                    let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
-                    let w = decay(age * inv_decay);
-                    previous * w + rtt * (1.0 - w)
-                };
-                self.estimate.store(next.to_bits(), Relaxed);
-                self.stamp.store(now, Relaxed);
-            }
+                ..
+            } => self.record_latency(outcome, inv_decay, penalty_ns, nanos_per_tick),
             LoadModel::Pending { inv_decay } => {
-                if !outcome.failed {
-                    return;
+                if outcome.failed {
+                    self.record_failure(inv_decay);
                 }
-                let now = self.clock.now();
-                let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
-                let previous = f64::from_bits(self.estimate.load(Relaxed));
-                let next = previous * decay(age * inv_decay) + 1.0;
-                self.estimate.store(next.to_bits(), Relaxed);
-                self.stamp.store(now, Relaxed);
             }
         }
+    }
+
+    /// Peak-EWMA: folds the response time into the estimate.
+    #[inline]
+    fn record_latency(&self, outcome: Outcome, inv_decay: f64, penalty_ns: f64, nanos_per_tick: f64) {
+        let now = self.clock.now();
+        let rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
+        let previous = f64::from_bits(self.estimate.load(Relaxed));
+        let next = if outcome.failed {
+            // Failures add up: each adds the penalty to what the estimate
+            // has decayed to. Raising the estimate to the penalty alone let
+            // an endpoint that fails in a millisecond stay cheaper than
+            // healthy endpoints with dozens of requests in flight (a fifth
+            // of all requests failed in the simulation).
+            let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+            (previous * decay(age * inv_decay)).max(rtt) + penalty_ns
+        } else if rtt > previous {
+            // The peak: a slower response replaces the estimate at once.
+            rtt
+        } else {
+            let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+            let w = decay(age * inv_decay);
+            previous * w + rtt * (1.0 - w)
+        };
+        self.estimate.store(next.to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
+    }
+
+    /// Pending requests: counts one more (decaying) failure.
+    #[inline(never)]
+    fn record_failure(&self, inv_decay: f64) {
+        let now = self.clock.now();
+        let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
+        let previous = f64::from_bits(self.estimate.load(Relaxed));
+        let next = previous * decay(age * inv_decay) + 1.0;
+        self.estimate.store(next.to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
     }
 
     /// The stored estimate and its age in ns at `now`, for tests.
     #[cfg(test)]
     pub(crate) fn estimate(&self) -> f64 {
         f64::from_bits(self.estimate.load(Relaxed))
+    }
+}
+
+/// Where an endpoint's outcomes go besides its load.
+#[derive(Debug)]
+struct HealthLink {
+    /// The outlier detector's counters of the endpoint.
+    stats: Arc<EndpointStats>,
+    /// The balancer's background waker.
+    balancer: Waker,
+}
+
+impl HealthLink {
+    #[inline]
+    fn record(&self, success: bool) {
+        if self.stats.record_tripping(success) {
+            self.tripped();
+        }
+    }
+
+    /// A run of failures tripped the detector: the balancer ejects the
+    /// endpoint at its next `poll_ready`.
+    #[cold]
+    #[inline(never)]
+    fn tripped(&self) {
+        self.balancer.wake_by_ref();
     }
 }
 
@@ -269,7 +367,15 @@ mod tests {
     const MS: f64 = 1_000_000.0;
 
     fn ewma() -> Arc<EndpointState> {
-        let algorithm = Algorithm::PeakEwma(PeakEwmaConfig::default().decay(Duration::from_secs(1)));
+        ewma_with(InFlightBias::Linear)
+    }
+
+    fn ewma_with(bias: InFlightBias) -> Arc<EndpointState> {
+        let algorithm = Algorithm::PeakEwma(
+            PeakEwmaConfig::default()
+                .decay(Duration::from_secs(1))
+                .in_flight_bias(bias),
+        );
         let clock = Clock::start(ClockSource::Tokio);
         let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
         EndpointState::new(model, initial, clock)
@@ -313,15 +419,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_fast_failure_counts_as_the_penalty() {
+    async fn fast_failures_add_up_their_penalties() {
         let state = ewma();
-        let sent_at = state.clock().now();
-        tokio::time::advance(Duration::from_millis(1)).await;
-        state.record(Outcome {
-            failed: true,
-            sent_at,
-        });
-        assert_eq!(state.estimate(), 1_000.0 * MS);
+        for _ in 0..2 {
+            let sent_at = state.clock().now();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            state.record(Outcome {
+                failed: true,
+                sent_at,
+            });
+        }
+        // 30 ms decayed for 1 ms, plus the penalty, decayed for 1 ms, plus
+        // the penalty again.
+        let w = (-0.001f64).exp();
+        let expected = (30.0 * MS * w + 1_000.0 * MS) * w + 1_000.0 * MS;
+        assert!((state.estimate() - expected).abs() < 1.0, "{}", state.estimate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_square_root_bias_ranks_as_rtt_times_the_root_of_the_queue() {
+        let state = ewma_with(InFlightBias::SquareRoot);
+        // Three requests in flight: rtt² × 4, which orders as rtt × √4.
+        let held: Vec<_> = (0..3).map(|_| Arc::clone(&state)).collect();
+        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS * 4.0);
+        drop(held);
+        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,47 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ConfigError;
+
 /// The longest duration any field accepts: a year is far past any sensible
 /// ejection or ramp, and keeps every deadline computed from it finite.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
-/// A config that was rejected, naming the field.
-///
-/// ```
-/// use orch_discovery::health::ConfigError;
-///
-/// let err = ConfigError::field("health.outlier_detection.interval", "must be greater than zero");
-/// assert_eq!(err.to_string(), "invalid health.outlier_detection.interval: must be greater than zero");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A field has a value that cannot work; `field` names it.
-    #[error("invalid {field}: {reason}")]
-    InvalidField {
-        /// Dotted path of the offending field (`health.slow_start.window`).
-        field: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-}
-
-impl ConfigError {
-    /// A rejection of `field` because of `reason`.
-    pub fn field(field: impl Into<String>, reason: &'static str) -> Self {
-        Self::InvalidField {
-            field: field.into(),
-            reason,
-        }
-    }
-
-    /// The dotted path of the rejected field.
-    pub fn field_name(&self) -> &str {
-        match self {
-            Self::InvalidField { field, .. } => field,
-        }
-    }
-}
 
 /// Passive health of a balancer's endpoints: outlier detection, panic
 /// threshold and slow start, with Envoy's defaults.
@@ -225,12 +189,21 @@ impl HealthConfig {
     /// Checks every field, naming the first bad one with the `health.`
     /// prefix.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_at("health")
+    }
+
+    /// [`validate`](Self::validate) with the fields named under `prefix`
+    /// (`balancer.health` inside a balancer's config).
+    pub(crate) fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
         if let Some(outlier) = &self.outlier_detection {
-            outlier.validate_at("health.outlier_detection")?;
+            outlier.validate_at(&format!("{prefix}.outlier_detection"))?;
         }
-        percent("health.healthy_panic_threshold", self.healthy_panic_threshold)?;
+        percent(
+            &format!("{prefix}.healthy_panic_threshold"),
+            self.healthy_panic_threshold,
+        )?;
         if let Some(slow_start) = &self.slow_start {
-            slow_start.validate_at("health.slow_start")?;
+            slow_start.validate_at(&format!("{prefix}.slow_start"))?;
         }
         Ok(())
     }

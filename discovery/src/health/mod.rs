@@ -15,11 +15,14 @@
 //! | [`HealthConfig`] | the three configs, `serde` with humantime durations, validated | |
 //!
 //! The balancer owns a detector and the clock: it calls
-//! [`OutlierDetector::poll`] with `now` before picking, acts on the
-//! [`HealthEvent`]s it returns (take the slot out of or back into its
-//! picker, log, count `orch_balancer_ejections_total{reason}`), and asks
-//! [`PanicThreshold::is_panic`] whether to honour ejections and readiness
-//! at all. Nothing here spawns a task or reads a clock.
+//! [`OutlierDetector::poll`] with `now` when something is due (the
+//! [`next_deadline`](OutlierDetector::next_deadline) on its timer, or a
+//! trip by a run of failures), acts on the [`HealthEvent`]s it returns
+//! (take the endpoint out of or back into its pickers, log, count
+//! `orch_balancer_ejections_total{reason}`), and asks
+//! [`PanicThreshold::is_panic`] whether to honour ejections at all. Nothing
+//! here spawns a task or reads a clock; see [`Balancer`](crate::Balancer)
+//! for the wiring.
 //!
 //! Semantics and defaults follow Envoy's outlier detection
 //! (`source/common/upstream/outlier_detection_impl.cc`), panic threshold and

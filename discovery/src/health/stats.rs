@@ -90,6 +90,14 @@ impl EndpointStats {
     /// the run), as in Envoy.
     #[inline]
     pub fn record(&self, success: bool) {
+        self.record_tripping(success);
+    }
+
+    /// [`record`](Self::record), answering whether this record completed a
+    /// run of consecutive failures (so the caller can wake whoever polls
+    /// the detector instead of having it check the pool flag).
+    #[inline]
+    pub(crate) fn record_tripping(&self, success: bool) -> bool {
         self.interval
             .fetch_add(ONE_REQUEST | u64::from(!success), Ordering::Relaxed);
         if success {
@@ -98,13 +106,16 @@ impl EndpointStats {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
+            false
         } else {
             let run = self.consecutive.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            if run == self.threshold && run != 0 {
+            let trips = run == self.threshold && run != 0;
+            if trips {
                 self.tripped.store(true, Ordering::Relaxed);
                 // Release: whoever sees the pool flag also sees `tripped`.
                 self.pool.raised.store(true, Ordering::Release);
             }
+            trips
         }
     }
 

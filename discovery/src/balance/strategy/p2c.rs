@@ -1,16 +1,4 @@
-//! The one place where the endpoint for a request is chosen.
-//!
-//! # Seam for other pickers
-//!
-//! [`Strategy::pick`] sees the ready endpoints ([`ReadySlots`]: each one's
-//! weight, shared load state and a stable hash of its id) and the request
-//! itself, and returns a position in the ready set. Every ready endpoint can
-//! be called (each has answered `poll_ready` with `Ready` since its last
-//! call), so the choice can be made in `call`, when the request is known:
-//! a table picker (smooth weighted round robin) or a key-based one (Maglev,
-//! hashing a key taken from the request) becomes one more variant here.
-//!
-//! # P2C with weights
+//! Power of two choices with weights.
 //!
 //! tower's P2C draws two endpoints uniformly and ignores weights (tower
 //! issue 696). Here the two candidates are drawn in proportion to weight
@@ -22,48 +10,12 @@
 //! exactly by weight (a 1 %-weight canary gets 1 %); under load, in-flight
 //! requests settle in proportion to weight. When all weights are equal the
 //! candidates are two distinct endpoints drawn uniformly, as in tower.
+//! Slow start's ramped weights are weights like any other here.
 
-use super::rng::{Rng, below};
-use super::set::ReadySlot;
-use super::state::Now;
-
-/// How the balancer chooses among ready endpoints. See the module docs.
-#[derive(Debug)]
-pub(crate) enum Strategy {
-    /// Power of two choices over the endpoints' load (peak-EWMA or
-    /// requests in flight, as their `EndpointState` models it).
-    PowerOfTwoChoices(Sampler),
-}
-
-/// The ready endpoints as a strategy sees them.
-pub(crate) struct ReadySlots<'a, S> {
-    /// The ready endpoints; a pick returns a position here.
-    pub(crate) slots: &'a [ReadySlot<S>],
-    /// All ready endpoints have the same weight.
-    pub(crate) uniform: bool,
-    /// Changes whenever the ready set or a ready weight changes.
-    pub(crate) version: u64,
-}
-
-impl<S> ReadySlots<'_, S> {
-    /// Number of ready endpoints.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// The ready endpoint at `pos`.
-    #[inline]
-    pub(crate) fn slot(&self, pos: usize) -> Option<&ReadySlot<S>> {
-        self.slots.get(pos)
-    }
-
-    /// The endpoint at `pos`, if the position is valid and not ejected.
-    #[inline]
-    fn available(&self, pos: usize) -> Option<&ReadySlot<S>> {
-        self.slot(pos).filter(|slot| slot.state.is_available())
-    }
-}
+use super::ReadySlots;
+use crate::balance::rng::{Rng, below};
+use crate::balance::set::ReadySlot;
+use crate::balance::state::Now;
 
 /// The cost of a ready endpoint (see `EndpointState::cost`).
 #[inline]
@@ -71,32 +23,14 @@ fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
     slot.state.cost(slot.in_flight(), slot.inv_weight, now)
 }
 
-impl Strategy {
-    /// P2C with an empty sampler.
-    pub(crate) fn p2c() -> Self {
-        Self::PowerOfTwoChoices(Sampler::default())
-    }
-
-    /// The position in `slots` of the endpoint for `request`; `None` only
-    /// when nothing is ready. An ejected endpoint is chosen only when every
-    /// ready endpoint is ejected (then any is better than none).
-    #[inline]
-    pub(crate) fn pick<S, Req>(
-        &mut self,
-        slots: &ReadySlots<'_, S>,
-        _request: &Req,
-        rng: &mut Rng,
-        now: &mut Now<'_>,
-    ) -> Option<usize> {
-        match self {
-            Self::PowerOfTwoChoices(sampler) => p2c(sampler, slots, rng, now),
-        }
-    }
-}
-
 /// Power of two choices: the cheaper of two candidates.
-#[inline]
-fn p2c<S>(
+///
+/// Always inlined: it is most of the default algorithm's path, and with two
+/// callers (the P2C strategy and Maglev's keyless fallback) the compiler
+/// otherwise kept it out of line, which cost a third of the balancer's
+/// overhead in `benches/balance.rs`.
+#[inline(always)]
+pub(super) fn p2c<S>(
     sampler: &mut Sampler,
     slots: &ReadySlots<'_, S>,
     rng: &mut Rng,
@@ -125,7 +59,7 @@ fn p2c<S>(
 /// Any available endpoint, scanning from a random start; `None` when all
 /// are ejected.
 #[cold]
-fn first_available<S>(slots: &ReadySlots<'_, S>, rng: &mut Rng) -> Option<usize> {
+pub(super) fn first_available<S>(slots: &ReadySlots<'_, S>, rng: &mut Rng) -> Option<usize> {
     let n = slots.len();
     let start = below(rng.next_u64() as u32, n);
     (0..n)
@@ -148,8 +82,8 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    /// Two candidate positions (`n ≥ 2`).
-    #[inline]
+    /// Two candidate positions (`n ≥ 2`). Always inlined, as [`p2c`].
+    #[inline(always)]
     fn two<S>(&mut self, slots: &ReadySlots<'_, S>, rng: &mut Rng) -> (usize, usize) {
         let n = slots.len();
         debug_assert!(n >= 2, "two candidates need two endpoints");

@@ -1,6 +1,7 @@
 //! The endpoints a balancer knows, each in one stage of its life:
 //! queued for the connector, connecting, not ready, ready, or backing off
-//! after a failure.
+//! after a failure; and, across stages, their membership (what table
+//! pickers and the outlier detector number) and health (in `health.rs`).
 //!
 //! Entries live in a slab indexed by a small key; the ready set is a dense
 //! list of [`ReadySlot`]s holding everything a request touches, so a pick is
@@ -10,13 +11,22 @@
 //! after backoff) carries the entry's *epoch*: a Remove or a new address
 //! starts a new epoch, so stale work is recognised and dropped instead of
 //! searched for.
+//!
+//! Every known endpoint is also a [`Member`]: a dense list in which table
+//! pickers (round robin, Maglev) and the outlier detector number the
+//! endpoints, whatever their stage. Tables are built over members and
+//! rebuilt only when membership or a weight changes; a member's `ready`
+//! position says whether it can be picked now.
+
+mod health;
+mod members;
 
 use std::{
     collections::{HashMap, VecDeque},
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use metrics::Counter;
@@ -26,12 +36,16 @@ use tower_service::Service;
 use super::clock::Clock;
 use super::config::{BalancerConfig, ReconnectBackoff};
 use super::error::BoxError;
+use super::health::Health;
 use super::metrics::BalancerMetrics;
 use super::rng::Rng;
 use super::state::{EndpointState, LoadModel};
 use super::strategy::ReadySlots;
 use super::wake::WakeFlag;
-use crate::{Endpoint, EndpointChange, EndpointId};
+use crate::{ConfigError, Endpoint, EndpointChange, EndpointId, Weight};
+
+use members::Ramp;
+pub(crate) use members::{Member, Members, NOT_READY};
 
 /// A ready endpoint: everything a request touches (its load state, weight,
 /// pick counter and the service itself), so a request never reads the
@@ -40,14 +54,8 @@ pub(crate) struct ReadySlot<S> {
     /// The endpoint's load and health. While the slot exists this is the
     /// second long-lived strong reference (see [`EndpointState`]).
     pub(crate) state: Arc<EndpointState>,
-    /// `1 / weight` (the effective weight: where slow start would scale it).
+    /// `1 / weight`, with the weight ramped by slow start.
     pub(crate) inv_weight: f64,
-    /// The stable hash of the endpoint id, for key-based pickers.
-    #[expect(
-        dead_code,
-        reason = "seam: read by key-based pickers (Maglev) once integrated"
-    )]
-    pub(crate) id_hash: u64,
     /// The entry's key.
     pub(crate) key: u32,
     /// The `orch_balancer_picks_total` handle of this endpoint.
@@ -72,9 +80,13 @@ pub(crate) struct Entry<S> {
     /// Load and health shared with requests in flight; the entry's strong
     /// reference is one of the long-lived ones (see [`EndpointState`]).
     pub(crate) state: Arc<EndpointState>,
-    /// A hash of the endpoint id that is the same in every process and
-    /// every run (FNV-1a), for key-based pickers.
-    id_hash: u64,
+    /// Its index in the member list.
+    member: u32,
+    /// Ejected by the outlier detector (mirrored into `state`).
+    ejected: bool,
+    ramp: Ramp,
+    /// The weight tables pick with: its weight ramped by slow start.
+    table_weight: Weight,
     /// The `orch_balancer_picks_total` handle of this endpoint.
     picks: Counter,
     /// The connected service while it is not ready (a ready one lives in
@@ -127,10 +139,24 @@ pub(crate) struct EndpointSet<S, F> {
     connecting: Vec<Connecting<F>>,
     waiting: Vec<Waiting>,
     timer: Option<Pin<Box<Sleep>>>,
-    /// How many ready endpoints have each weight.
+    /// How many ready endpoints have each table weight.
     ready_weights: HashMap<u32, usize>,
     /// Bumped on every change of the ready set or of a ready weight.
     version: u64,
+    /// Every known endpoint, in table order.
+    members: Members,
+    /// Membership changed since the outlier detector was told.
+    members_dirty: bool,
+    /// Ready endpoints that are ejected.
+    ready_ejected: usize,
+    /// Keys of the endpoints whose slow start is under way.
+    ramping: Vec<u32>,
+    /// Still applying the first membership (whose endpoints do not ramp).
+    initial: bool,
+    health: Health,
+    /// Wakes the balancer's background work (from a response future that
+    /// trips the outlier detector).
+    waker: Waker,
     next_epoch: u64,
     model: LoadModel,
     initial_estimate: f64,
@@ -142,11 +168,18 @@ pub(crate) struct EndpointSet<S, F> {
 
 impl<S, F> EndpointSet<S, F> {
     /// An empty set for a validated `config`.
-    pub(crate) fn new(config: &BalancerConfig, clock: Clock, wake: Arc<WakeFlag>) -> Self {
+    pub(crate) fn new(
+        config: &BalancerConfig,
+        clock: Clock,
+        wake: Arc<WakeFlag>,
+    ) -> Result<Self, ConfigError> {
         let (model, initial_estimate) = LoadModel::for_algorithm(&config.algorithm, &clock);
+        let health = Health::new(&config.health, Instant::now())?;
         let metrics = BalancerMetrics::new(Arc::clone(&config.name));
         metrics.endpoints(0, 0);
-        Self {
+        metrics.ejected.set(0.0);
+        metrics.panic.set(0.0);
+        Ok(Self {
             entries: Vec::new(),
             free: Vec::new(),
             ids: HashMap::new(),
@@ -158,6 +191,13 @@ impl<S, F> EndpointSet<S, F> {
             timer: None,
             ready_weights: HashMap::new(),
             version: 0,
+            members: Members::default(),
+            members_dirty: false,
+            ready_ejected: 0,
+            ramping: Vec::new(),
+            initial: true,
+            health,
+            waker: Waker::from(Arc::clone(&wake)),
             next_epoch: 0,
             model,
             initial_estimate,
@@ -165,7 +205,7 @@ impl<S, F> EndpointSet<S, F> {
             reconnect: config.reconnect.clone(),
             metrics,
             wake,
-        }
+        })
     }
 
     /// Endpoints known, in any stage.
@@ -191,6 +231,7 @@ impl<S, F> EndpointSet<S, F> {
             slots: &self.ready,
             uniform: self.ready_weights.len() <= 1,
             version: self.version,
+            members: &self.members,
         }
     }
 
@@ -213,9 +254,10 @@ impl<S, F> EndpointSet<S, F> {
         matches!(self.model, LoadModel::PeakEwma { .. })
     }
 
-    /// Publishes the endpoint counts.
-    pub(crate) fn publish(&self) {
+    /// Publishes the endpoint counts and re-decides panic mode.
+    pub(crate) fn publish(&mut self) {
         self.metrics.endpoints(self.ready.len(), self.ids.len());
+        self.refresh_panic();
     }
 
     // ===== discovery changes =====
@@ -234,6 +276,7 @@ impl<S, F> EndpointSet<S, F> {
             EndpointChange::Remove(id) => {
                 if let Some(key) = self.ids.remove(&id) {
                     self.leave_stage(key);
+                    self.remove_member(key);
                     self.entries[key as usize] = None;
                     self.free.push(key);
                     tracing::debug!(balancer = self.metrics.name(), endpoint = %id, "endpoint removed");
@@ -244,9 +287,18 @@ impl<S, F> EndpointSet<S, F> {
 
     fn insert(&mut self, endpoint: Endpoint) {
         let epoch = self.new_epoch();
+        let ramp = if self.health.slow_start_enabled() && !self.initial {
+            Ramp::Waiting
+        } else {
+            Ramp::Full
+        };
+        let table_weight = self.health.table_weight(endpoint.weight(), 1.0);
         let entry = Entry {
             state: self.new_state(),
-            id_hash: fnv1a(endpoint.id().as_str().as_bytes()),
+            member: self.members.list.len() as u32,
+            ejected: false,
+            ramp,
+            table_weight,
             picks: self.metrics.picks(endpoint.id()),
             service: None,
             stage: Stage::Queued,
@@ -273,15 +325,23 @@ impl<S, F> EndpointSet<S, F> {
         };
         if let Some(entry) = self.entries[key as usize].as_ref() {
             self.ids.insert(entry.endpoint.id().clone(), key);
+            self.members.list.push(Member {
+                key,
+                id: entry.endpoint.id().clone(),
+                weight: entry.endpoint.weight(),
+                table_weight,
+                ready: NOT_READY,
+            });
+            self.members_changed(true);
         }
         self.queued.push_back((key, epoch));
         self.wake.set();
     }
 
     fn update(&mut self, key: u32, endpoint: Endpoint) {
-        let Some((address, weight, stage)) = self.entries[key as usize]
+        let Some((address, weight)) = self.entries[key as usize]
             .as_ref()
-            .map(|e| (e.endpoint.address(), e.endpoint.weight().get(), e.stage))
+            .map(|e| (e.endpoint.address(), e.endpoint.weight().get()))
         else {
             return;
         };
@@ -297,6 +357,12 @@ impl<S, F> EndpointSet<S, F> {
             );
             self.leave_stage(key);
             let state = self.new_state();
+            if let Some(old) = self.entries[key as usize].as_ref().map(|e| &e.state) {
+                // Health is the endpoint's, by id: the new connection keeps
+                // its ejection and its outlier counters.
+                state.set_available(old.is_available());
+                state.attach_health_of(old);
+            }
             let epoch = self.new_epoch();
             if let Some(entry) = self.entries[key as usize].as_mut() {
                 entry.service = None;
@@ -307,18 +373,26 @@ impl<S, F> EndpointSet<S, F> {
             }
             self.queued.push_back((key, epoch));
             self.wake.set();
-        } else if weight != endpoint.weight().get()
-            && let Stage::Ready(pos) = stage
-        {
-            self.count_weight(weight, false);
-            self.count_weight(endpoint.weight().get(), true);
-            if let Some(slot) = self.ready.get_mut(pos as usize) {
-                slot.inv_weight = 1.0 / f64::from(endpoint.weight().get());
-            }
-            self.version += 1;
         }
-        if let Some(entry) = self.entries[key as usize].as_mut() {
-            entry.endpoint = endpoint;
+        let new_weight = endpoint.weight();
+        let Some(entry) = self.entries[key as usize].as_mut() else {
+            return;
+        };
+        entry.endpoint = endpoint;
+        // The stage now: a new address took it out of the ready set.
+        let stage = entry.stage;
+        if weight != new_weight.get() {
+            if let Some(member) = self
+                .entries
+                .get(key as usize)
+                .and_then(Option::as_ref)
+                .and_then(|e| self.members.list.get_mut(e.member as usize))
+            {
+                member.weight = new_weight;
+            }
+            self.members.hash_version += 1;
+            let factor = self.factor(key);
+            self.set_table_weight(key, new_weight, factor, stage);
         }
     }
 
@@ -355,18 +429,36 @@ impl<S, F> EndpointSet<S, F> {
         let Some(service) = entry.service.take() else {
             return;
         };
-        let weight = entry.endpoint.weight().get();
+        if entry.ramp == Ramp::Waiting {
+            // Slow start counts from the first time it can take requests.
+            let now = Instant::now();
+            entry.ramp = Ramp::Since(now);
+            let (factor, _) = self.health.ramp(now, now);
+            entry.table_weight = self.health.table_weight(entry.endpoint.weight(), factor);
+            if let Some(member) = self.members.list.get_mut(entry.member as usize) {
+                member.table_weight = entry.table_weight;
+            }
+            self.ramping.push(key);
+            self.health.ensure_step(now);
+            self.members.version += 1;
+        }
+        let weight = entry.table_weight;
         self.ready.push(ReadySlot {
             state: Arc::clone(&entry.state),
-            inv_weight: 1.0 / f64::from(weight),
-            id_hash: entry.id_hash,
+            inv_weight: self.health.inv_weight(weight),
             key,
             picks: entry.picks.clone(),
             service,
         });
         entry.stage = Stage::Ready(pos);
         entry.failures = 0;
-        self.count_weight(weight, true);
+        if let Some(member) = self.members.list.get_mut(entry.member as usize) {
+            member.ready = pos;
+        }
+        if entry.ejected {
+            self.ready_ejected += 1;
+        }
+        self.count_weight(weight.get(), true);
         self.version += 1;
     }
 
@@ -379,12 +471,19 @@ impl<S, F> EndpointSet<S, F> {
             && let Some(entry) = self.entries[moved.key as usize].as_mut()
         {
             entry.stage = Stage::Ready(pos);
+            if let Some(member) = self.members.list.get_mut(entry.member as usize) {
+                member.ready = pos;
+            }
         }
-        if let Some(weight) = self.entries[key as usize]
-            .as_ref()
-            .map(|e| e.endpoint.weight().get())
-        {
+        if let Some(entry) = self.entries[key as usize].as_ref() {
+            let (weight, ejected, member) = (entry.table_weight.get(), entry.ejected, entry.member);
             self.count_weight(weight, false);
+            if ejected {
+                self.ready_ejected -= 1;
+            }
+            if let Some(member) = self.members.list.get_mut(member as usize) {
+                member.ready = NOT_READY;
+            }
         }
         self.version += 1;
         slot
@@ -649,23 +748,5 @@ impl<S, F> EndpointSet<S, F> {
                 self.publish();
             }
         }
-    }
-}
-
-/// FNV-1a, 64 bit: a hash that never changes between runs or builds.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fnv1a;
-
-    #[test]
-    fn the_id_hash_is_fnv1a() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }
