@@ -573,6 +573,8 @@ mod tests {
             bad(base().health(HealthConfig::default().healthy_panic_threshold(-1.0))),
             "balancer.health.healthy_panic_threshold"
         );
+        // `Balancer::new` relies on the default being valid.
+        base().validate().unwrap();
         base().failfast_timeout(Duration::ZERO).validate().unwrap();
         base()
             .algorithm(Algorithm::maglev().table_size(11))
