@@ -27,6 +27,7 @@ use std::{
     hint::black_box,
     num::NonZeroU32,
     pin::pin,
+    sync::mpsc,
     sync::{Arc, Barrier},
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -115,115 +116,155 @@ fn breaker(c: &mut Criterion) {
     g.finish();
 }
 
-/// Runs `iters` calls on each of `threads` threads at once and returns the
-/// wall time of the slowest thread: criterion divides it by `iters`, so the
-/// figure is the time per call per thread.
-fn on_threads<F>(threads: usize, iters: u64, make: impl Fn() -> F) -> Duration
-where
-    F: FnMut() + Send + 'static,
-{
-    let barrier = Arc::new(Barrier::new(threads));
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
+/// `threads` worker threads that live for a whole benchmark, each owning
+/// its own work closure (on its own stack, so two services that write their
+/// own fields per call never share a cache line). Spawning threads inside
+/// every sample, as a first version did, put thread start-up and the
+/// threads' first-touch costs (thread-local caches, shard seeds) into the
+/// figure; with workers kept alive only the calls are timed.
+struct Workers {
+    orders: Vec<mpsc::Sender<u64>>,
+    times: mpsc::Receiver<Duration>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start<F>(threads: usize, make: impl Fn() -> F) -> Self
+    where
+        F: FnMut() + Send + 'static,
+    {
+        let barrier = Arc::new(Barrier::new(threads));
+        let (time_tx, times) = mpsc::channel();
+        let mut orders = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let (order_tx, order_rx) = mpsc::channel::<u64>();
             let work = make();
             let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                // Onto this thread's stack: the spawned closures of the two
-                // threads are neighbours on the heap, and a service that
-                // writes its own fields per call would otherwise share a
-                // cache line with the other thread's (false sharing).
+            let time_tx = time_tx.clone();
+            handles.push(std::thread::spawn(move || {
                 let mut work = work;
-                barrier.wait();
-                let start = Instant::now();
-                for _ in 0..iters {
+                // Warm the thread up: its first calls meet the breaker.
+                for _ in 0..1_000 {
                     work();
                 }
-                start.elapsed()
-            })
-        })
-        .collect();
-    workers
-        .into_iter()
-        .map(|w| w.join().expect("bench thread"))
-        .max()
-        .unwrap_or_default()
+                while let Ok(iters) = order_rx.recv() {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        work();
+                    }
+                    if time_tx.send(start.elapsed()).is_err() {
+                        return;
+                    }
+                }
+            }));
+            orders.push(order_tx);
+        }
+        Self {
+            orders,
+            times,
+            handles,
+        }
+    }
+
+    /// Runs `iters` calls on every worker at once; the slowest worker's
+    /// time, which criterion divides by `iters` (time per call per thread).
+    fn run(&self, iters: u64) -> Duration {
+        for order in &self.orders {
+            order.send(iters).expect("bench worker alive");
+        }
+        (0..self.orders.len())
+            .map(|_| self.times.recv().expect("bench worker alive"))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.orders.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
 }
 
 fn breaker_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_2_threads");
     for threads in [1, 2] {
         // The machine's own scaling: the bare service on every thread.
-        g.bench_function(format!("bare x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let mut svc = bare();
-                    move || {
-                        black_box(call_now(&mut svc, black_box(7)));
-                    }
-                })
-            })
+        let workers = Workers::start(threads, || {
+            let mut svc = bare();
+            move || {
+                black_box(call_now(&mut svc, black_box(7)));
+            }
         });
+        g.bench_function(format!("bare x{threads}"), |b| {
+            b.iter_custom(|iters| workers.run(iters))
+        });
+        drop(workers);
         let breaker = our_breaker_config().build().expect("valid config");
+        let workers = Workers::start(threads, || {
+            let breaker = breaker.clone();
+            move || {
+                breaker
+                    .try_acquire()
+                    .expect("closed breaker")
+                    .record(Outcome::Success)
+            }
+        });
         g.bench_function(format!("orch permit x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let breaker = breaker.clone();
-                    move || {
-                        breaker
-                            .try_acquire()
-                            .expect("closed breaker")
-                            .record(Outcome::Success)
-                    }
-                })
-            })
+            b.iter_custom(|iters| workers.run(iters))
+        });
+        drop(workers);
+        let workers = Workers::start(threads, || {
+            let breaker = breaker.clone();
+            move || {
+                breaker
+                    .try_acquire_owned()
+                    .expect("closed breaker")
+                    .record(Outcome::Success)
+            }
         });
         g.bench_function(format!("orch owned permit x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let breaker = breaker.clone();
-                    move || {
-                        breaker
-                            .try_acquire_owned()
-                            .expect("closed breaker")
-                            .record(Outcome::Success)
-                    }
-                })
-            })
+            b.iter_custom(|iters| workers.run(iters))
         });
+        drop(workers);
         let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
         let svc = layer.layer(bare());
+        let workers = Workers::start(threads, || {
+            let mut svc = svc.clone();
+            move || {
+                black_box(call_now(&mut svc, black_box(7)));
+            }
+        });
         g.bench_function(format!("orch service x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let mut svc = svc.clone();
-                    move || {
-                        black_box(call_now(&mut svc, black_box(7)));
-                    }
-                })
-            })
+            b.iter_custom(|iters| workers.run(iters))
         });
+        drop(workers);
         let svc = tower_resilience_breaker().layer(bare());
+        let workers = Workers::start(threads, || {
+            let mut svc = svc.clone();
+            move || {
+                black_box(call_now(&mut svc, black_box(7)));
+            }
+        });
         g.bench_function(format!("tower-resilience service x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let mut svc = svc.clone();
-                    move || {
-                        black_box(call_now(&mut svc, black_box(7)));
-                    }
-                })
-            })
+            b.iter_custom(|iters| workers.run(iters))
         });
+        drop(workers);
         let failsafe = failsafe::Config::new().build();
-        g.bench_function(format!("failsafe call x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, || {
-                    let failsafe = failsafe.clone();
-                    move || {
-                        let _ = black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7))));
-                    }
-                })
-            })
+        let workers = Workers::start(threads, || {
+            let failsafe = failsafe.clone();
+            move || {
+                let _ = black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7))));
+            }
         });
+        g.bench_function(format!("failsafe call x{threads}"), |b| {
+            b.iter_custom(|iters| workers.run(iters))
+        });
+        drop(workers);
     }
     g.finish();
 }
