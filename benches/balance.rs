@@ -27,14 +27,7 @@
 //! Run: `cargo bench --bench balance`. The overhead of a line is its time
 //! minus `bare` of its group.
 
-use std::{
-    convert::Infallible,
-    future::{Future, Ready, ready},
-    hint::black_box,
-    pin::pin,
-    task::{Context, Poll, Waker},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Ready, hint::black_box, time::Duration};
 
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
 use futures_util::{Stream, stream};
@@ -47,36 +40,12 @@ use tower::{
     balance::p2c::Balance,
     discover::ServiceList,
     load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover},
-    service_fn,
-    util::ServiceFn,
 };
 
-type Bare = ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+#[path = "support/drive.rs"]
+mod drive;
 
-fn bare() -> Bare {
-    service_fn(|x: u64| ready(Ok::<u64, Infallible>(x)))
-}
-
-/// One call driven to completion without an executor.
-#[inline]
-fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        match svc.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => break,
-            Poll::Ready(Err(_)) => panic!("service failed"),
-            Poll::Pending => std::hint::spin_loop(),
-        }
-    }
-    let mut future = pin!(svc.call(request));
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(response)) => return response,
-            Poll::Ready(Err(_)) => panic!("call failed"),
-            Poll::Pending => std::hint::spin_loop(),
-        }
-    }
-}
+use drive::{Bare, bare, call_now};
 
 fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S) {
     // Warm up outside the measurement: connects, first readiness.

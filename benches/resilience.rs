@@ -22,14 +22,10 @@
 //! note is the ratio of each line to `bare` of its own group.
 
 use std::{
-    convert::Infallible,
-    future::{Future, Ready, ready},
+    future::{Ready, ready},
     hint::black_box,
     num::NonZeroU32,
-    pin::pin,
-    sync::mpsc,
-    sync::{Arc, Barrier},
-    task::{Context, Poll, Waker},
+    sync::{Arc, Barrier, mpsc},
     time::{Duration, Instant},
 };
 
@@ -39,36 +35,12 @@ use orch::resilience::{
     AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, Outcome, RateLimitConfig, RetryConfig, RetryLayer,
     TimeoutLayer,
 };
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
-type Bare = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+#[path = "support/drive.rs"]
+mod drive;
 
-fn bare() -> Bare {
-    service_fn(|x: u64| ready(Ok::<u64, Infallible>(x)))
-}
-
-/// One call driven to completion without an executor. A service that is
-/// not ready or a future that is pending (a peer waiting on an async lock
-/// under contention) is polled again at once: the spin is part of its cost.
-#[inline]
-fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        match svc.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => break,
-            Poll::Ready(Err(_)) => panic!("service failed"),
-            Poll::Pending => std::hint::spin_loop(),
-        }
-    }
-    let mut future = pin!(svc.call(request));
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(response)) => return response,
-            Poll::Ready(Err(_)) => panic!("call failed"),
-            Poll::Pending => std::hint::spin_loop(),
-        }
-    }
-}
+use drive::{bare, call_now};
 
 fn bench_service<S: Service<u64>>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
