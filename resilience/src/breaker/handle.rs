@@ -202,8 +202,7 @@ impl CircuitBreaker {
         if ticket.is_rejection() {
             return Err(self.shared.reject(ticket));
         }
-        let lane = self.lanes.0[self.shared.shard_index()].clone();
-        Ok(OwnedBreakerPermit { lane, ticket })
+        Ok(self.owned_permit(ticket))
     }
 
     /// Admission for the `tower` service, which builds its own permit from
@@ -219,7 +218,9 @@ impl CircuitBreaker {
         self.shared.reject(ticket)
     }
 
-    /// An owned permit for an admitted ticket from [`acquire_ticket`](Self::acquire_ticket).
+    /// An owned permit for an admitted ticket: a clone of the calling
+    /// thread's lane.
+    #[inline(always)]
     pub(super) fn owned_permit(&self, ticket: Ticket) -> OwnedBreakerPermit {
         let lane = self.lanes.0[self.shared.shard_index()].clone();
         OwnedBreakerPermit { lane, ticket }

@@ -515,9 +515,6 @@ fn give_up<Res, C, P, R>(
 /// the attempt's own cut-off, or the overall deadline when that comes first.
 #[inline]
 fn cut_for(attempt_timeout: Option<Duration>, deadline: Option<Deadline>) -> Option<(Instant, Cut)> {
-    if attempt_timeout.is_none() && deadline.is_none() {
-        return None;
-    }
     match (attempt_timeout, deadline) {
         (Some(limit), deadline) => match (Instant::now().checked_add(limit), deadline) {
             (Some(end), Some(d)) if end <= d.at => Some((end, Cut::Attempt(limit))),
