@@ -24,6 +24,7 @@
 
 mod classify;
 mod config;
+mod deadline;
 mod error;
 mod label;
 mod safety;

@@ -355,7 +355,8 @@ async fn a_local_rejection_stops_further_hedges() {
     assert_eq!(script.calls(), 1);
 }
 
-/// 503 asks for 30ms of pushback, 429 says "do not retry".
+/// 503 asks for 30ms of pushback, 504 for more than the clock can hold,
+/// 429 says "do not retry".
 #[derive(Clone)]
 struct PushbackClassifier;
 
@@ -370,6 +371,7 @@ impl Classify<Reply, ResilienceError> for PushbackClassifier {
     fn pushback(&self, result: Result<&Reply, &ResilienceError>) -> Pushback {
         match result {
             Ok((_, 503)) => Pushback::After(ms(30)),
+            Ok((_, 504)) => Pushback::After(Duration::MAX),
             Ok((_, 429)) => Pushback::Stop,
             _ => Pushback::None,
         }
@@ -395,6 +397,19 @@ async fn server_pushback_delays_or_stops_the_next_hedge() {
     assert_eq!(start.elapsed(), ms(5));
     sleep(ms(1_000)).await;
     assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pushback_too_large_for_the_clock_waits_without_panicking() {
+    let script = Script::new(&[(5, Then::Status(504)), (5, Then::Ok)]);
+    let service = layer(fixed(100))
+        .classifier(PushbackClassifier)
+        .layer(script.service::<u32>());
+    let call = tokio::spawn(service.oneshot(7));
+    sleep(Duration::from_secs(3600)).await;
+    assert!(!call.is_finished(), "the next hedge waits for the pushback");
+    assert_eq!(script.calls(), 1);
+    call.abort();
 }
 
 // ===== safety =====

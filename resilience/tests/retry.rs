@@ -135,6 +135,19 @@ async fn retries_until_success_within_max_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_overall_timeout_too_large_for_the_clock_means_no_deadline() {
+    // `Duration::MAX` is a valid config value; the deadline it gives cannot
+    // be represented, and the call must run as if there were none.
+    let log = Log::default();
+    let retry = RetryLayer::new(config().overall_timeout(Duration::MAX))
+        .unwrap()
+        .safety(AlwaysSafe)
+        .layer(flaky(&log, 2));
+    assert_eq!(retry.oneshot(1).await.unwrap(), 2);
+    assert_eq!(log.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn stops_at_max_attempts_with_the_inner_error() {
     let log = Log::default();
     let retry = RetryLayer::new(config())

@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::Shared;
 use crate::{
     classify::{Classify, Outcome, Pushback},
+    deadline::later,
     error::{BoxError, ResilienceError},
 };
 
@@ -321,7 +322,8 @@ where
                     self.next_reason = "attempt failed";
                 }
                 Pushback::After(wait) => {
-                    self.next_launch = now + wait;
+                    // A server's number: it may not fit on the clock.
+                    self.next_launch = later(now, wait);
                     self.next_reason = "pushback elapsed";
                 }
                 Pushback::Stop => self.stop(index, "pushback"),
@@ -365,7 +367,7 @@ where
         self.launched += 1;
         let index = self.launched;
         let reason = std::mem::replace(&mut self.next_reason, "delay elapsed");
-        self.next_launch = now + self.delay;
+        self.next_launch = later(now, self.delay);
         if self.delay.is_zero() {
             self.next_reason = "parallel";
         }
