@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     classify::{Classify, Outcome, Pushback},
+    deadline::later,
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
 };
 
@@ -115,36 +116,34 @@ where
         replayable: bool,
         deadline: Option<Deadline>,
     ) -> Self {
-        let mut future = Self {
-            state: State::Done,
-            timer: None,
-            service,
-            policy,
-            source: None,
-            retrying: None,
-            attempts: 0,
-            replayable,
-            deadline,
-        };
-        match prepared {
+        // The future is written once, whole, at the end: built field by
+        // field and then moved, its narrow stores were read back by the
+        // move's wide loads, which stalls store forwarding.
+        let mut service = service;
+        let (state, timer, source, attempts) = match prepared {
             // The request is at hand: the first attempt goes out now, from
             // `call`, as it would without this layer.
             Prepared::Ready(request, source) => {
-                future.source = source;
-                future.attempts = 1;
-                let call = future.service.call(request);
-                let cut = match cut_for(future.policy.attempt_timeout, deadline) {
-                    Some((at, cut)) => {
-                        future.timer = Some(Box::pin(sleep_until(at)));
-                        Some(cut)
-                    }
-                    None => None,
+                let call = service.call(request);
+                let (timer, cut) = match cut_for(policy.attempt_timeout, deadline) {
+                    Some((at, cut)) => (Some(Box::pin(sleep_until(at))), Some(cut)),
+                    None => (None, None),
                 };
-                future.state = State::Calling { call, cut };
+                (State::Calling { call, cut }, timer, source, 1)
             }
-            Prepared::Reading(prepare) => future.state = State::Preparing { prepare },
+            Prepared::Reading(prepare) => (State::Preparing { prepare }, None, None, 0),
+        };
+        Self {
+            state,
+            timer,
+            service,
+            policy,
+            source,
+            retrying: None,
+            attempts,
+            replayable,
+            deadline,
         }
-        future
     }
 }
 
@@ -541,13 +540,6 @@ fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadli
         Some(limit) => start.checked_add(limit).is_some_and(|end| end <= deadline),
         None => start < deadline,
     }
-}
-
-/// `now + delay`, or a time far enough to mean "never" when that overflows
-/// (a pushback can carry any number of seconds).
-fn later(now: Instant, delay: Duration) -> Instant {
-    now.checked_add(delay)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
 fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {

@@ -153,6 +153,7 @@ pub use self::{
 };
 use crate::{
     classify::{Classify, DefaultClassifier},
+    deadline::later,
     error::{BoxError, ResilienceError},
     safety::{HttpSafety, RequestSafety},
 };
@@ -283,7 +284,7 @@ where
         let replayable = policy.max_attempts > 1
             && (policy.safety.is_safe(&request) || policy.safety.make_safe(&mut request));
         let deadline = policy.overall_timeout.map(|after| Deadline {
-            at: tokio::time::Instant::now() + after,
+            at: later(tokio::time::Instant::now(), after),
             after,
         });
         let prepare = policy.replay.prepare(request, replayable);
