@@ -15,17 +15,21 @@
 //!   equals the single-thread time (2× throughput).
 //! - `retry` (no retry needed): ours vs `tower::retry`, each with and
 //!   without a retry budget.
-//! - `timeout` (answer before the deadline): ours vs `tower::timeout`.
+//! - `timeout` (answer before the deadline): ours vs `tower::timeout`, for a
+//!   future ready at once and for one pending at its first poll (which makes
+//!   both arm their timers).
 //! - `rate_limit` (permit available): our `RateLimiter` vs `governor`.
 //!
 //! Run: `cargo bench --bench resilience`. The table in the closing
 //! note is the ratio of each line to `bare` of its own group.
 
 use std::{
-    future::{Ready, ready},
+    future::{Future, Ready, ready},
     hint::black_box,
     num::NonZeroU32,
+    pin::Pin,
     sync::{Arc, Barrier, mpsc},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -324,6 +328,47 @@ fn retry(c: &mut Criterion) {
     g.finish();
 }
 
+/// A service whose future is pending at its first poll (having woken its
+/// task) and ready at the second: the shape of a call that waits for I/O, so
+/// a timeout must arm its timer.
+#[derive(Clone, Copy)]
+struct PendingOnce;
+
+impl Service<u64> for PendingOnce {
+    type Response = u64;
+    type Error = std::convert::Infallible;
+    type Future = PendingOnceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        PendingOnceFuture {
+            value: request,
+            polled: false,
+        }
+    }
+}
+
+struct PendingOnceFuture {
+    value: u64,
+    polled: bool,
+}
+
+impl Future for PendingOnceFuture {
+    type Output = Result<u64, std::convert::Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polled {
+            return Poll::Ready(Ok(self.value));
+        }
+        self.polled = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 fn timeout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -341,6 +386,17 @@ fn timeout(c: &mut Criterion) {
         &mut g,
         "tower::timeout",
         tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(bare()),
+    );
+    bench_service(&mut g, "bare, pending once", PendingOnce);
+    bench_service(
+        &mut g,
+        "orch timeout, pending once",
+        TimeoutLayer::attempt(Duration::from_secs(1)).layer(PendingOnce),
+    );
+    bench_service(
+        &mut g,
+        "tower::timeout, pending once",
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(PendingOnce),
     );
     g.finish();
 }

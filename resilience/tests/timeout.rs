@@ -173,6 +173,30 @@ async fn the_clock_starts_at_call_not_at_first_poll() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_limit_counts_from_call_when_the_timer_is_armed_at_a_later_poll() {
+    // Made at t = 0, first polled (and found pending) at t = 60 ms: the
+    // timer armed then must still fire at 100 ms, not at 160 ms.
+    let mut svc = TimeoutLayer::attempt(100 * MS).layer(delayed(Duration::from_secs(5), Arc::default()));
+    let start = Instant::now();
+    let future = svc.ready().await.unwrap().call(1);
+    tokio::time::advance(60 * MS).await;
+    assert!(matches!(future.await, Err(ResilienceError::Timeout { .. })));
+    assert_eq!(start.elapsed(), 100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_call_answered_before_the_limit_passes_through() {
+    let svc = TimeoutLayer::attempt(100 * MS).layer(delayed(99 * MS, Arc::default()));
+    assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_too_large_for_the_clock_never_fires() {
+    let svc = TimeoutLayer::attempt(Duration::MAX).layer(delayed(Duration::from_secs(3600), Arc::default()));
+    assert_eq!(svc.oneshot(3).await.unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_inner_future_is_dropped_when_the_limit_passes() {
     struct Flag(Arc<AtomicBool>);
     impl Drop for Flag {
