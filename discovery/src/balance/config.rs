@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::ClockSource;
 use super::rng::Rng;
-use crate::health::HealthConfig;
+use crate::health::{HealthConfig, MAX_DURATION};
 use crate::pick::{Maglev, MaglevError};
 
 pub use crate::ConfigError;
@@ -56,7 +56,8 @@ pub struct BalancerConfig {
     /// How long `poll_ready` waits for a ready endpoint when there is none
     /// before it returns [`BalanceError::NoEndpoints`](super::BalanceError::NoEndpoints);
     /// later calls fail at once until an endpoint is ready again. Zero fails
-    /// at once. Default 3 s (linkerd2-proxy's outbound HTTP fail-fast timeout).
+    /// at once; at most 365 days. Default 3 s (linkerd2-proxy's outbound HTTP
+    /// fail-fast timeout).
     #[serde(with = "humantime_serde")]
     pub failfast_timeout: Duration,
     /// How long a broken endpoint (failed connect, `poll_ready` error) waits
@@ -285,6 +286,13 @@ impl BalancerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::field("balancer.name", "must not be empty"));
+        }
+        // Zero is allowed: fail at once when nothing is ready.
+        if self.failfast_timeout > MAX_DURATION {
+            return Err(ConfigError::field(
+                "balancer.failfast_timeout",
+                "must be at most 365 days",
+            ));
         }
         self.algorithm.validate("balancer.algorithm")?;
         self.reconnect.validate("balancer.reconnect")?;
@@ -576,6 +584,10 @@ mod tests {
         // `Balancer::new` relies on the default being valid.
         base().validate().unwrap();
         base().failfast_timeout(Duration::ZERO).validate().unwrap();
+        assert_eq!(
+            bad(base().failfast_timeout(Duration::MAX)),
+            "balancer.failfast_timeout"
+        );
         base()
             .algorithm(Algorithm::maglev().table_size(11))
             .validate()

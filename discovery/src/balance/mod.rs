@@ -174,10 +174,6 @@ use wake::WakeFlag;
 
 use crate::{Endpoint, EndpointChange};
 
-/// Thirty years: the fail-fast deadline of a `failfast_timeout` too large
-/// for the clock.
-const FAR_FUTURE: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
-
 /// Sends each request to one of the endpoints discovery knows, chosen by
 /// the power of two choices over their load.
 ///
@@ -465,10 +461,7 @@ where
                         self.failfast = FailFast::Failing;
                         continue;
                     }
-                    // A configured number: it may not fit on the clock, and
-                    // then means "wait for an endpoint as long as it takes".
-                    let now = tokio::time::Instant::now();
-                    let deadline = now.checked_add(self.failfast_timeout).unwrap_or(now + FAR_FUTURE);
+                    let deadline = tokio::time::Instant::now() + self.failfast_timeout;
                     match &mut self.failfast_timer {
                         Some(timer) => timer.as_mut().reset(deadline),
                         None => self.failfast_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),

@@ -34,6 +34,7 @@ mod panic;
 mod slow_start;
 mod stats;
 
+pub(crate) use config::MAX_DURATION;
 pub use config::{ConfigError, HealthConfig, OutlierConfig, SlowStartConfig, SuccessRateConfig};
 pub use outlier::{EjectionReason, HealthEvent, OutlierDetector};
 pub use panic::PanicThreshold;
