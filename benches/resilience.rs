@@ -18,7 +18,8 @@
 //! - `timeout` (answer before the deadline): ours vs `tower::timeout`, for a
 //!   future ready at once and for one pending at its first poll (which makes
 //!   both arm their timers).
-//! - `rate_limit` (permit available): our `RateLimiter` vs `governor`.
+//! - `rate_limit` (permit available): our `RateLimiter` on tokio's clock and
+//!   on the TSC vs `governor`.
 //!
 //! Run: `cargo bench --bench resilience`. The table in the closing
 //! note is the ratio of each line to `bare` of its own group.
@@ -36,8 +37,8 @@ use std::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use orch::resilience::{
-    AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, Outcome, RateLimitConfig, RetryConfig, RetryLayer,
-    TimeoutLayer,
+    AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, ClockSource, Outcome, RateLimitConfig,
+    RetryConfig, RetryLayer, TimeoutLayer,
 };
 use tower::{Layer, Service};
 
@@ -414,6 +415,13 @@ fn rate_limit(c: &mut Criterion) {
         .limiter()
         .expect("valid config");
     g.bench_function("orch try_acquire", |b| b.iter(|| black_box(ours.try_acquire())));
+    let ours_tsc = RateLimitConfig::new(per_second, Duration::from_secs(1))
+        .clock(ClockSource::Tsc)
+        .limiter()
+        .expect("valid config");
+    g.bench_function("orch try_acquire, tsc clock", |b| {
+        b.iter(|| black_box(ours_tsc.try_acquire()))
+    });
     let quota = governor::Quota::per_second(NonZeroU32::new(per_second).expect("non-zero"));
     let governor = governor::RateLimiter::direct(quota);
     g.bench_function("governor check", |b| b.iter(|| black_box(governor.check())));

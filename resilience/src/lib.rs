@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod classify;
+mod clock;
 mod config;
 mod deadline;
 mod error;
@@ -47,6 +48,7 @@ pub use classify::{
     Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
     classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
 };
+pub use clock::ClockSource;
 pub use config::ConfigError;
 pub use error::{BoxError, CircuitRejection, ErrorClass, NotRetriedReason, ResilienceError, TimeoutKind};
 pub use fallback::{ErrorClasses, Fallback, FallbackConfig, FallbackFn, FallbackLayer, FallbackValue};

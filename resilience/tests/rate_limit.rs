@@ -9,7 +9,7 @@ use std::{
 };
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use orch_resilience::{RateLimitConfig, RateLimitLayer, RateLimiter, ResilienceError};
+use orch_resilience::{ClockSource, RateLimitConfig, RateLimitLayer, RateLimiter, ResilienceError};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -280,6 +280,38 @@ fn config_round_trips_through_json_with_human_durations() {
         (50, Duration::from_secs(1), 50, Duration::ZERO)
     );
     assert!(serde_json::from_str::<RateLimitConfig>(r#"{ "rate": 5 }"#).is_err());
+
+    assert_eq!(
+        defaults.clock,
+        ClockSource::Tokio,
+        "follows paused time unless told"
+    );
+    let tsc: RateLimitConfig = serde_json::from_str(r#"{ "clock": "tsc" }"#).unwrap();
+    assert_eq!(tsc, RateLimitConfig::default().clock(ClockSource::Tsc));
+    assert_eq!(serde_json::to_value(&tsc).unwrap()["clock"], "tsc");
+    assert!(serde_json::from_str::<RateLimitConfig>(r#"{ "clock": "wall" }"#).is_err());
+}
+
+#[tokio::test]
+async fn a_limiter_on_the_tsc_admits_its_burst_then_names_the_wait() {
+    // One permit an hour: whatever the clock reads between these calls, the
+    // burst is all there is, and the next permit is up to an hour away.
+    let config = RateLimitConfig::new(1, Duration::from_secs(3600))
+        .burst(3)
+        .clock(ClockSource::Tsc);
+    let limiter = config.limiter().unwrap();
+    assert_eq!(std::iter::from_fn(|| limiter.try_acquire().ok()).count(), 3);
+    let wait = limiter.try_acquire().unwrap_err();
+    assert!(!wait.is_zero() && wait <= Duration::from_secs(3600), "{wait:?}");
+
+    let mut svc = RateLimitLayer::new(&config)
+        .unwrap()
+        .layer(counting(Arc::default()));
+    for n in 0..3 {
+        svc.ready().await.unwrap().call(n).await.unwrap();
+    }
+    let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
+    assert!(matches!(err, ResilienceError::RateLimited { .. }), "{err}");
 }
 
 /// Runs `calls` (gaps between calls, in units of `T / 4`) against a limiter

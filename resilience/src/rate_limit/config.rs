@@ -3,7 +3,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{RateLimitLayer, RateLimiter, gcra};
-use crate::config::{ConfigError, check};
+use crate::{
+    clock::ClockSource,
+    config::{ConfigError, check},
+};
 
 /// Configuration of a [`RateLimiter`] (and so of a [`RateLimitLayer`]), as
 /// plain data that can be loaded from a file or the environment.
@@ -50,6 +53,10 @@ pub struct RateLimitConfig {
     /// away, and is rejected otherwise. Default zero: never wait.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// The clock read on every call, `"tokio"` (the default: follows paused
+    /// time in tests) or `"tsc"` (the CPU's time-stamp counter, about 2.5×
+    /// cheaper to read; see [`ClockSource`]).
+    pub clock: ClockSource,
 }
 
 impl Default for RateLimitConfig {
@@ -60,6 +67,7 @@ impl Default for RateLimitConfig {
             per: Duration::from_secs(1),
             burst: None,
             max_wait: Duration::ZERO,
+            clock: ClockSource::Tokio,
         }
     }
 }
@@ -104,6 +112,12 @@ impl RateLimitConfig {
         self
     }
 
+    /// Sets the clock read on every call.
+    pub fn clock(mut self, clock: ClockSource) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The burst in effect: `burst`, or `permits` when unset.
     pub fn effective_burst(&self) -> u32 {
         self.burst.unwrap_or(self.permits)
@@ -144,8 +158,9 @@ impl RateLimitConfig {
 
     /// Validates the config and creates a standalone limiter.
     ///
-    /// The limiter reads tokio's clock from now on: create it inside the
-    /// runtime that uses it, so that paused time in tests applies to it.
+    /// With the default clock the limiter reads tokio's clock from now on:
+    /// create it inside the runtime that uses it, so that paused time in
+    /// tests applies to it.
     pub fn limiter(&self) -> Result<RateLimiter, ConfigError> {
         RateLimiter::new(self)
     }

@@ -12,8 +12,9 @@
 //!
 //! and then `tat` becomes `new_tat`. Otherwise the call conforms again at
 //! `new_tat − τ`; that difference is the wait reported to the caller. Storing
-//! one `u64` (nanoseconds since the limiter was created) lets the update be a
-//! single compare-exchange, with no lock and no background refill task.
+//! one `u64` (nanoseconds since the limiter was created, on its
+//! [`Clock`]) lets the update be a single compare-exchange, with no lock and
+//! no background refill task.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -21,6 +22,11 @@ use std::{
 };
 
 use tokio::time::Instant;
+
+use crate::{
+    clock::{Clock, ClockSource},
+    deadline::later,
+};
 
 /// The largest tolerance `τ = burst × T` accepted, 100 years in nanoseconds.
 /// Keeping `τ` far below `u64::MAX` keeps `now + τ` and the TAT from ever
@@ -37,8 +43,8 @@ pub(crate) fn interval_nanos(permits: u32, per: Duration) -> u64 {
 /// The GCRA state and its two constants, all in nanoseconds.
 #[derive(Debug)]
 pub(crate) struct Gcra {
-    /// Time zero of `tat`; captured from tokio's clock so paused time drives it.
-    base: Instant,
+    /// The clock `tat` counts on; it read zero when the limiter was made.
+    clock: Clock,
     /// Theoretical arrival time, nanoseconds since `base`.
     tat: AtomicU64,
     /// `T`: nanoseconds between two permits at the sustained rate.
@@ -49,7 +55,7 @@ pub(crate) struct Gcra {
 
 impl Gcra {
     /// A limiter that is full (a whole burst is available) now.
-    pub(crate) fn new(permits: u32, per: Duration, burst: u32) -> Self {
+    pub(crate) fn new(permits: u32, per: Duration, burst: u32, clock: ClockSource) -> Self {
         debug_assert!(
             permits > 0 && burst > 0 && !per.is_zero(),
             "validated by the config"
@@ -58,7 +64,7 @@ impl Gcra {
         let tolerance = interval.saturating_mul(u64::from(burst));
         debug_assert!(tolerance <= MAX_TOLERANCE_NANOS, "validated by the config");
         Self {
-            base: Instant::now(),
+            clock: Clock::start(clock),
             tat: AtomicU64::new(0),
             interval,
             tolerance,
@@ -70,21 +76,14 @@ impl Gcra {
         Duration::from_nanos(self.interval)
     }
 
-    /// Nanoseconds since `base` on tokio's clock.
-    #[inline]
-    fn now(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.base);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Takes one permit if it conforms within `slack` nanoseconds from now.
     ///
     /// `Ok(wait)`: the permit is taken and conforms `wait` ns from now (zero
     /// for an immediate permit). `Err(wait)`: nothing was taken; a permit
     /// conforms `wait` ns from now, if nobody else takes one first.
     #[inline]
-    fn take(&self, slack: u64) -> Result<(u64, u64), u64> {
-        let now = self.now();
+    fn take(&self, slack: u64) -> Result<u64, u64> {
+        let now = self.clock.nanos();
         let limit = now.saturating_add(self.tolerance);
         // Relaxed is enough: `tat` is the only shared datum and publishes no
         // other memory, and compare-exchange works on the single modification
@@ -101,18 +100,10 @@ impl Gcra {
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Ok((now, wait)),
+                Ok(_) => return Ok(wait),
                 Err(current) => tat = current,
             }
         }
-    }
-
-    /// The instant `nanos` after `base`, capped (as tokio caps its timers) at
-    /// about 30 years so that absurd waits cannot overflow the clock.
-    fn at(&self, nanos: u64) -> Instant {
-        const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-        let offset = Duration::from_nanos(nanos).min(FAR_FUTURE);
-        self.base.checked_add(offset).unwrap_or(self.base)
     }
 
     /// Takes a permit if one is available now; otherwise returns the time
@@ -132,8 +123,10 @@ impl Gcra {
     pub(crate) fn reserve(&self, max_wait: Duration) -> Result<Option<Instant>, Duration> {
         let slack = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
         match self.take(slack) {
-            Ok((_, 0)) => Ok(None),
-            Ok((now, wait)) => Ok(Some(self.at(now.saturating_add(wait)))),
+            Ok(0) => Ok(None),
+            // On tokio's clock, whichever clock the limiter counts on: the
+            // caller sleeps on tokio's timer.
+            Ok(wait) => Ok(Some(later(Instant::now(), Duration::from_nanos(wait)))),
             Err(wait) => Err(Duration::from_nanos(wait)),
         }
     }

@@ -52,7 +52,7 @@ impl RateLimiter {
         let name: Arc<str> = config.name.as_str().into();
         Ok(Self {
             shared: Arc::new(Shared {
-                gcra: Gcra::new(config.permits, config.per, config.effective_burst()),
+                gcra: Gcra::new(config.permits, config.per, config.effective_burst(), config.clock),
                 rejections: metrics::counter!("orch_rate_limit_rejections_total", "name" => Arc::clone(&name)),
                 name,
                 max_wait: config.max_wait,
