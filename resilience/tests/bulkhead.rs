@@ -313,7 +313,7 @@ async fn occupancy_and_rejections_are_reported_as_metrics() {
 fn config_rejects_zero_max_concurrent_naming_the_field() {
     let err = BulkheadConfig::default().max_concurrent(0).build().unwrap_err();
     assert_eq!(err.field_name(), "bulkhead.max_concurrent");
-    let err = BulkheadLayer::new(&BulkheadConfig::default().max_concurrent(usize::MAX)).unwrap_err();
+    let err = BulkheadLayer::new(BulkheadConfig::default().max_concurrent(usize::MAX)).unwrap_err();
     assert_eq!(err.field_name(), "bulkhead.max_concurrent");
     assert!(BulkheadConfig::default().max_queue(0).validate().is_ok());
     assert!(

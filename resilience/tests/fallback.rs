@@ -235,7 +235,7 @@ async fn uses_are_counted_by_name_and_class() {
 #[tokio::test]
 async fn a_layer_from_config_answers_the_configured_classes() {
     let config: FallbackConfig = serde_json::from_str(r#"{ "name": "prices", "on": ["timeout"] }"#).unwrap();
-    let layer = FallbackLayer::from_config(&config, counting_fallback(Arc::default())).unwrap();
+    let layer = FallbackLayer::from_config(config, counting_fallback(Arc::default())).unwrap();
     assert_eq!(layer.name(), "prices");
     let svc = layer.layer(breaker_like(Arc::default()));
     assert_eq!(svc.clone().oneshot(2).await.unwrap(), "cached (timeout)");
@@ -251,7 +251,7 @@ fn config_rejects_an_empty_class_set_naming_the_field() {
     assert_eq!(err.field_name(), "fallback.on");
     let from_json: FallbackConfig = serde_json::from_str(r#"{ "on": [] }"#).unwrap();
     assert!(
-        FallbackLayer::from_config(&from_json, |e: ResilienceError| async move { Err::<(), _>(e) }).is_err()
+        FallbackLayer::from_config(from_json, |e: ResilienceError| async move { Err::<(), _>(e) }).is_err()
     );
 }
 

@@ -253,7 +253,7 @@ fn config_rejects_zero_permits_period_or_burst_naming_the_field() {
     );
     assert_eq!(field(RateLimitConfig::new(1_000, 1_000 * year)), "rate_limit.per");
     assert!(RateLimitConfig::new(1, year).burst(100).validate().is_ok());
-    assert!(RateLimiter::new(&hundred_per_second().permits(0)).is_err());
+    assert!(RateLimiter::new(hundred_per_second().permits(0)).is_err());
     assert!(hundred_per_second().per(Duration::ZERO).build().is_err());
 }
 
@@ -299,12 +299,12 @@ async fn a_limiter_on_the_tsc_admits_its_burst_then_names_the_wait() {
     let config = RateLimitConfig::new(1, Duration::from_secs(3600))
         .burst(3)
         .clock(ClockSource::Tsc);
-    let limiter = config.limiter().unwrap();
+    let limiter = config.clone().limiter().unwrap();
     assert_eq!(std::iter::from_fn(|| limiter.try_acquire().ok()).count(), 3);
     let wait = limiter.try_acquire().unwrap_err();
     assert!(!wait.is_zero() && wait <= Duration::from_secs(3600), "{wait:?}");
 
-    let mut svc = RateLimitLayer::new(&config)
+    let mut svc = RateLimitLayer::new(config)
         .unwrap()
         .layer(counting(Arc::default()));
     for n in 0..3 {

@@ -99,7 +99,7 @@ impl BulkheadConfig {
     }
 
     /// Validates the config and builds the layer.
-    pub fn build(&self) -> Result<BulkheadLayer, ConfigError> {
+    pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
         BulkheadLayer::new(self)
     }
 }

@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 /// ```
 /// use orch_resilience::{BulkheadConfig, BulkheadLayer};
 ///
-/// let layer = BulkheadLayer::new(&BulkheadConfig::default().name("search").max_concurrent(4)).unwrap();
+/// let layer = BulkheadLayer::new(BulkheadConfig::default().name("search").max_concurrent(4)).unwrap();
 /// let handle = layer.handle();
 /// assert_eq!((handle.available(), handle.in_flight(), handle.queued()), (4, 0, 0));
 /// ```
@@ -27,10 +27,10 @@ impl BulkheadLayer {
     ///
     /// The metric handles are registered here, with the `metrics` recorder
     /// installed at this moment (install the recorder first).
-    pub fn new(config: &BulkheadConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: BulkheadConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(Shared::new(&config)),
         })
     }
 

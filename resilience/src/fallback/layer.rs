@@ -44,7 +44,7 @@ impl<F> FallbackLayer<F> {
     }
 
     /// Validates `config` and builds a layer answering its classes with `fallback`.
-    pub fn from_config(config: &FallbackConfig, fallback: F) -> Result<Self, ConfigError> {
+    pub fn from_config(config: FallbackConfig, fallback: F) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             fallback: Arc::new(fallback),

@@ -161,12 +161,12 @@ impl RateLimitConfig {
     /// With the default clock the limiter reads tokio's clock from now on:
     /// create it inside the runtime that uses it, so that paused time in
     /// tests applies to it.
-    pub fn limiter(&self) -> Result<RateLimiter, ConfigError> {
+    pub fn limiter(self) -> Result<RateLimiter, ConfigError> {
         RateLimiter::new(self)
     }
 
     /// Validates the config and builds the layer.
-    pub fn build(&self) -> Result<RateLimitLayer, ConfigError> {
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
         RateLimitLayer::new(self)
     }
 }

@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let layer = RateLimitLayer::new(&RateLimitConfig::new(100, Duration::from_secs(1)).burst(10)).unwrap();
+/// let layer = RateLimitLayer::new(RateLimitConfig::new(100, Duration::from_secs(1)).burst(10)).unwrap();
 /// // Share the budget with code that does not go through tower:
 /// let limiter = layer.limiter().clone();
 /// assert!(limiter.try_acquire().is_ok());
@@ -27,7 +27,7 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// Validates `config` and creates the limiter (its clock starts now).
-    pub fn new(config: &RateLimitConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: RateLimitConfig) -> Result<Self, ConfigError> {
         Ok(Self::from_limiter(RateLimiter::new(config)?))
     }
 

@@ -47,7 +47,7 @@ impl RateLimiter {
     /// Validates `config` and creates a limiter whose full burst is available
     /// now. Registers the rejection counter with the `metrics` recorder
     /// installed at this moment.
-    pub fn new(config: &RateLimitConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: RateLimitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let name: Arc<str> = config.name.as_str().into();
         Ok(Self {

@@ -274,7 +274,7 @@ impl<C, Q> Slot<C, Q> for RateLimitConfig {
     }
 
     fn into_layer(self, _: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        RateLimitLayer::new(&self)
+        RateLimitLayer::new(self)
     }
 }
 
@@ -286,7 +286,7 @@ impl<C, Q> Slot<C, Q> for BulkheadConfig {
     }
 
     fn into_layer(self, _: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        BulkheadLayer::new(&self)
+        BulkheadLayer::new(self)
     }
 }
 

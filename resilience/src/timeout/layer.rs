@@ -53,7 +53,7 @@ impl TimeoutLayer {
     }
 
     /// Validates `config` and builds the layer it describes.
-    pub fn from_config(config: &TimeoutConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(config: TimeoutConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             name: config.name.as_str().into(),

@@ -136,7 +136,7 @@ impl TimeoutConfig {
     }
 
     /// Validates the config and builds the layer.
-    pub fn build(&self) -> Result<TimeoutLayer, ConfigError> {
+    pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
         TimeoutLayer::from_config(self)
     }
 }
