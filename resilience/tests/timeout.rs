@@ -173,9 +173,9 @@ async fn the_clock_starts_at_call_not_at_first_poll() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_limit_counts_from_call_when_the_timer_is_armed_at_a_later_poll() {
+async fn a_call_first_polled_late_still_times_out_at_call_plus_limit() {
     // Made at t = 0, first polled (and found pending) at t = 60 ms: the
-    // timer armed then must still fire at 100 ms, not at 160 ms.
+    // limit still ends at 100 ms, not at 160 ms.
     let mut svc = TimeoutLayer::attempt(100 * MS).layer(delayed(Duration::from_secs(5), Arc::default()));
     let start = Instant::now();
     let future = svc.ready().await.unwrap().call(1);
