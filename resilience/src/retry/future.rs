@@ -110,7 +110,7 @@ where
 {
     #[inline]
     pub(crate) fn new(
-        service: S,
+        mut service: S,
         policy: Arc<Policy<C, P, R>>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
@@ -119,7 +119,6 @@ where
         // The future is written once, whole, at the end: built field by
         // field and then moved, its narrow stores were read back by the
         // move's wide loads, which stalls store forwarding.
-        let mut service = service;
         let (state, timer, source, attempts) = match prepared {
             // The request is at hand: the first attempt goes out now, from
             // `call`, as it would without this layer.
