@@ -168,13 +168,14 @@ impl CallPermit {
     #[inline(always)]
     pub(super) fn record(mut self, outcome: Outcome) {
         if outcome == Outcome::Success && self.ticket.success_needs_no_record(window::thread_seed()) {
-            // A closed call's ticket: dropping it gives nothing back.
+            // A clean ticket is a closed (or metrics-only) call's: dropping
+            // it gives nothing back.
             return;
         }
         let ticket = self.ticket;
         // Recorded (or given back) below: nothing is left for the drop.
         self.ticket.settle();
-        record(self.breaker, ticket, outcome);
+        record_by_id(self.breaker, ticket, outcome);
     }
 }
 
@@ -182,7 +183,7 @@ impl Drop for CallPermit {
     #[inline(always)]
     fn drop(&mut self) {
         if self.ticket.admitted_in() == Some(BreakerState::HalfOpen) {
-            release(self.breaker, self.ticket);
+            release_by_id(self.breaker, self.ticket);
         }
     }
 }
@@ -191,12 +192,12 @@ impl Drop for CallPermit {
 // inlined into their caller, hold only the path of a closed call. Tickets
 // are passed by value: a pointer into the future would keep it in memory.
 #[inline(never)]
-fn record(breaker: u64, mut ticket: Ticket, outcome: Outcome) {
+fn record_by_id(breaker: u64, mut ticket: Ticket, outcome: Outcome) {
     local::with_breaker(breaker, |shared| shared.on_outcome(&mut ticket, outcome, None));
 }
 
 #[cold]
 #[inline(never)]
-fn release(breaker: u64, mut ticket: Ticket) {
+fn release_by_id(breaker: u64, mut ticket: Ticket) {
     local::with_breaker(breaker, |shared| shared.release(&mut ticket));
 }
