@@ -497,6 +497,46 @@ async fn a_cancelled_service_call_frees_its_trial() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn service_trials_taken_in_call_give_back_their_slot_and_record() {
+    let breaker = config().half_open_permits(2).build().unwrap();
+    trip(&breaker);
+    advance(10 * SEC).await;
+    let hang = service_fn(|()| std::future::pending::<Result<(), std::io::Error>>());
+    let mut hanging = breaker.layer().layer(hang);
+    // Without `poll_ready`, `call` takes the trial itself.
+    let first = hanging.call(());
+    let second = hanging.call(());
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(rejected_with(&breaker).0, CircuitRejection::HalfOpenFull);
+    drop(first);
+    // A trial future dropped on another thread gives its slot back there.
+    std::thread::spawn(move || drop(second)).join().unwrap();
+    let script = Script::new([]);
+    let mut svc = breaker.layer().layer(script.service());
+    let (a, b) = (svc.call(()), svc.call(()));
+    assert_eq!(rejected_with(&breaker).0, CircuitRejection::HalfOpenFull);
+    a.await.unwrap();
+    assert_eq!(
+        breaker.state(),
+        BreakerState::HalfOpen,
+        "one trial of two recorded"
+    );
+    // A trial completed on another thread is recorded there.
+    std::thread::spawn(move || poll_once(b)).join().unwrap().unwrap();
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+/// Polls a future that is ready at once (no runtime on a plain thread).
+fn poll_once<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the future was not ready at once"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn stale_outcomes_do_not_count_in_a_new_state() {
     let breaker = config().half_open_permits(1).build().unwrap();
     let slow_closed_call = breaker.try_acquire().unwrap();

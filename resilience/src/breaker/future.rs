@@ -38,6 +38,8 @@ pin_project! {
             permit: Option<CallPermit>,
             classifier: C,
         },
+        // Boxed: dropping an error in place would hand the future's address
+        // to the error's drop glue, which keeps every future in memory.
         Rejected {
             error: Option<Box<ResilienceError>>,
         },
@@ -56,11 +58,10 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(super) fn rejected(error: ResilienceError) -> Self {
+    #[cold]
+    pub(super) fn rejected(error: Box<ResilienceError>) -> Self {
         Self {
-            kind: Kind::Rejected {
-                error: Some(Box::new(error)),
-            },
+            kind: Kind::Rejected { error: Some(error) },
         }
     }
 }
@@ -73,6 +74,9 @@ where
 {
     type Output = Result<T, ResilienceError>;
 
+    // Inlined, so that the caller's `Poll<Result<T, ResilienceError>>` need
+    // not go through memory; what is not the admitted path is out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {
@@ -88,10 +92,16 @@ where
             }
             KindProj::Rejected { error } => match error.take() {
                 Some(error) => Poll::Ready(Err(*error)),
-                None => panic!("circuit breaker ResponseFuture polled after completion"),
+                None => polled_after_completion(),
             },
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn polled_after_completion() -> ! {
+    panic!("circuit breaker ResponseFuture polled after completion")
 }
 
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {

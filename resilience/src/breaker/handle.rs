@@ -214,6 +214,10 @@ impl CircuitBreaker {
     }
 
     /// The error of a rejection ticket from [`acquire_ticket`](Self::acquire_ticket).
+    ///
+    /// Inlined, so that the service hands the out-of-line part the shared
+    /// state, not its own address (see `CircuitBreakerService::poll_ready`).
+    #[inline(always)]
     pub(super) fn rejection_error(&self, ticket: Ticket) -> ResilienceError {
         self.shared.reject(ticket)
     }

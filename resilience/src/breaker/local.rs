@@ -4,9 +4,10 @@
 //! A response future must be `'static`, so it cannot borrow its breaker, and
 //! owning an `Arc` costs two atomic read-modify-writes per call (the clone
 //! and the drop): more than everything else a closed breaker does. Instead,
-//! a future admitted in the closed state carries only its breaker's id, and
-//! the thread that completes it finds the breaker in its own cache: a
-//! thread-local lookup, no shared write. A thread meets a breaker there for
+//! a future carries only its breaker's id, and the thread that completes it
+//! (or drops a half-open trial's future unrecorded, giving the trial slot
+//! back) finds the breaker in its own cache: a thread-local lookup, no
+//! shared write. A thread meets a breaker there for
 //! the first time through a process-wide registry of weak handles (a mutex,
 //! once per thread and breaker), and a future completed after its breaker
 //! was dropped records nothing, as nobody can read the breaker any more.

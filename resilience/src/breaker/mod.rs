@@ -111,8 +111,10 @@
 //! failure, a success also takes the shard's uncontended lock to slide the
 //! window; a failure sums all shards. Slow-call detection and time windows
 //! add the clock reads listed above and the shard lock on every record. The
-//! `tower` service adds one `Arc` clone per call for its `'static` future,
-//! of a handle private to the thread's shard, so it stays uncontended.
+//! `tower` service's `'static` response future holds no reference count:
+//! it carries the breaker's id, and the breaker is found again in a
+//! thread-local cache when the call completes, which a success admitted
+//! into a clean window and completed on the same thread does not even need.
 //! Rejections cost a clock read (when open), a `tracing` event and a
 //! `metrics` counter increment.
 //!
@@ -220,20 +222,30 @@ pub use state::BreakerState;
 /// Clones share the breaker and start unpolled. The classifier is cloned
 /// into every response future: prefer classifiers that are cheap to clone
 /// (`DefaultClassifier` is free). Per call, the service costs the breaker's
-/// fast path plus one uncontended `Arc` clone for the `'static` response
-/// future; [`CircuitBreaker::try_acquire`] avoids even that.
+/// fast path and a thread-local read; the response future holds no
+/// reference count (see the module's costs).
 #[derive(Debug)]
 pub struct CircuitBreakerService<S, C = DefaultClassifier> {
     inner: S,
     breaker: CircuitBreaker,
     classifier: C,
-    // What `poll_ready` decided for the next `call`: admitted by a breaker
-    // that needs no permit reserved (closed, metrics-only, disabled: `call`
-    // takes the permit, so it is built once, in place); a reserved permit (a
-    // half-open trial); a rejection; or nothing yet.
-    admitted: bool,
-    permit: Option<OwnedBreakerPermit>,
-    rejection: Option<ResilienceError>,
+    ready: Readiness,
+}
+
+/// What `poll_ready` decided for the next `call`, read once by `call`.
+#[derive(Debug)]
+enum Readiness {
+    /// Nothing yet (or `call` took the decision): `call` asks the breaker.
+    Unpolled,
+    /// Admitted by a breaker that needs no permit reserved (closed,
+    /// metrics-only, disabled): `call` takes the permit, so it is built
+    /// once, in place.
+    Admitted,
+    /// A reserved permit: a half-open trial.
+    Reserved(OwnedBreakerPermit),
+    /// Rejected: `call` fails at once. Boxed (as the response future
+    /// carries it), so the tag is a word of its own, cheap to test.
+    Rejected(Box<ResilienceError>),
 }
 
 // ===== impl CircuitBreakerService =====
@@ -245,9 +257,7 @@ impl<S, C> CircuitBreakerService<S, C> {
             inner,
             breaker,
             classifier,
-            admitted: false,
-            permit: None,
-            rejection: None,
+            ready: Readiness::Unpolled,
         }
     }
 
@@ -279,12 +289,14 @@ impl<S, C> CircuitBreakerService<S, C> {
     {
         let error = ResilienceError::from_inner(error);
         let outcome = self.classifier.classify(Err(&error));
-        if let Some(permit) = self.permit.take() {
-            permit.record(outcome);
-        } else if std::mem::take(&mut self.admitted)
-            && let Ok(permit) = self.breaker.try_acquire()
-        {
-            permit.record(outcome);
+        match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
+            Readiness::Reserved(permit) => permit.record(outcome),
+            Readiness::Admitted => {
+                if let Ok(permit) = self.breaker.try_acquire() {
+                    permit.record(outcome);
+                }
+            }
+            Readiness::Unpolled | Readiness::Rejected(_) => {}
         }
         error
     }
@@ -308,21 +320,30 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !self.admitted && self.permit.is_none() {
-            // Also when asked again after a rejection: the breaker may admit by now.
-            if self.breaker.admits_everyone() {
-                self.admitted = true;
-            } else {
-                match self.breaker.try_acquire_owned() {
-                    Ok(permit) => self.permit = Some(permit),
-                    Err(rejection) => {
-                        self.rejection = Some(rejection);
-                        return Poll::Ready(Ok(()));
-                    }
-                }
+        match self.ready {
+            Readiness::Admitted | Readiness::Reserved(_) => {}
+            // The path every call takes writes the state's tag and nothing
+            // else: an `Unpolled` has nothing to drop, and dropping it would
+            // call drop glue that is handed the service's address, which
+            // keeps the inner service's fields in memory.
+            Readiness::Unpolled if self.breaker.admits_everyone() => {
+                std::mem::forget(std::mem::replace(&mut self.ready, Readiness::Admitted));
             }
-            if self.rejection.is_some() {
-                self.rejection = None;
+            // Also when asked again after a rejection: the breaker may admit by now.
+            Readiness::Unpolled | Readiness::Rejected(_) => {
+                let ready = if self.breaker.admits_everyone() {
+                    Readiness::Admitted
+                } else {
+                    match self.breaker.try_acquire_owned() {
+                        Ok(permit) => Readiness::Reserved(permit),
+                        Err(rejection) => Readiness::Rejected(Box::new(rejection)),
+                    }
+                };
+                let rejected = matches!(ready, Readiness::Rejected(_));
+                drop(std::mem::replace(&mut self.ready, ready));
+                if rejected {
+                    return Poll::Ready(Ok(()));
+                }
             }
         }
         match self.inner.poll_ready(cx) {
@@ -334,34 +355,35 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        if let Some(mut permit) = self.permit.take() {
-            permit.restart_clock();
-            let call = self.inner.call(request);
-            return ResponseFuture::called(call, CallPermit::Owned(permit), self.classifier.clone());
+        match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
+            Readiness::Reserved(mut permit) => {
+                permit.restart_clock();
+                let permit = CallPermit::new(self.breaker.id(), permit.into_ticket());
+                return ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone());
+            }
+            Readiness::Rejected(rejection) => return ResponseFuture::rejected(rejection),
+            // Admitted without a reserved permit (or `poll_ready` was not
+            // called): take it now. Should the breaker have opened since
+            // `poll_ready`, the call is rejected here, still before the
+            // inner service is touched.
+            Readiness::Admitted | Readiness::Unpolled => {}
         }
-        if let Some(rejection) = self.rejection.take() {
-            return ResponseFuture::rejected(rejection);
-        }
-        // Admitted without a reserved permit (or `poll_ready` was not
-        // called): take it now. Should the breaker have opened since
-        // `poll_ready`, the call is rejected here, still before the inner
-        // service is touched.
-        self.admitted = false;
         let ticket = self.breaker.acquire_ticket();
         if ticket.is_rejection() {
-            return ResponseFuture::rejected(self.breaker.rejection_error(ticket));
+            return ResponseFuture::rejected(Box::new(self.breaker.rejection_error(ticket)));
         }
+        let breaker = self.breaker.id();
         if ticket.admitted_in() == Some(BreakerState::HalfOpen) {
-            let permit = CallPermit::Owned(self.breaker.owned_permit(ticket));
+            // A trial's permit is made before the call, so that an inner
+            // service that panics gives the trial slot back.
+            let permit = CallPermit::new(breaker, ticket);
             return ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone());
         }
         // The inner call first, then the permit, built in place from
         // registers: a permit built before the call is spilled around it and
         // read back wider than it was written, which stalls store forwarding
         // (a third of this path's time).
-        let breaker = self.breaker.id();
         let call = self.inner.call(request);
-        let permit = CallPermit::Local { breaker, ticket };
-        ResponseFuture::called(call, permit, self.classifier.clone())
+        ResponseFuture::called(call, CallPermit::new(breaker, ticket), self.classifier.clone())
     }
 }

@@ -3,11 +3,10 @@
 //! A permit is a [`Ticket`] and a way back to its breaker: a borrow
 //! ([`BreakerPermit`]), a handle to the calling thread's lane
 //! ([`OwnedBreakerPermit`], for `'static` futures), or, for the `tower`
-//! service's calls that have nothing to give back when dropped, only the
-//! breaker's id ([`CallPermit::Local`], found again through the
-//! thread-local caches of [`local`]). Recording consumes the permit;
-//! dropping it unrecorded records nothing and gives a half-open trial slot
-//! back.
+//! service's calls, only the breaker's id ([`CallPermit`], found again
+//! through the thread-local caches of [`local`]). Recording consumes the
+//! permit; dropping it unrecorded records nothing and gives a half-open
+//! trial slot back.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -29,22 +28,25 @@ pub struct BreakerPermit<'a> {
 }
 
 /// A [`BreakerPermit`] that owns a handle to its breaker, for futures that
-/// must be `'static` (the `tower` service uses it). Costs an `Arc` clone,
-/// of a handle private to the calling thread's shard, so threads do not
-/// contend on one reference count.
+/// must be `'static` (the `tower` service reserves its half-open trials with
+/// it). Costs an `Arc` clone, of a handle private to the calling thread's
+/// shard, so threads do not contend on one reference count.
 #[must_use = "a permit records nothing unless its outcome is recorded"]
 pub struct OwnedBreakerPermit {
     pub(super) lane: Arc<Lane>,
     pub(super) ticket: Ticket,
 }
 
-/// The permit a call of the `tower` service holds until it completes.
-pub(super) enum CallPermit {
-    /// A half-open trial, or a permit reserved in `poll_ready`.
-    Owned(OwnedBreakerPermit),
-    /// Any other call: found again through the thread-local caches. Its
-    /// drop has nothing to give back, so it needs no handle.
-    Local { breaker: u64, ticket: Ticket },
+/// The permit a call of the `tower` service holds until it completes: the
+/// breaker's id, by which the thread that records the outcome (or gives a
+/// half-open trial slot back) finds the breaker in its thread-local cache.
+///
+/// Plain data whose drop tests one byte: the response future's drop glue
+/// stays small enough to be inlined, so the compiler sees that a completed
+/// call's future holds nothing and keeps it out of memory.
+pub(super) struct CallPermit {
+    breaker: u64,
+    ticket: Ticket,
 }
 
 // ===== impl BreakerPermit =====
@@ -128,6 +130,14 @@ impl OwnedBreakerPermit {
     pub(super) fn restart_clock(&mut self) {
         self.ticket.start = self.lane.shared.start_time();
     }
+
+    /// The ticket, for a [`CallPermit`] to carry on; this permit is settled,
+    /// so its drop gives nothing back.
+    pub(super) fn into_ticket(mut self) -> Ticket {
+        let ticket = self.ticket;
+        self.ticket.settle();
+        ticket
+    }
 }
 
 impl Drop for OwnedBreakerPermit {
@@ -150,15 +160,44 @@ impl fmt::Debug for OwnedBreakerPermit {
 
 impl CallPermit {
     #[inline(always)]
-    pub(super) fn record(self, outcome: Outcome) {
-        match self {
-            Self::Owned(permit) => permit.record(outcome),
-            Self::Local { breaker, mut ticket } => {
-                if outcome == Outcome::Success && ticket.success_needs_no_record(window::thread_seed()) {
-                    return;
-                }
-                local::with_breaker(breaker, |shared| shared.on_outcome(&mut ticket, outcome, None));
-            }
+    pub(super) fn new(breaker: u64, ticket: Ticket) -> Self {
+        Self { breaker, ticket }
+    }
+
+    /// Records what the call did (see [`BreakerPermit::record`]).
+    #[inline(always)]
+    pub(super) fn record(mut self, outcome: Outcome) {
+        if outcome == Outcome::Success && self.ticket.success_needs_no_record(window::thread_seed()) {
+            // A clean ticket is a closed (or metrics-only) call's: dropping
+            // it gives nothing back.
+            return;
+        }
+        let ticket = self.ticket;
+        // Recorded (or given back) below: nothing is left for the drop.
+        self.ticket.settle();
+        record_by_id(self.breaker, ticket, outcome);
+    }
+}
+
+impl Drop for CallPermit {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.ticket.admitted_in() == Some(BreakerState::HalfOpen) {
+            release_by_id(self.breaker, self.ticket);
         }
     }
+}
+
+// Out of line, so that the response future's `poll` and drop, which are
+// inlined into their caller, hold only the path of a closed call. Tickets
+// are passed by value: a pointer into the future would keep it in memory.
+#[inline(never)]
+fn record_by_id(breaker: u64, mut ticket: Ticket, outcome: Outcome) {
+    local::with_breaker(breaker, |shared| shared.on_outcome(&mut ticket, outcome, None));
+}
+
+#[cold]
+#[inline(never)]
+fn release_by_id(breaker: u64, mut ticket: Ticket) {
+    local::with_breaker(breaker, |shared| shared.release(&mut ticket));
 }

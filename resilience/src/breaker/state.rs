@@ -74,11 +74,6 @@ impl BreakerState {
             _ => Self::MetricsOnly,
         }
     }
-
-    /// Whether calls admitted in this state are recorded in the sliding window.
-    pub(crate) fn records_in_window(self) -> bool {
-        matches!(self, Self::Closed | Self::MetricsOnly)
-    }
 }
 
 impl fmt::Display for BreakerState {

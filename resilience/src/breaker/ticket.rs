@@ -42,10 +42,20 @@ const CLEAN_AT_ADMISSION: u64 = 1 << 16;
 impl Ticket {
     #[inline(always)]
     pub(super) fn new(word: StateWord, start: u64) -> Self {
-        Self {
-            word: word.pack(),
-            start,
-        }
+        Self::from_packed(word.pack(), start)
+    }
+
+    /// A ticket for the packed [`StateWord`] `word`.
+    #[inline(always)]
+    pub(super) fn from_packed(word: u64, start: u64) -> Self {
+        Self { word, start }
+    }
+
+    /// True when the packed [`StateWord`] `word` is of a closed or
+    /// metrics-only breaker, whose calls are recorded in the window.
+    #[inline(always)]
+    pub(super) fn records_in_window(word: u64) -> bool {
+        Self::from_packed(word, 0).in_window()
     }
 
     /// A rejection, carried in a ticket so that admission returns two words

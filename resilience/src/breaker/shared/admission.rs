@@ -26,11 +26,11 @@ impl Shared {
     /// admitted path never goes through memory.
     #[inline(always)]
     pub(in crate::breaker) fn acquire(&self) -> Ticket {
-        let word = self.load_state();
-        if word.state.records_in_window() {
-            return Ticket::new(word, self.start_time());
+        let word = self.load_packed_state();
+        if Ticket::records_in_window(word) {
+            return Ticket::from_packed(word, self.start_time());
         }
-        self.acquire_slow(word)
+        self.acquire_slow(StateWord::unpack(word))
     }
 
     /// [`acquire`](Self::acquire) for the `tower` service's calls, whose
@@ -39,14 +39,19 @@ impl Shared {
     /// (see [`Ticket::mark_clean`]).
     #[inline(always)]
     pub(in crate::breaker) fn acquire_ticket(&self) -> Ticket {
-        let mut ticket = self.acquire();
-        let settings = self.settings();
-        if ticket.in_window() && settings.fast_success && settings.consecutive_failures.is_none() {
-            let seed = window::thread_seed();
-            let hot = &self.hot;
-            if hot.shards[seed & hot.shard_mask].is_clean(ticket.epoch()) {
-                ticket.mark_clean(seed);
-            }
+        let word = self.load_packed_state();
+        if !Ticket::records_in_window(word) {
+            return self.acquire_slow(StateWord::unpack(word));
+        }
+        if !self.settings().clean_tickets {
+            return Ticket::from_packed(word, self.start_time());
+        }
+        // No slow-call detection, so no start time.
+        let mut ticket = Ticket::from_packed(word, 0);
+        let seed = window::thread_seed();
+        let hot = &self.hot;
+        if hot.shards[seed & hot.shard_mask].is_clean(ticket.epoch()) {
+            ticket.mark_clean(seed);
         }
         ticket
     }

@@ -75,6 +75,9 @@ struct Settings {
     /// A count window without slow-call detection: a success in a clean
     /// window is recorded by one load (see `on_outcome`).
     fast_success: bool,
+    /// `fast_success` without `consecutive_failures`: the `tower` service's
+    /// tickets may be marked clean at admission (see `acquire_ticket`).
+    clean_tickets: bool,
     slow_call_duration: Option<Duration>,
     consecutive_failures: Option<u32>,
     time_window: bool,
@@ -143,8 +146,10 @@ impl Shared {
             .map(|_| Shard::new(&config.window, 0))
             .collect();
         let time_window = matches!(config.window, SlidingWindow::Time { .. });
+        let fast_success = !time_window && config.slow_call_duration.is_none();
         let settings = Settings {
-            fast_success: !time_window && config.slow_call_duration.is_none(),
+            fast_success,
+            clean_tickets: fast_success && config.consecutive_failures.is_none(),
             slow_call_duration: config.slow_call_duration,
             consecutive_failures: config.consecutive_failures,
             time_window,
@@ -217,9 +222,17 @@ impl Shared {
 
     #[inline(always)]
     pub(super) fn load_state(&self) -> StateWord {
+        StateWord::unpack(self.load_packed_state())
+    }
+
+    /// The state word as stored, for admission, which tests the state code
+    /// in place (unpacking and packing it again costs a few instructions
+    /// on every call).
+    #[inline(always)]
+    pub(super) fn load_packed_state(&self) -> u64 {
         // Acquire: the fields a transition writes before publishing the
         // state word (open deadline, trial slots) are visible after this load.
-        StateWord::unpack(self.hot.state.load(Ordering::Acquire))
+        self.hot.state.load(Ordering::Acquire)
     }
 
     #[inline(always)]
