@@ -155,7 +155,37 @@ where
 {
     type Output = Result<S::Response, ResilienceError>;
 
+    // Most calls end on their first attempt's result. That case is polled
+    // and decided inline, so the caller gets the output in registers rather
+    // than through memory; timers, retries and body reading are out of line.
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
+        if let StateProj::Calling { call, cut: None } = this.state.as_mut().project() {
+            let Poll::Ready(result) = call.poll(cx) else {
+                return Poll::Pending;
+            };
+            if let Some(output) = this.settle(result.map_err(ResilienceError::from_inner)) {
+                return Poll::Ready(output);
+            }
+        }
+        self.poll_attempts(cx)
+    }
+}
+
+impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
+where
+    R: Replay<Req>,
+    S: Service<R::Request>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, ResilienceError>,
+{
+    /// The attempt loop: every state, every timer.
+    #[inline(never)]
+    fn poll_attempts(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, ResilienceError>> {
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
@@ -206,23 +236,8 @@ where
                             }
                         }
                     };
-                    // Drop the finished (or cancelled) attempt before deciding.
-                    this.state.set(State::Done);
-                    // Most calls end here, on their first result: decided
-                    // inline, so the result goes straight back to the caller.
-                    let policy: &Policy<C, P, R> = this.policy;
-                    match policy.classifier.classify(result.as_ref()) {
-                        Outcome::Success => {
-                            if let Some(throttle) = &policy.throttle {
-                                throttle.record_success();
-                            }
-                            return Poll::Ready(this.finish(result));
-                        }
-                        Outcome::Failure | Outcome::Rejected => return Poll::Ready(this.finish(result)),
-                        Outcome::Retryable => {}
-                    }
-                    if let Some(output) = this.retry_or_give_up(result) {
-                        return Poll::Ready(this.finish(output));
+                    if let Some(output) = this.settle(result) {
+                        return Poll::Ready(output);
                     }
                 }
                 StateProj::BackingOff { .. } => {
@@ -298,12 +313,41 @@ where
         self.state.set(State::Calling { call, cut });
     }
 
+    /// Decides an attempt's result: the call's output, or `None` when the
+    /// next attempt is scheduled.
+    #[inline(always)]
+    fn settle(
+        &mut self,
+        result: Result<S::Response, ResilienceError>,
+    ) -> Option<Result<S::Response, ResilienceError>>
+    where
+        C: Classify<S::Response, ResilienceError>,
+    {
+        // Drop the finished (or cancelled) attempt before deciding.
+        self.state.set(State::Done);
+        let policy: &Policy<C, P, R> = self.policy;
+        match policy.classifier.classify(result.as_ref()) {
+            Outcome::Success => {
+                if let Some(throttle) = &policy.throttle {
+                    throttle.record_success();
+                }
+                Some(self.finish(result))
+            }
+            Outcome::Failure | Outcome::Rejected => Some(self.finish(result)),
+            Outcome::Retryable => self.retry_or_give_up(result).map(|output| self.finish(output)),
+        }
+    }
+
     fn finish(
         &mut self,
         output: Result<S::Response, ResilienceError>,
     ) -> Result<S::Response, ResilienceError> {
         self.state.set(State::Done);
-        *self.retrying = None;
+        // Tested first: a call that never retried has nothing to free, and
+        // the drop glue is an out-of-line call.
+        if self.retrying.is_some() {
+            *self.retrying = None;
+        }
         output
     }
 
