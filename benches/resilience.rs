@@ -14,7 +14,8 @@
 //!   Criterion reports the time per call per thread; with perfect scaling it
 //!   equals the single-thread time (2× throughput).
 //! - `retry` (no retry needed): ours vs `tower::retry`, each with and
-//!   without a retry budget.
+//!   without a retry budget; tower's also with its own exponential backoff
+//!   in the policy, as a production policy without a budget has.
 //! - `timeout` (answer before the deadline): ours vs `tower::timeout`, for a
 //!   future ready at once and for one pending at its first poll (which makes
 //!   both arm their timers).
@@ -301,6 +302,34 @@ impl<E> tower::retry::Policy<u64, u64, E> for BudgetedAttempts {
     }
 }
 
+/// `tower::retry` as a production policy without a budget looks: a limit
+/// on attempts and tower's own exponential backoff with jitter between them
+/// (the policy is cloned into every call, backoff state included).
+#[derive(Clone)]
+struct BackoffAttempts {
+    left: usize,
+    backoff: tower::retry::backoff::ExponentialBackoff,
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for BackoffAttempts {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        use tower::retry::backoff::Backoff as _;
+        match result {
+            Err(_) if self.left > 0 => {
+                self.left -= 1;
+                Some(self.backoff.next_backoff())
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
 fn retry(c: &mut Criterion) {
     let mut g = c.benchmark_group("retry");
     bench_service(&mut g, "bare", bare());
@@ -316,6 +345,23 @@ fn retry(c: &mut Criterion) {
         &mut g,
         "tower::retry",
         tower::retry::RetryLayer::new(Attempts(2)).layer(bare()),
+    );
+    let backoff = {
+        use tower::retry::backoff::{ExponentialBackoffMaker, MakeBackoff as _};
+        use tower::util::rng::HasherRng;
+        ExponentialBackoffMaker::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            1.0,
+            HasherRng::default(),
+        )
+        .expect("valid backoff")
+        .make_backoff()
+    };
+    bench_service(
+        &mut g,
+        "tower::retry with ExponentialBackoff",
+        tower::retry::RetryLayer::new(BackoffAttempts { left: 2, backoff }).layer(bare()),
     );
     let budgeted = BudgetedAttempts {
         left: 2,
