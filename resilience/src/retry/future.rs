@@ -14,14 +14,15 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use super::{
-    Policy,
     backoff::ActiveBackoff,
+    policy::{PlanId, Policy, Reach},
     replay::{Prepared, Replay},
 };
 use crate::{
     classify::{Classify, Outcome, Pushback},
     deadline::later,
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
+    label::Label,
 };
 
 pin_project! {
@@ -44,7 +45,7 @@ pin_project! {
         // registering it costs more than the allocation).
         timer: Option<Pin<Box<Sleep>>>,
         service: S,
-        policy: Arc<Policy<C, P, R>>,
+        policy: Reach<C, P, R>,
         source: Option<R::Source>,
         // What only a retried call needs, allocated at its first retry so
         // the future of a call that ends at once stays small.
@@ -111,11 +112,16 @@ where
     #[inline]
     pub(crate) fn new(
         mut service: S,
-        policy: Arc<Policy<C, P, R>>,
+        policy: &Arc<Policy<C, P, R>>,
+        interned: Option<PlanId>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
         deadline: Option<Deadline>,
-    ) -> Self {
+    ) -> Self
+    where
+        C: Clone,
+        R: Clone,
+    {
         // The future is written once, whole, at the end: built field by
         // field and then moved, its narrow stores were read back by the
         // move's wide loads, which stalls store forwarding.
@@ -124,7 +130,7 @@ where
             // `call`, as it would without this layer.
             Prepared::Ready(request, source) => {
                 let call = service.call(request);
-                let (timer, cut) = match cut_for(policy.attempt_timeout, deadline) {
+                let (timer, cut) = match cut_for(policy.plan.attempt_timeout, deadline) {
                     Some((at, cut)) => (Some(Box::pin(sleep_until(at))), Some(cut)),
                     None => (None, None),
                 };
@@ -136,7 +142,7 @@ where
             state,
             timer,
             service,
-            policy,
+            policy: Reach::for_call(policy, interned),
             source,
             retrying: None,
             attempts,
@@ -222,7 +228,7 @@ where
                             match cut {
                                 Cut::Overall(after) => {
                                     tracing::debug!(
-                                        name = %this.policy.name,
+                                        name = %this.policy.plan().label.name(),
                                         attempt = *this.attempts,
                                         timeout = ?after,
                                         "overall retry deadline passed; cancelling the attempt",
@@ -263,7 +269,8 @@ where
                     }
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
-                    if let (Some(deadline), Some(limit)) = (*this.deadline, this.policy.planned_attempt)
+                    if let (Some(deadline), Some(limit)) =
+                        (*this.deadline, this.policy.plan().planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
                         let last = this
@@ -272,7 +279,7 @@ where
                             .and_then(|r| r.last.take())
                             .unwrap_or_else(|| Err(overall(deadline.after)));
                         let output = give_up(
-                            this.policy,
+                            this.policy.plan().label,
                             *this.attempts,
                             GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose),
                             last,
@@ -303,7 +310,7 @@ where
             retrying.last = None;
         }
         let call = self.service.call(request);
-        let cut = match cut_for(self.policy.attempt_timeout, *self.deadline) {
+        let cut = match cut_for(self.policy.plan().attempt_timeout, *self.deadline) {
             Some((at, cut)) => {
                 arm(self.timer, at);
                 Some(cut)
@@ -325,10 +332,10 @@ where
     {
         // Drop the finished (or cancelled) attempt before deciding.
         self.state.set(State::Done);
-        let policy: &Policy<C, P, R> = self.policy;
-        match policy.classifier.classify(result.as_ref()) {
+        let policy: &Reach<C, P, R> = self.policy;
+        match policy.classifier().classify(result.as_ref()) {
             Outcome::Success => {
-                if let Some(throttle) = &policy.throttle {
+                if let Some(throttle) = policy.throttle() {
                     throttle.record_success();
                 }
                 Some(self.finish(result))
@@ -361,15 +368,17 @@ where
     where
         C: Classify<S::Response, ResilienceError>,
     {
-        let policy: &Policy<C, P, R> = self.policy;
+        let policy: &Reach<C, P, R> = self.policy;
+        let plan = policy.plan();
+        let label = plan.label;
         let attempts = *self.attempts;
-        if let Some(throttle) = &policy.throttle {
+        if let Some(throttle) = policy.throttle() {
             throttle.record_failure();
         }
         let not_retried = |reason| GiveUp::NotRetried(reason);
-        if attempts >= policy.max_attempts {
+        if attempts >= plan.max_attempts {
             return Some(give_up(
-                policy,
+                label,
                 attempts,
                 not_retried(NotRetriedReason::MaxAttempts),
                 result,
@@ -379,17 +388,17 @@ where
             (true, Some(source)) => source,
             _ => {
                 return Some(give_up(
-                    policy,
+                    label,
                     attempts,
                     not_retried(NotRetriedReason::UnsafeRequest),
                     result,
                 ));
             }
         };
-        let (delay, reason) = match policy.classifier.pushback(result.as_ref()) {
+        let (delay, reason) = match policy.classifier().pushback(result.as_ref()) {
             Pushback::Stop => {
                 return Some(give_up(
-                    policy,
+                    label,
                     attempts,
                     not_retried(NotRetriedReason::Pushback),
                     result,
@@ -405,13 +414,13 @@ where
             }
             Pushback::None => {
                 let retrying = self.retrying.get_or_insert_with(Box::default);
-                let backoff = retrying.backoff.get_or_insert_with(|| policy.backoff.start());
+                let backoff = retrying.backoff.get_or_insert_with(|| policy.start_backoff());
                 match backoff.next_delay() {
                     Some(delay) => (delay, "backoff"),
                     // A custom schedule that ends is a limit on attempts.
                     None => {
                         return Some(give_up(
-                            policy,
+                            label,
                             attempts,
                             not_retried(NotRetriedReason::MaxAttempts),
                             result,
@@ -421,33 +430,34 @@ where
             }
         };
         if let Some(deadline) = *self.deadline
-            && !fits(Instant::now(), delay, policy.planned_attempt, deadline.at)
+            && !fits(Instant::now(), delay, plan.planned_attempt, deadline.at)
         {
             return Some(give_up(
-                policy,
+                label,
                 attempts,
                 not_retried(NotRetriedReason::DeadlineTooClose),
                 result,
             ));
         }
-        let request = match policy.replay.replay(source) {
+        let request = match policy.replay().replay(source) {
             Ok(request) => request,
-            Err(reason) => return Some(give_up(policy, attempts, not_retried(reason), result)),
+            Err(reason) => return Some(give_up(label, attempts, not_retried(reason), result)),
         };
-        if let Some(throttle) = &policy.throttle
+        if let Some(throttle) = policy.throttle()
             && !throttle.allows_retry()
         {
-            return Some(give_up(policy, attempts, GiveUp::Throttled, result));
+            return Some(give_up(label, attempts, GiveUp::Throttled, result));
         }
-        if let Some(budget) = &policy.budget
+        if let Some(budget) = policy.budget()
             && !budget.try_withdraw()
         {
-            return Some(give_up(policy, attempts, GiveUp::Budget, result));
+            return Some(give_up(label, attempts, GiveUp::Budget, result));
         }
 
-        metrics::counter!("orch_retry_attempts_total", "name" => Arc::clone(&policy.name)).increment(1);
+        let name = label.name();
+        metrics::counter!("orch_retry_attempts_total", "name" => Arc::clone(&name)).increment(1);
         tracing::debug!(
-            name = %policy.name,
+            name = %name,
             attempt = attempts,
             next_attempt = attempts + 1,
             delay = ?delay,
@@ -504,26 +514,26 @@ impl fmt::Display for GiveUp {
 
 /// The call's output when no further attempt is made after a retryable
 /// result: a response is returned as it is; an error is wrapped to say why.
-fn give_up<Res, C, P, R>(
-    policy: &Policy<C, P, R>,
+fn give_up<Res>(
+    label: Label,
     attempts: u32,
     why: GiveUp,
     result: Result<Res, ResilienceError>,
 ) -> Result<Res, ResilienceError> {
+    let name = label.name();
     metrics::counter!(
         "orch_retry_gave_up_total",
-        "name" => Arc::clone(&policy.name),
+        "name" => Arc::clone(&name),
         "reason" => why.label(),
     )
     .increment(1);
     if matches!(why, GiveUp::Budget | GiveUp::Throttled) {
-        metrics::counter!("orch_retry_budget_exhausted_total", "name" => Arc::clone(&policy.name))
-            .increment(1);
+        metrics::counter!("orch_retry_budget_exhausted_total", "name" => Arc::clone(&name)).increment(1);
     }
     match result {
         Ok(response) => {
             tracing::debug!(
-                name = %policy.name,
+                name = %name,
                 attempts,
                 reason = why.label(),
                 why = %why,
@@ -533,7 +543,7 @@ fn give_up<Res, C, P, R>(
         }
         Err(error) => {
             tracing::debug!(
-                name = %policy.name,
+                name = %name,
                 attempts,
                 reason = why.label(),
                 why = %why,
@@ -616,7 +626,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("name", &self.policy.name)
+            .field("name", &self.policy.plan().label.name())
             .field("attempts", &self.attempts)
             .finish()
     }

@@ -6,12 +6,14 @@ use backon::BackoffBuilder;
 use tower_layer::Layer;
 
 use super::{
-    BufferBodies, CloneRequest, Policy, Retry, RetryBudget, RetryConfig, RetryThrottle,
+    BufferBodies, CloneRequest, Retry, RetryBudget, RetryConfig, RetryThrottle,
     backoff::BackoffSource,
+    policy::{Plan, Policy},
 };
 use crate::{
     classify::{DefaultClassifier, GrpcClassifier, HttpClassifier},
     config::ConfigError,
+    label::Label,
     safety::HttpSafety,
 };
 
@@ -100,8 +102,8 @@ impl<C, P, R> RetryLayer<C, P, R> {
     /// deadline, without arming a timer: an attempt timeout layer below this
     /// one enforces the limit (the composition builder's attempt timeout).
     pub(crate) fn plan_attempts(mut self, limit: Duration) -> Self {
-        if self.policy.attempt_timeout.is_none() {
-            self.policy.planned_attempt = Some(limit);
+        if self.policy.plan.attempt_timeout.is_none() {
+            self.policy.plan.planned_attempt = Some(limit);
         }
         self
     }
@@ -112,10 +114,13 @@ impl<C, P, R> RetryLayer<C, P, R> {
         let throttle = config.throttle.map(RetryThrottle::new).transpose()?.map(Arc::new);
         Ok(Self {
             policy: Policy {
+                plan: Plan {
+                    label: Label::intern(&config.name),
+                    max_attempts: config.max_attempts,
+                    attempt_timeout: config.attempt_timeout,
+                    planned_attempt: config.attempt_timeout,
+                },
                 name: config.name.into(),
-                max_attempts: config.max_attempts,
-                attempt_timeout: config.attempt_timeout,
-                planned_attempt: config.attempt_timeout,
                 overall_timeout: config.overall_timeout,
                 backoff: BackoffSource::Config(config.backoff),
                 classifier,
@@ -133,9 +138,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
         RetryLayer {
             policy: Policy {
                 name: p.name,
-                max_attempts: p.max_attempts,
-                attempt_timeout: p.attempt_timeout,
-                planned_attempt: p.planned_attempt,
+                plan: p.plan,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier,
@@ -153,9 +156,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
         RetryLayer {
             policy: Policy {
                 name: p.name,
-                max_attempts: p.max_attempts,
-                attempt_timeout: p.attempt_timeout,
-                planned_attempt: p.planned_attempt,
+                plan: p.plan,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier: p.classifier,
@@ -173,9 +174,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
         RetryLayer {
             policy: Policy {
                 name: p.name,
-                max_attempts: p.max_attempts,
-                attempt_timeout: p.attempt_timeout,
-                planned_attempt: p.planned_attempt,
+                plan: p.plan,
                 overall_timeout: p.overall_timeout,
                 backoff: p.backoff,
                 classifier: p.classifier,

@@ -128,6 +128,7 @@ mod budget;
 mod config;
 pub mod future;
 mod layer;
+mod policy;
 mod replay;
 mod throttle;
 
@@ -135,12 +136,10 @@ use std::{
     fmt, mem,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use tower_service::Service;
 
-use self::{backoff::BackoffSource, future::Deadline};
 pub use self::{
     backoff::{ConfigBackoff, DecorrelatedJitterBackoff, FullJitter, LinearBackoff},
     body::{BufferBodies, BufferRequest, ReplayBody, ReplaySource},
@@ -151,45 +150,16 @@ pub use self::{
     replay::{CloneRequest, Prepared, Replay},
     throttle::RetryThrottle,
 };
+use self::{
+    future::Deadline,
+    policy::{PlanId, Policy},
+};
 use crate::{
     classify::{Classify, DefaultClassifier},
     deadline::later,
     error::{BoxError, ResilienceError},
     safety::{HttpSafety, RequestSafety},
 };
-
-/// Everything a call needs, shared by the services of one layer.
-#[derive(Clone)]
-pub(crate) struct Policy<C, P, R> {
-    pub(crate) name: Arc<str>,
-    pub(crate) max_attempts: u32,
-    pub(crate) attempt_timeout: Option<Duration>,
-    /// How long an attempt may take when planning against the deadline:
-    /// `attempt_timeout`, or the limit of an attempt timeout layer below
-    /// this one (set by the composition builder), which arms no timer here.
-    pub(crate) planned_attempt: Option<Duration>,
-    pub(crate) overall_timeout: Option<Duration>,
-    pub(crate) backoff: BackoffSource,
-    pub(crate) classifier: C,
-    pub(crate) safety: P,
-    pub(crate) replay: R,
-    pub(crate) budget: Option<Arc<RetryBudget>>,
-    pub(crate) throttle: Option<Arc<RetryThrottle>>,
-}
-
-impl<C, P, R> fmt::Debug for Policy<C, P, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Policy")
-            .field("name", &self.name)
-            .field("max_attempts", &self.max_attempts)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("overall_timeout", &self.overall_timeout)
-            .field("backoff", &self.backoff)
-            .field("budget", &self.budget)
-            .field("throttle", &self.throttle)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A service that retries its inner service's retryable failures; made by
 /// [`RetryLayer`], whose documentation (and this module's) gives the contract.
@@ -201,13 +171,21 @@ impl<C, P, R> fmt::Debug for Policy<C, P, R> {
 pub struct Retry<S, C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     inner: S,
     policy: Arc<Policy<C, P, R>>,
+    /// Set when each call carries this instead of a reference count (see
+    /// [`policy`]).
+    interned: Option<PlanId>,
 }
 
 // ===== impl Retry =====
 
 impl<S, C, P, R> Retry<S, C, P, R> {
     fn from_policy(inner: S, policy: Arc<Policy<C, P, R>>) -> Self {
-        Self { inner, policy }
+        let interned = policy.interned();
+        Self {
+            inner,
+            policy,
+            interned,
+        }
     }
 
     /// The inner service.
@@ -246,6 +224,7 @@ impl<S: Clone, C, P, R> Clone for Retry<S, C, P, R> {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
+            interned: self.interned,
         }
     }
 }
@@ -261,10 +240,10 @@ impl<S: fmt::Debug, C, P, R> fmt::Debug for Retry<S, C, P, R> {
 
 impl<S, C, P, R, Req> Service<Req> for Retry<S, C, P, R>
 where
-    R: Replay<Req>,
+    R: Replay<Req> + Clone,
     S: Service<R::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, ResilienceError>,
+    C: Classify<S::Response, ResilienceError> + Clone,
     P: RequestSafety<Req>,
 {
     type Response = S::Response;
@@ -281,7 +260,7 @@ where
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
-        let replayable = policy.max_attempts > 1
+        let replayable = policy.plan.max_attempts > 1
             && (policy.safety.is_safe(&request) || policy.safety.make_safe(&mut request));
         let deadline = policy.overall_timeout.map(|after| Deadline {
             at: later(tokio::time::Instant::now(), after),
@@ -292,6 +271,6 @@ where
         // stays for the next one.
         let clone = self.inner.clone();
         let service = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(service, Arc::clone(policy), prepare, replayable, deadline)
+        ResponseFuture::new(service, policy, self.interned, prepare, replayable, deadline)
     }
 }
