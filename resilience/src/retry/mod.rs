@@ -79,11 +79,16 @@
 //! # Costs
 //!
 //! A call that succeeds at once clones the request once (only when it could
-//! be retried) and one `Arc`, deposits in the budget (an atomic load and a
+//! be retried), deposits in the budget (an atomic load and a
 //! compare-and-swap; the budget reads the clock on one deposit in 32), and
 //! neither reads the clock nor creates a timer unless a timeout is
-//! configured. Retries, and only retries, read the clock and allocate (a
-//! custom `backon` schedule is boxed).
+//! configured. Its future reaches the layer's policy through one `Arc`
+//! clone, except for a policy of plain values (no budget, no throttle, no
+//! custom backoff, a zero-sized classifier and replay), whose settings are
+//! interned once per distinct policy: its calls write no shared memory at
+//! all, so threads calling one such layer do not slow each other down.
+//! Retries, and only retries, read the clock and allocate (a custom `backon`
+//! schedule is boxed).
 //!
 //! # Observability
 //!
