@@ -29,6 +29,7 @@ mod deadline;
 mod error;
 mod label;
 mod safety;
+mod shard;
 
 pub mod breaker;
 pub mod bulkhead;

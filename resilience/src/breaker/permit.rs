@@ -12,8 +12,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 #[cfg(doc)]
 use super::CircuitBreaker;
-use super::{handle::Lane, local, shared::Shared, state::BreakerState, ticket::Ticket, window};
-use crate::classify::Outcome;
+use super::{handle::Lane, local, shared::Shared, state::BreakerState, ticket::Ticket};
+use crate::{classify::Outcome, shard};
 
 /// A permission to make one call, borrowed from a [`CircuitBreaker`].
 ///
@@ -167,7 +167,7 @@ impl CallPermit {
     /// Records what the call did (see [`BreakerPermit::record`]).
     #[inline(always)]
     pub(super) fn record(mut self, outcome: Outcome) {
-        if outcome == Outcome::Success && self.ticket.success_needs_no_record(window::thread_seed()) {
+        if outcome == Outcome::Success && self.ticket.success_needs_no_record(shard::thread_seed()) {
             // A clean ticket is a closed (or metrics-only) call's: dropping
             // it gives nothing back.
             return;

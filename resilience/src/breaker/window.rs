@@ -13,12 +13,9 @@
 //! all-success window stays all-success), so the success path reads the word
 //! and stops.
 
-use std::{
-    cell::Cell,
-    sync::{
-        Mutex, MutexGuard, OnceLock, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Mutex, MutexGuard, PoisonError,
+    atomic::{AtomicU64, Ordering},
 };
 
 use super::config::SlidingWindow;
@@ -27,9 +24,6 @@ use super::config::SlidingWindow;
 pub(crate) const FAILED: u8 = 1;
 /// A recorded call was slow.
 pub(crate) const SLOW: u8 = 2;
-
-/// The most shards a breaker has.
-const MAX_SHARDS: usize = 64;
 
 /// What a record left in a shard's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,45 +362,6 @@ pub(crate) fn aggregate(shards: &[Shard], epoch: u32, now: u64) -> Totals {
     sum
 }
 
-/// How many shards a breaker gets: twice the available parallelism (so that
-/// two threads rarely land on one shard), rounded up to a power of two,
-/// at most 64. Computed once per process.
-pub(crate) fn shard_count() -> usize {
-    static COUNT: OnceLock<usize> = OnceLock::new();
-    *COUNT.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores * 2).next_power_of_two().min(MAX_SHARDS)
-    })
-}
-
-/// The calling thread's shard, for a breaker with `mask + 1` shards.
-#[inline(always)]
-pub(crate) fn shard_index(mask: usize) -> usize {
-    thread_seed() & mask
-}
-
-/// The calling thread's seed, below `MAX_SHARDS`: its shard in every
-/// breaker is `seed & mask`.
-#[inline(always)]
-pub(crate) fn thread_seed() -> usize {
-    static NEXT_SEED: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SEED: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SEED.try_with(|seed| {
-        let mut value = seed.get();
-        if value == usize::MAX {
-            // First use on this thread: take the next seed, round-robin,
-            // so threads that start together land on different shards.
-            value = NEXT_SEED.fetch_add(1, Ordering::Relaxed) & (MAX_SHARDS - 1);
-            seed.set(value);
-        }
-        value
-    })
-    // The thread is exiting and its locals are gone: any shard is correct.
-    .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,12 +452,5 @@ mod tests {
         );
         assert!(fresh.rates_may_rise);
         assert_eq!(shard.totals(7, 0), Totals::default());
-    }
-
-    #[test]
-    fn shard_counts_are_powers_of_two() {
-        let n = shard_count();
-        assert!(n.is_power_of_two() && n <= MAX_SHARDS);
-        assert!(shard_index(n - 1) < n);
     }
 }

@@ -15,9 +15,9 @@ use crate::{
     breaker::{
         state::{BreakerState, StateWord, TransitionReason},
         ticket::Ticket,
-        window,
     },
     error::{CircuitRejection, ResilienceError},
+    shard,
 };
 
 impl Shared {
@@ -48,7 +48,7 @@ impl Shared {
         }
         // No slow-call detection, so no start time.
         let mut ticket = Ticket::from_packed(word, 0);
-        let seed = window::thread_seed();
+        let seed = shard::thread_seed();
         let hot = &self.hot;
         if hot.shards[seed & hot.shard_mask].is_clean(ticket.epoch()) {
             ticket.mark_clean(seed);

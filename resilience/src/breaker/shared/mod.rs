@@ -30,8 +30,9 @@ use super::{
     config::{CircuitBreakerConfig, SlidingWindow},
     local,
     state::{BreakerState, StateWord, TransitionReason},
-    window::{self, Shard, Totals},
+    window::{Shard, Totals},
 };
+use crate::shard;
 
 mod admission;
 mod recording;
@@ -142,7 +143,7 @@ struct TrialTally {
 impl Shared {
     /// A closed breaker for `config`, which was validated.
     pub(super) fn new(config: CircuitBreakerConfig) -> Self {
-        let shards: Box<[Shard]> = (0..window::shard_count())
+        let shards: Box<[Shard]> = (0..shard::shard_count())
             .map(|_| Shard::new(&config.window, 0))
             .collect();
         let time_window = matches!(config.window, SlidingWindow::Time { .. });
@@ -217,7 +218,7 @@ impl Shared {
     /// The index of the calling thread's shard (and lane).
     #[inline(always)]
     pub(super) fn shard_index(&self) -> usize {
-        window::shard_index(self.hot.shard_mask)
+        shard::shard_index(self.hot.shard_mask)
     }
 
     #[inline(always)]
@@ -250,7 +251,7 @@ impl Shared {
 
     #[inline(always)]
     fn local_shard(&self) -> &Shard {
-        &self.hot.shards[window::shard_index(self.hot.shard_mask)]
+        &self.hot.shards[shard::shard_index(self.hot.shard_mask)]
     }
 
     /// The start of a call: the time with slow-call detection, 0 without
