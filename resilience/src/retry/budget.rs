@@ -20,7 +20,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::config::RetryBudgetConfig;
-use crate::config::ConfigError;
+use crate::{config::ConfigError, shard};
 
 /// Slices per window: a deposit expires between `ttl × 9/10` and `ttl` after
 /// it was made, as in Finagle's and tower's windowed counters.
@@ -68,7 +68,9 @@ const REFRESH_EVERY: u64 = 32;
 /// # Cost
 ///
 /// [`deposit`](Self::deposit), made by every call, is lock-free: one atomic
-/// load and one compare-and-swap, and no clock read. The budget reads the
+/// load and one compare-and-swap, and no clock read, on counters sharded by
+/// thread, so that threads calling at once do not contend on one cache
+/// line. The budget reads the
 /// clock on every withdrawal and on every 32nd deposit credited to a slice,
 /// and credits deposits to the slice of that reading. Under steady traffic
 /// a deposit is credited at most 32 deposits' time early; after a quiet
@@ -98,11 +100,19 @@ pub struct RetryBudget {
     reserve: u128,
     /// Millionths of a retry earned by one request.
     credit: u128,
-    requests: [AtomicU64; SLICES],
+    /// Requests per slice, one set of slots per shard of calling threads
+    /// (see [`shard`](crate::shard)), summed when a retry asks.
+    requests: Box<[Deposits]>,
+    shard_mask: usize,
     /// The slice of the latest clock reading; deposits are credited to it.
     clock_slice: AtomicU64,
     retries: Mutex<[Tally; SLICES]>,
 }
+
+/// One shard's requests: a `(slice, count)` word per slot, on cache lines
+/// of its own, so that threads depositing at once do not write one line.
+#[repr(align(128))]
+struct Deposits([AtomicU64; SLICES]);
 
 /// Retries made in one slice.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,7 +137,10 @@ impl RetryBudget {
             slice_nanos: slice_nanos.max(1),
             reserve: reserve * MICROS_PER_RETRY,
             credit,
-            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: (0..shard::shard_count())
+                .map(|_| Deposits(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            shard_mask: shard::shard_count() - 1,
             clock_slice: AtomicU64::new(0),
             retries: Mutex::new([Tally::default(); SLICES]),
         })
@@ -142,7 +155,8 @@ impl RetryBudget {
     /// `percent_can_retry` retries for the next `ttl`.
     pub fn deposit(&self) {
         let mut slice = self.clock_slice.load(Ordering::Relaxed);
-        let mut slot = &self.requests[slot_of(slice)];
+        let slots = &self.requests[shard::shard_index(self.shard_mask)].0;
+        let mut slot = &slots[slot_of(slice)];
         let mut current = slot.load(Ordering::Relaxed);
         loop {
             let (seen, count) = unpack(current);
@@ -158,7 +172,7 @@ impl RetryBudget {
                 // Another thread moved the budget's slice on (and reused this
                 // slot) after this one read it: credit the newer slice.
                 slice = self.clock_slice.load(Ordering::Relaxed).max(seen);
-                slot = &self.requests[slot_of(slice)];
+                slot = &slots[slot_of(slice)];
                 current = slot.load(Ordering::Relaxed);
                 continue;
             };
@@ -212,6 +226,7 @@ impl RetryBudget {
         let requests = self
             .requests
             .iter()
+            .flat_map(|deposits| &deposits.0)
             .map(|slot| unpack(slot.load(Ordering::Relaxed)))
             .filter(|(s, _)| in_window(*s))
             .map(|(_, count)| count)
@@ -228,7 +243,11 @@ impl RetryBudget {
     fn read_clock(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.origin);
         let slice = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / self.slice_nanos;
-        self.clock_slice.fetch_max(slice, Ordering::Relaxed);
+        // Written only when it moves on: every thread reads this word on
+        // every deposit.
+        if slice > self.clock_slice.load(Ordering::Relaxed) {
+            self.clock_slice.fetch_max(slice, Ordering::Relaxed);
+        }
         slice
     }
 }

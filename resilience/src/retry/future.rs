@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use super::{
     backoff::ActiveBackoff,
-    policy::{PlanId, Policy, Reach},
+    policy::{Lanes, PlanId, Policy, Reach},
     replay::{Prepared, Replay},
 };
 use crate::{
@@ -43,13 +43,13 @@ pin_project! {
         // Boxed: a `Sleep` is larger than the rest of the future, which every
         // call moves around, while only calls with a timeout need one (and
         // registering it costs more than the allocation).
-        timer: Option<Pin<Box<Sleep>>>,
+        timer: OnDemand<Pin<Box<Sleep>>>,
         service: S,
         policy: Reach<C, P, R>,
         source: Option<R::Source>,
         // What only a retried call needs, allocated at its first retry so
         // the future of a call that ends at once stays small.
-        retrying: Option<Box<Retrying<S::Response>>>,
+        retrying: OnDemand<Box<Retrying<S::Response>>>,
         attempts: u32,
         replayable: bool,
         deadline: Option<Deadline>,
@@ -72,6 +72,27 @@ pin_project! {
         Readying { next: Request },
         Done,
     }
+}
+
+/// A box made when first needed (the timer, the retry state), whose drop
+/// is a test inline and the freeing out of line: with the boxes' own drop
+/// glue, the compiler made each of them (and the future's) an out-of-line
+/// call, paid by every call that needed neither box.
+struct OnDemand<T>(Option<T>);
+
+impl<T> Drop for OnDemand<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            free(value);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free<T>(value: T) {
+    drop(value);
 }
 
 /// The state of a call that has been retried at least once.
@@ -112,7 +133,8 @@ where
     #[inline]
     pub(crate) fn new(
         mut service: S,
-        policy: &Arc<Policy<C, P, R>>,
+        policy: &Policy<C, P, R>,
+        lanes: &Lanes<C, P, R>,
         interned: Option<PlanId>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
@@ -140,11 +162,11 @@ where
         };
         Self {
             state,
-            timer,
+            timer: OnDemand(timer),
             service,
-            policy: Reach::for_call(policy, interned),
+            policy: Reach::for_call(policy, lanes, interned),
             source,
-            retrying: None,
+            retrying: OnDemand(None),
             attempts,
             replayable,
             deadline,
@@ -197,10 +219,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Preparing { prepare } => {
                     if let Some(deadline) = *this.deadline {
-                        if this.timer.is_none() {
-                            arm(this.timer, deadline.at);
+                        if this.timer.0.is_none() {
+                            arm(&mut this.timer.0, deadline.at);
                         }
-                        if fired(this.timer, cx) {
+                        if fired(&mut this.timer.0, cx) {
                             return Poll::Ready(this.finish(Err(overall(deadline.after))));
                         }
                     }
@@ -222,7 +244,7 @@ where
                             // Polled after the call, so a response that is ready
                             // at the cut-off instant wins over the timeout.
                             let Some(cut) = cut else { return Poll::Pending };
-                            if !fired(this.timer, cx) {
+                            if !fired(&mut this.timer.0, cx) {
                                 return Poll::Pending;
                             }
                             match cut {
@@ -247,7 +269,7 @@ where
                     }
                 }
                 StateProj::BackingOff { .. } => {
-                    if let Some(timer) = this.timer.as_mut() {
+                    if let Some(timer) = this.timer.0.as_mut() {
                         ready!(timer.as_mut().poll(cx));
                     }
                     if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
@@ -255,12 +277,12 @@ where
                         this.state.set(State::Readying { next });
                     }
                     if let Some(deadline) = *this.deadline {
-                        arm(this.timer, deadline.at);
+                        arm(&mut this.timer.0, deadline.at);
                     }
                 }
                 StateProj::Readying { .. } => {
                     if let Some(deadline) = *this.deadline
-                        && fired(this.timer, cx)
+                        && fired(&mut this.timer.0, cx)
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -275,6 +297,7 @@ where
                     {
                         let last = this
                             .retrying
+                            .0
                             .as_mut()
                             .and_then(|r| r.last.take())
                             .unwrap_or_else(|| Err(overall(deadline.after)));
@@ -306,13 +329,13 @@ where
     /// Sends `request` as the next attempt and arms its cut-off.
     fn start(&mut self, request: R::Request) {
         *self.attempts += 1;
-        if let Some(retrying) = self.retrying.as_mut() {
+        if let Some(retrying) = self.retrying.0.as_mut() {
             retrying.last = None;
         }
         let call = self.service.call(request);
         let cut = match cut_for(self.policy.plan().attempt_timeout, *self.deadline) {
             Some((at, cut)) => {
-                arm(self.timer, at);
+                arm(&mut self.timer.0, at);
                 Some(cut)
             }
             None => None,
@@ -352,8 +375,8 @@ where
         self.state.set(State::Done);
         // Tested first: a call that never retried has nothing to free, and
         // the drop glue is an out-of-line call.
-        if self.retrying.is_some() {
-            *self.retrying = None;
+        if let Some(retrying) = self.retrying.0.take() {
+            free(retrying);
         }
         output
     }
@@ -407,13 +430,13 @@ where
             Pushback::After(delay) => {
                 // gRFC A6: after a pushback the backoff starts over from its
                 // initial delay.
-                if let Some(retrying) = self.retrying.as_mut() {
+                if let Some(retrying) = self.retrying.0.as_mut() {
                     retrying.backoff = None;
                 }
                 (delay, "pushback")
             }
             Pushback::None => {
-                let retrying = self.retrying.get_or_insert_with(Box::default);
+                let retrying = self.retrying.0.get_or_insert_with(Box::default);
                 let backoff = retrying.backoff.get_or_insert_with(|| policy.start_backoff());
                 match backoff.next_delay() {
                     Some(delay) => (delay, "backoff"),
@@ -466,14 +489,14 @@ where
             error = result.as_ref().err().map(tracing::field::display),
             "retrying",
         );
-        self.retrying.get_or_insert_with(Box::default).last = Some(result);
+        self.retrying.0.get_or_insert_with(Box::default).last = Some(result);
         if delay.is_zero() {
             self.state.set(State::Readying { next: request });
             if let Some(deadline) = *self.deadline {
-                arm(self.timer, deadline.at);
+                arm(&mut self.timer.0, deadline.at);
             }
         } else {
-            arm(self.timer, later(Instant::now(), delay));
+            arm(&mut self.timer.0, later(Instant::now(), delay));
             self.state.set(State::BackingOff { next: request });
         }
         None

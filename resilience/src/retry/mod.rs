@@ -157,7 +157,7 @@ pub use self::{
 };
 use self::{
     future::Deadline,
-    policy::{PlanId, Policy},
+    policy::{Lanes, PlanId, Policy},
 };
 use crate::{
     classify::{Classify, DefaultClassifier},
@@ -176,6 +176,8 @@ use crate::{
 pub struct Retry<S, C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     inner: S,
     policy: Arc<Policy<C, P, R>>,
+    /// The handles calls clone, one per shard of threads (see [`policy`]).
+    lanes: Arc<Lanes<C, P, R>>,
     /// Set when each call carries this instead of a reference count (see
     /// [`policy`]).
     interned: Option<PlanId>,
@@ -188,6 +190,7 @@ impl<S, C, P, R> Retry<S, C, P, R> {
         let interned = policy.interned();
         Self {
             inner,
+            lanes: Arc::new(Lanes::new(&policy)),
             policy,
             interned,
         }
@@ -229,6 +232,7 @@ impl<S: Clone, C, P, R> Clone for Retry<S, C, P, R> {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
+            lanes: Arc::clone(&self.lanes),
             interned: self.interned,
         }
     }
@@ -276,6 +280,14 @@ where
         // stays for the next one.
         let clone = self.inner.clone();
         let service = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(service, policy, self.interned, prepare, replayable, deadline)
+        ResponseFuture::new(
+            service,
+            policy,
+            &self.lanes,
+            self.interned,
+            prepare,
+            replayable,
+            deadline,
+        )
     }
 }

@@ -14,7 +14,10 @@
 //! and backoff settings in a process-wide table, once per distinct plan, as
 //! [`Label`] interns names: each call then carries a 4-byte [`PlanId`] and
 //! looks the plan up only when it retries. Any other layer gives each call
-//! a reference count ([`Reach::Shared`]).
+//! a reference count ([`Reach::Shared`]) of a [`Lane`]: a handle to the
+//! policy private to the calling thread's shard, so that threads calling one
+//! layer at once do not all write one reference count (which made two
+//! threads several times slower per call than one).
 
 use std::{
     fmt,
@@ -27,7 +30,7 @@ use super::{
     BackoffConfig, RetryBudget, RetryThrottle,
     backoff::{ActiveBackoff, BackoffSource},
 };
-use crate::label::Label;
+use crate::{label::Label, shard};
 
 /// The numbers a call's attempts follow.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,24 +123,63 @@ impl PlanId {
     }
 }
 
+/// A handle to the policy for the calls of one shard of threads, on cache
+/// lines of its own (see the module docs).
+#[repr(align(128))]
+pub(crate) struct Lane<C, P, R> {
+    policy: Arc<Policy<C, P, R>>,
+}
+
+/// One [`Lane`] per shard of calling threads.
+pub(crate) struct Lanes<C, P, R> {
+    lanes: Box<[Arc<Lane<C, P, R>>]>,
+    mask: usize,
+}
+
+impl<C, P, R> Lanes<C, P, R> {
+    pub(crate) fn new(policy: &Arc<Policy<C, P, R>>) -> Self {
+        let count = shard::shard_count();
+        Self {
+            lanes: (0..count)
+                .map(|_| {
+                    Arc::new(Lane {
+                        policy: Arc::clone(policy),
+                    })
+                })
+                .collect(),
+            mask: count - 1,
+        }
+    }
+
+    /// The calling thread's lane.
+    #[inline(always)]
+    fn for_thread(&self) -> Arc<Lane<C, P, R>> {
+        Arc::clone(&self.lanes[shard::shard_index(self.mask)])
+    }
+}
+
 /// How one call's future reaches its layer's policy (see the module docs).
 pub(crate) enum Reach<C, P, R> {
-    Shared(Arc<Policy<C, P, R>>),
+    Shared(Arc<Lane<C, P, R>>),
     Interned { plan: PlanId, classifier: C, replay: R },
 }
 
 impl<C: Clone, P, R: Clone> Reach<C, P, R> {
-    /// The reach of one call of a service over `policy`; `interned` is the
-    /// service's [`Policy::interned`], decided once.
+    /// The reach of one call of a service over `policy` and its `lanes`;
+    /// `interned` is the service's [`Policy::interned`], decided once.
     #[inline(always)]
-    pub(crate) fn for_call(policy: &Arc<Policy<C, P, R>>, interned: Option<PlanId>) -> Self {
+    pub(crate) fn for_call(
+        policy: &Policy<C, P, R>,
+        lanes: &Lanes<C, P, R>,
+        interned: Option<PlanId>,
+    ) -> Self {
         match interned {
             Some(plan) => Self::Interned {
                 plan,
                 classifier: policy.classifier.clone(),
                 replay: policy.replay.clone(),
             },
-            None => Self::Shared(Arc::clone(policy)),
+            None => Self::Shared(lanes.for_thread()),
         }
     }
 }
@@ -146,7 +188,7 @@ impl<C, P, R> Reach<C, P, R> {
     /// The plan; a table lookup for an interned one, so for the slow path.
     pub(crate) fn plan(&self) -> Plan {
         match self {
-            Self::Shared(policy) => policy.plan,
+            Self::Shared(lane) => lane.policy.plan,
             Self::Interned { plan, .. } => plan.get().0,
         }
     }
@@ -154,14 +196,14 @@ impl<C, P, R> Reach<C, P, R> {
     #[inline(always)]
     pub(crate) fn classifier(&self) -> &C {
         match self {
-            Self::Shared(policy) => &policy.classifier,
+            Self::Shared(lane) => &lane.policy.classifier,
             Self::Interned { classifier, .. } => classifier,
         }
     }
 
     pub(crate) fn replay(&self) -> &R {
         match self {
-            Self::Shared(policy) => &policy.replay,
+            Self::Shared(lane) => &lane.policy.replay,
             Self::Interned { replay, .. } => replay,
         }
     }
@@ -169,14 +211,14 @@ impl<C, P, R> Reach<C, P, R> {
     #[inline(always)]
     pub(crate) fn throttle(&self) -> Option<&RetryThrottle> {
         match self {
-            Self::Shared(policy) => policy.throttle.as_deref(),
+            Self::Shared(lane) => lane.policy.throttle.as_deref(),
             Self::Interned { .. } => None,
         }
     }
 
     pub(crate) fn budget(&self) -> Option<&RetryBudget> {
         match self {
-            Self::Shared(policy) => policy.budget.as_deref(),
+            Self::Shared(lane) => lane.policy.budget.as_deref(),
             Self::Interned { .. } => None,
         }
     }
@@ -184,7 +226,7 @@ impl<C, P, R> Reach<C, P, R> {
     /// A fresh backoff schedule for a call that retries.
     pub(crate) fn start_backoff(&self) -> ActiveBackoff {
         match self {
-            Self::Shared(policy) => policy.backoff.start(),
+            Self::Shared(lane) => lane.policy.backoff.start(),
             Self::Interned { plan, .. } => BackoffSource::Config(plan.get().1).start(),
         }
     }
