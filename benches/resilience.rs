@@ -16,6 +16,8 @@
 //! - `retry` (no retry needed): ours vs `tower::retry`, each with and
 //!   without a retry budget; tower's also with its own exponential backoff
 //!   in the policy, as a production policy without a budget has.
+//! - `retry_2_threads`: two OS threads calling clones of one retry layer,
+//!   ours (with and without a budget) and tower's with its `TpsBudget`.
 //! - `timeout` (answer before the deadline): ours vs `tower::timeout`, for a
 //!   future ready at once and for one pending at its first poll (which makes
 //!   both arm their timers).
@@ -166,6 +168,27 @@ impl Drop for Workers {
             let _ = handle.join();
         }
     }
+}
+
+/// One line of a two-thread group: clones of `svc`, one per worker, each
+/// called on its own thread.
+fn bench_service_threads<S>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    svc: S,
+) where
+    S: Service<u64> + Clone + Send + 'static,
+{
+    let workers = Workers::start(threads, || {
+        let mut svc = svc.clone();
+        move || {
+            black_box(call_now(&mut svc, black_box(7)));
+        }
+    });
+    g.bench_function(format!("{name} x{threads}"), |b| {
+        b.iter_custom(|iters| workers.run(iters))
+    });
 }
 
 fn breaker_threads(c: &mut Criterion) {
@@ -416,6 +439,37 @@ impl Future for PendingOnceFuture {
     }
 }
 
+fn retry_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("retry_2_threads");
+    for threads in [1, 2] {
+        bench_service_threads(&mut g, "bare", threads, bare());
+        let ours = RetryLayer::new(RetryConfig::default())
+            .expect("valid config")
+            .safety(AlwaysSafe);
+        bench_service_threads(&mut g, "orch retry", threads, ours.layer(bare()));
+        let no_budget = RetryLayer::new(RetryConfig::default().budget(None))
+            .expect("valid config")
+            .safety(AlwaysSafe);
+        bench_service_threads(
+            &mut g,
+            "orch retry without budget",
+            threads,
+            no_budget.layer(bare()),
+        );
+        let budgeted = BudgetedAttempts {
+            left: 2,
+            budget: Arc::new(tower::retry::budget::TpsBudget::default()),
+        };
+        bench_service_threads(
+            &mut g,
+            "tower::retry with TpsBudget",
+            threads,
+            tower::retry::RetryLayer::new(budgeted).layer(bare()),
+        );
+    }
+    g.finish();
+}
+
 fn timeout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -481,6 +535,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = breaker, breaker_threads, retry, timeout, rate_limit
+    targets = breaker, breaker_threads, retry, retry_threads, timeout, rate_limit
 }
 criterion_main!(benches);
