@@ -195,16 +195,7 @@ fn breaker_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_2_threads");
     for threads in [1, 2] {
         // The machine's own scaling: the bare service on every thread.
-        let workers = Workers::start(threads, || {
-            let mut svc = bare();
-            move || {
-                black_box(call_now(&mut svc, black_box(7)));
-            }
-        });
-        g.bench_function(format!("bare x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
+        bench_service_threads(&mut g, "bare", threads, bare());
         let breaker = our_breaker_config().build().expect("valid config");
         let workers = Workers::start(threads, || {
             let breaker = breaker.clone();
@@ -233,28 +224,13 @@ fn breaker_threads(c: &mut Criterion) {
         });
         drop(workers);
         let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
-        let svc = layer.layer(bare());
-        let workers = Workers::start(threads, || {
-            let mut svc = svc.clone();
-            move || {
-                black_box(call_now(&mut svc, black_box(7)));
-            }
-        });
-        g.bench_function(format!("orch service x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
-        let svc = tower_resilience_breaker().layer(bare());
-        let workers = Workers::start(threads, || {
-            let mut svc = svc.clone();
-            move || {
-                black_box(call_now(&mut svc, black_box(7)));
-            }
-        });
-        g.bench_function(format!("tower-resilience service x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
+        bench_service_threads(&mut g, "orch service", threads, layer.layer(bare()));
+        bench_service_threads(
+            &mut g,
+            "tower-resilience service",
+            threads,
+            tower_resilience_breaker().layer(bare()),
+        );
         let failsafe = failsafe::Config::new().build();
         let workers = Workers::start(threads, || {
             let failsafe = failsafe.clone();
