@@ -1,23 +1,23 @@
 //! What the services of one retry layer share, and how a call reaches it.
 //!
 //! A response future must be `'static` (a call may outlive its service, as
-//! with `oneshot`), so it cannot borrow its layer's settings. Owning an `Arc`
-//! costs two atomic read-modify-writes per call, the clone and the drop:
-//! more than everything else a call that succeeds at once pays for this
-//! layer. `tower::retry` clones its policy into every future instead, which
-//! is cheap for plain values, but copying a policy into each call measured
-//! no faster here than the reference count (the copy is assembled on the
-//! stack and read back wider than it was written).
+//! with `oneshot`), so it cannot borrow its layer's settings. Owning one
+//! shared `Arc` costs two atomic read-modify-writes per call on one counter:
+//! little on one thread, but threads calling one layer at once all write
+//! that counter's cache line, which made two threads several times slower
+//! per call than one. (`tower::retry` clones its policy into every future
+//! instead; copying our policy into each call measured no faster than the
+//! reference count, as the copy is assembled on the stack and read back
+//! wider than it was written.)
 //!
 //! So a layer whose policy is plain numbers (no budget, no throttle, no
 //! custom backoff, a zero-sized classifier and replay) interns its [`Plan`]
 //! and backoff settings in a process-wide table, once per distinct plan, as
-//! [`Label`] interns names: each call then carries a 4-byte [`PlanId`] and
-//! looks the plan up only when it retries. Any other layer gives each call
-//! a reference count ([`Reach::Shared`]) of a [`Lane`]: a handle to the
-//! policy private to the calling thread's shard, so that threads calling one
-//! layer at once do not all write one reference count (which made two
-//! threads several times slower per call than one).
+//! [`Label`] interns names: each call then carries a 4-byte [`PlanId`],
+//! writes no shared memory, and looks the plan up only when it retries. Any
+//! other layer gives each call a reference count ([`Reach::Shared`]) of a
+//! [`Lane`]: a handle to the policy private to the calling thread's shard
+//! (see [`shard`](crate::shard)), so threads do not share one counter.
 
 use std::{
     fmt,
