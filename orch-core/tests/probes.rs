@@ -658,6 +658,18 @@ fn bad_probe_timing_is_rejected_at_build_naming_the_field() {
             "children[web].liveness.timeout",
         ),
         (
+            server("web").liveness(healthy().initial_delay(Duration::MAX)),
+            "children[web].liveness.initial_delay",
+        ),
+        (
+            server("web").readiness(healthy().period(Duration::from_secs(366 * 86_400))),
+            "children[web].readiness.period",
+        ),
+        (
+            server("web").startup(healthy().timeout(Duration::MAX)),
+            "children[web].startup.timeout",
+        ),
+        (
             server("web").readiness(healthy().success_threshold(0)),
             "children[web].readiness.success_threshold",
         ),

@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{InstanceId, SpecError};
 
+/// The longest initial delay, period or timeout a probe accepts.
+const MAX_TIMING: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// What a probe learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeOutcome {
@@ -118,6 +121,7 @@ where
 #[serde(default, deny_unknown_fields)]
 pub struct ProbeTiming {
     /// Wait this long after the instance starts before the first check.
+    /// Each of the three durations is at most 365 days.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
     /// Time between the starts of two checks.
@@ -177,6 +181,21 @@ impl ProbeTiming {
 
     pub(crate) fn validate(&self, kind: ProbeKind) -> Result<(), SpecError> {
         let name = kind.name();
+        // A year is far past any sensible probe timing, and keeps every
+        // instant computed from one on the clock (`Instant + Duration`
+        // panics past it).
+        for (field, value) in [
+            ("initial_delay", self.initial_delay),
+            ("period", self.period),
+            ("timeout", self.timeout),
+        ] {
+            if value > MAX_TIMING {
+                return Err(SpecError::field(
+                    format!("{name}.{field}"),
+                    "must be at most 365 days",
+                ));
+            }
+        }
         if self.period.is_zero() {
             return Err(SpecError::field(
                 format!("{name}.period"),
