@@ -3,48 +3,30 @@
 //! A response future that may report under its layer's name would
 //! otherwise carry an `Arc<str>`: a reference count written on every call
 //! and a drop to run, for a name read only when something goes wrong. A
-//! [`Label`] is a number in a process-wide table of distinct names; it is
-//! `Copy`, so carrying it costs nothing, and it is turned back into the name
-//! only on the slow path.
+//! [`Label`] is the name's index in a process-wide [`Table`]; it is `Copy`,
+//! so carrying it costs nothing, and it is turned back into the name only on
+//! the slow path.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
-/// Every distinct name interned so far; a name's label is its index.
-static NAMES: RwLock<Vec<Arc<str>>> = RwLock::new(Vec::new());
+use crate::intern::Table;
+
+/// Every distinct name interned so far.
+static NAMES: Table<Arc<str>> = Table::new();
 
 /// A name, interned (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Label(u32);
 
 impl Label {
-    /// The label of `name`, interning it on first use. The table grows only
-    /// with distinct names, however many layers are built.
+    /// The label of `name`, interning it on first use.
     pub(crate) fn intern(name: &str) -> Self {
-        if let Some(index) = NAMES
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .position(|n| &**n == name)
-        {
-            return Self(index as u32);
-        }
-        let mut names = NAMES.write().unwrap_or_else(PoisonError::into_inner);
-        // Another thread may have interned it between the two locks.
-        if let Some(index) = names.iter().position(|n| &**n == name) {
-            return Self(index as u32);
-        }
-        names.push(name.into());
-        Self((names.len() - 1) as u32)
+        Self(NAMES.intern(|n| &**n == name, || name.into()))
     }
 
     /// The name.
     pub(crate) fn name(self) -> Arc<str> {
-        let names = NAMES.read().unwrap_or_else(PoisonError::into_inner);
-        // Labels are made only by `intern`, and the table never shrinks.
-        names
-            .get(self.0 as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""))
+        NAMES.get(self.0)
     }
 }
 

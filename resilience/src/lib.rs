@@ -27,6 +27,7 @@ mod clock;
 mod config;
 mod deadline;
 mod error;
+mod intern;
 mod label;
 mod safety;
 mod shard;

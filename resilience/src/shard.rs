@@ -9,8 +9,9 @@
 
 use std::{
     cell::Cell,
+    ops::Deref,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -55,6 +56,56 @@ pub(crate) fn thread_seed() -> usize {
     })
     // The thread is exiting and its locals are gone: any shard is correct.
     .unwrap_or(0)
+}
+
+/// Pads a value to its own cache-line pair, so that writes to it do not
+/// slow down threads reading its neighbours (or the other way round).
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A handle to a shared value for the calls of one shard of threads.
+pub(crate) type Lane<T> = Padded<Arc<T>>;
+
+/// One [`Lane`] per shard, for `'static` futures and permits that must keep
+/// a shared value alive. Cloning one `Arc` per call from every thread makes
+/// its reference count the one line all threads write; cloning the calling
+/// thread's lane keeps that write on a line of the shard's own.
+pub(crate) struct Lanes<T> {
+    lanes: Box<[Arc<Lane<T>>]>,
+    mask: usize,
+}
+
+impl<T> Lanes<T> {
+    /// [`shard_count`] lanes to `value`.
+    pub(crate) fn new(value: &Arc<T>) -> Self {
+        let count = shard_count();
+        Self {
+            lanes: (0..count).map(|_| Arc::new(Padded(Arc::clone(value)))).collect(),
+            mask: count - 1,
+        }
+    }
+
+    /// The calling thread's lane.
+    #[inline(always)]
+    pub(crate) fn for_thread(&self) -> Arc<Lane<T>> {
+        Arc::clone(&self.lanes[shard_index(self.mask)])
+    }
+
+    /// The value the lanes lead to.
+    pub(crate) fn value(&self) -> &T {
+        // `shard_count` is at least one.
+        &self.lanes[0]
+    }
 }
 
 #[cfg(test)]

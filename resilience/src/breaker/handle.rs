@@ -21,7 +21,7 @@ use super::{
 };
 #[cfg(doc)]
 use crate::error::CircuitRejection;
-use crate::{config::ConfigError, error::ResilienceError};
+use crate::{config::ConfigError, error::ResilienceError, shard};
 
 /// A circuit breaker, shared by every clone of this handle.
 ///
@@ -61,30 +61,19 @@ use crate::{config::ConfigError, error::ResilienceError};
 #[derive(Clone)]
 pub struct CircuitBreaker {
     shared: Arc<Shared>,
-    /// One handle to `shared` per shard, for owned permits (see [`Lane`]).
+    /// One handle to `shared` per shard, for owned permits (see
+    /// [`shard::Lanes`]).
     lanes: Arc<Lanes>,
 }
 
 /// The lanes of one breaker, shared by all its handles: when the last
 /// handle goes, the breaker is retired (see [`local`]).
-struct Lanes(Box<[Arc<Lane>]>);
+struct Lanes(shard::Lanes<Shared>);
 
 impl Drop for Lanes {
     fn drop(&mut self) {
-        if let Some(lane) = self.0.first() {
-            lane.shared.retire();
-        }
+        self.0.value().retire();
     }
-}
-
-/// A handle to a breaker's state for the owned permits of one shard's
-/// threads. An owned permit must keep the state alive, and cloning one
-/// `Arc` per call from every thread would make its reference count the one
-/// line all threads write; cloning the calling thread's lane keeps that
-/// write on a line of its own.
-#[repr(align(128))]
-pub(super) struct Lane {
-    pub(super) shared: Arc<Shared>,
 }
 
 /// A snapshot of a breaker's numbers, from [`CircuitBreaker::metrics`].
@@ -131,16 +120,9 @@ impl CircuitBreaker {
             .set(BreakerState::Closed.gauge_value());
         let shared = Arc::new(shared);
         local::register(&shared);
-        let lanes = (0..shared.shard_count())
-            .map(|_| {
-                Arc::new(Lane {
-                    shared: shared.clone(),
-                })
-            })
-            .collect();
         Self {
+            lanes: Arc::new(Lanes(shard::Lanes::new(&shared))),
             shared,
-            lanes: Arc::new(Lanes(lanes)),
         }
     }
 
@@ -226,8 +208,10 @@ impl CircuitBreaker {
     /// thread's lane.
     #[inline(always)]
     pub(super) fn owned_permit(&self, ticket: Ticket) -> OwnedBreakerPermit {
-        let lane = self.lanes.0[self.shared.shard_index()].clone();
-        OwnedBreakerPermit { lane, ticket }
+        OwnedBreakerPermit {
+            lane: self.lanes.0.for_thread(),
+            ticket,
+        }
     }
 
     /// The breaker's id in the thread-local caches (see [`local`]).

@@ -12,8 +12,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 #[cfg(doc)]
 use super::CircuitBreaker;
-use super::{handle::Lane, local, shared::Shared, state::BreakerState, ticket::Ticket};
-use crate::{classify::Outcome, shard};
+use super::{local, shared::Shared, state::BreakerState, ticket::Ticket};
+use crate::{
+    classify::Outcome,
+    shard::{self, Lane},
+};
 
 /// A permission to make one call, borrowed from a [`CircuitBreaker`].
 ///
@@ -33,7 +36,7 @@ pub struct BreakerPermit<'a> {
 /// shard, so threads do not contend on one reference count.
 #[must_use = "a permit records nothing unless its outcome is recorded"]
 pub struct OwnedBreakerPermit {
-    pub(super) lane: Arc<Lane>,
+    pub(super) lane: Arc<Lane<Shared>>,
     pub(super) ticket: Ticket,
 }
 
@@ -102,16 +105,14 @@ impl OwnedBreakerPermit {
     /// Records what the call did; see [`BreakerPermit::record`].
     #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
-        self.lane.shared.on_outcome(&mut self.ticket, outcome, None);
+        self.lane.on_outcome(&mut self.ticket, outcome, None);
     }
 
     /// Records what the call did with its measured duration; see
     /// [`BreakerPermit::record_with_duration`].
     #[inline(always)]
     pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
-        self.lane
-            .shared
-            .on_outcome(&mut self.ticket, outcome, Some(duration));
+        self.lane.on_outcome(&mut self.ticket, outcome, Some(duration));
     }
 
     /// The state the call was admitted in; see [`BreakerPermit::admitted_in`].
@@ -121,14 +122,14 @@ impl OwnedBreakerPermit {
 
     /// The name of the breaker the permit belongs to.
     pub fn breaker_name(&self) -> &str {
-        &self.lane.shared.config().name
+        &self.lane.config().name
     }
 
     /// Measures the call's duration from now (the service takes its permit
     /// in `poll_ready`, but the call starts in `call`).
     #[inline(always)]
     pub(super) fn restart_clock(&mut self) {
-        self.ticket.start = self.lane.shared.start_time();
+        self.ticket.start = self.lane.start_time();
     }
 
     /// The ticket, for a [`CallPermit`] to carry on; this permit is settled,
@@ -143,14 +144,14 @@ impl OwnedBreakerPermit {
 impl Drop for OwnedBreakerPermit {
     #[inline(always)]
     fn drop(&mut self) {
-        self.lane.shared.release(&mut self.ticket);
+        self.lane.release(&mut self.ticket);
     }
 }
 
 impl fmt::Debug for OwnedBreakerPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedBreakerPermit")
-            .field("breaker", &self.lane.shared.config().name)
+            .field("breaker", &self.lane.config().name)
             .field("admitted_in", &self.ticket.admitted_in())
             .finish()
     }

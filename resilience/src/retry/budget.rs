@@ -20,7 +20,10 @@ use std::{
 use tokio::time::Instant;
 
 use super::config::RetryBudgetConfig;
-use crate::{config::ConfigError, shard};
+use crate::{
+    config::ConfigError,
+    shard::{self, Padded},
+};
 
 /// Slices per window: a deposit expires between `ttl × 9/10` and `ttl` after
 /// it was made, as in Finagle's and tower's windowed counters.
@@ -102,17 +105,12 @@ pub struct RetryBudget {
     credit: u128,
     /// Requests per slice, one set of slots per shard of calling threads
     /// (see [`shard`](crate::shard)), summed when a retry asks.
-    requests: Box<[Deposits]>,
+    requests: Box<[Padded<[AtomicU64; SLICES]>]>,
     shard_mask: usize,
     /// The slice of the latest clock reading; deposits are credited to it.
     clock_slice: AtomicU64,
     retries: Mutex<[Tally; SLICES]>,
 }
-
-/// One shard's requests: a `(slice, count)` word per slot, on cache lines
-/// of its own, so that threads depositing at once do not write one line.
-#[repr(align(128))]
-struct Deposits([AtomicU64; SLICES]);
 
 /// Retries made in one slice.
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,7 +136,7 @@ impl RetryBudget {
             reserve: reserve * MICROS_PER_RETRY,
             credit,
             requests: (0..shard::shard_count())
-                .map(|_| Deposits(std::array::from_fn(|_| AtomicU64::new(0))))
+                .map(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
             shard_mask: shard::shard_count() - 1,
             clock_slice: AtomicU64::new(0),
@@ -155,7 +153,7 @@ impl RetryBudget {
     /// `percent_can_retry` retries for the next `ttl`.
     pub fn deposit(&self) {
         let mut slice = self.clock_slice.load(Ordering::Relaxed);
-        let slots = &self.requests[shard::shard_index(self.shard_mask)].0;
+        let slots = &self.requests[shard::shard_index(self.shard_mask)];
         let mut slot = &slots[slot_of(slice)];
         let mut current = slot.load(Ordering::Relaxed);
         loop {
@@ -226,7 +224,7 @@ impl RetryBudget {
         let requests = self
             .requests
             .iter()
-            .flat_map(|deposits| &deposits.0)
+            .flat_map(|slots| slots.iter())
             .map(|slot| unpack(slot.load(Ordering::Relaxed)))
             .filter(|(s, _)| in_window(*s))
             .map(|(_, count)| count)

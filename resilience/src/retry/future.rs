@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use super::{
     backoff::ActiveBackoff,
-    policy::{Lanes, PlanId, Policy, Reach},
+    policy::{Policy, Reach, Route},
     replay::{Prepared, Replay},
 };
 use crate::{
@@ -134,8 +134,7 @@ where
     pub(crate) fn new(
         mut service: S,
         policy: &Policy<C, P, R>,
-        lanes: &Lanes<C, P, R>,
-        interned: Option<PlanId>,
+        route: &Route<C, P, R>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
         deadline: Option<Deadline>,
@@ -164,7 +163,7 @@ where
             state,
             timer: OnDemand(timer),
             service,
-            policy: Reach::for_call(policy, lanes, interned),
+            policy: Reach::for_call(policy, route),
             source,
             retrying: OnDemand(None),
             attempts,
@@ -353,8 +352,7 @@ where
     where
         C: Classify<S::Response, ResilienceError>,
     {
-        // Drop the finished (or cancelled) attempt before deciding.
-        self.state.set(State::Done);
+        // A final result leaves through `finish`, which drops the attempt.
         let policy: &Reach<C, P, R> = self.policy;
         match policy.classifier().classify(result.as_ref()) {
             Outcome::Success => {
@@ -391,6 +389,8 @@ where
     where
         C: Classify<S::Response, ResilienceError>,
     {
+        // Drop the finished (or cancelled) attempt before deciding.
+        self.state.set(State::Done);
         let policy: &Reach<C, P, R> = self.policy;
         let plan = policy.plan();
         let label = plan.label;

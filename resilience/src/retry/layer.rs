@@ -134,55 +134,26 @@ impl<C, P, R> RetryLayer<C, P, R> {
 
     /// Uses `classifier` to decide what is retried.
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, P, R> {
-        let p = self.policy;
         RetryLayer {
-            policy: Policy {
-                name: p.name,
-                plan: p.plan,
-                overall_timeout: p.overall_timeout,
-                backoff: p.backoff,
-                classifier,
-                safety: p.safety,
-                replay: p.replay,
-                budget: p.budget,
-                throttle: p.throttle,
-            },
+            policy: self.policy.map(|_, safety, replay| (classifier, safety, replay)),
         }
     }
 
     /// Uses `safety` to decide which requests may be repeated.
     pub fn safety<P2>(self, safety: P2) -> RetryLayer<C, P2, R> {
-        let p = self.policy;
         RetryLayer {
-            policy: Policy {
-                name: p.name,
-                plan: p.plan,
-                overall_timeout: p.overall_timeout,
-                backoff: p.backoff,
-                classifier: p.classifier,
-                safety,
-                replay: p.replay,
-                budget: p.budget,
-                throttle: p.throttle,
-            },
+            policy: self
+                .policy
+                .map(|classifier, _, replay| (classifier, safety, replay)),
         }
     }
 
     /// Uses `replay` to make each attempt's request.
     pub fn replay<R2>(self, replay: R2) -> RetryLayer<C, P, R2> {
-        let p = self.policy;
         RetryLayer {
-            policy: Policy {
-                name: p.name,
-                plan: p.plan,
-                overall_timeout: p.overall_timeout,
-                backoff: p.backoff,
-                classifier: p.classifier,
-                safety: p.safety,
-                replay,
-                budget: p.budget,
-                throttle: p.throttle,
-            },
+            policy: self
+                .policy
+                .map(|classifier, safety, _| (classifier, safety, replay)),
         }
     }
 

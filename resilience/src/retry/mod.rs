@@ -157,7 +157,7 @@ pub use self::{
 };
 use self::{
     future::Deadline,
-    policy::{Lanes, PlanId, Policy},
+    policy::{Policy, Route},
 };
 use crate::{
     classify::{Classify, DefaultClassifier},
@@ -176,23 +176,19 @@ use crate::{
 pub struct Retry<S, C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     inner: S,
     policy: Arc<Policy<C, P, R>>,
-    /// The handles calls clone, one per shard of threads (see [`policy`]).
-    lanes: Arc<Lanes<C, P, R>>,
-    /// Set when each call carries this instead of a reference count (see
-    /// [`policy`]).
-    interned: Option<PlanId>,
+    /// How calls reach the policy: an interned plan or per-thread lanes
+    /// (see [`policy`]).
+    route: Route<C, P, R>,
 }
 
 // ===== impl Retry =====
 
 impl<S, C, P, R> Retry<S, C, P, R> {
     fn from_policy(inner: S, policy: Arc<Policy<C, P, R>>) -> Self {
-        let interned = policy.interned();
         Self {
             inner,
-            lanes: Arc::new(Lanes::new(&policy)),
+            route: Route::new(&policy),
             policy,
-            interned,
         }
     }
 
@@ -232,8 +228,7 @@ impl<S: Clone, C, P, R> Clone for Retry<S, C, P, R> {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
-            lanes: Arc::clone(&self.lanes),
-            interned: self.interned,
+            route: self.route.clone(),
         }
     }
 }
@@ -280,14 +275,6 @@ where
         // stays for the next one.
         let clone = self.inner.clone();
         let service = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(
-            service,
-            policy,
-            &self.lanes,
-            self.interned,
-            prepare,
-            replayable,
-            deadline,
-        )
+        ResponseFuture::new(service, policy, &self.route, prepare, replayable, deadline)
     }
 }

@@ -19,18 +19,17 @@
 //! [`Lane`]: a handle to the policy private to the calling thread's shard
 //! (see [`shard`](crate::shard)), so threads do not share one counter.
 
-use std::{
-    fmt,
-    mem::size_of,
-    sync::{Arc, PoisonError, RwLock},
-    time::Duration,
-};
+use std::{fmt, mem::size_of, sync::Arc, time::Duration};
 
 use super::{
     BackoffConfig, RetryBudget, RetryThrottle,
     backoff::{ActiveBackoff, BackoffSource},
 };
-use crate::{label::Label, shard};
+use crate::{
+    intern::Table,
+    label::Label,
+    shard::{Lane, Lanes},
+};
 
 /// The numbers a call's attempts follow.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,14 +59,20 @@ pub(crate) struct Policy<C, P, R> {
 }
 
 impl<C, P, R> Policy<C, P, R> {
-    /// The interned plan calls may carry instead of a reference count (see
-    /// the module docs), or `None` when calls must share the policy.
-    pub(crate) fn interned(&self) -> Option<PlanId> {
-        let plain =
-            size_of::<C>() == 0 && size_of::<R>() == 0 && self.budget.is_none() && self.throttle.is_none();
-        match &self.backoff {
-            BackoffSource::Config(backoff) if plain => Some(PlanId::intern(self.plan, *backoff)),
-            _ => None,
+    /// The policy with its classifier, safety and replay replaced by what
+    /// `f` makes of them; the one place that lists every field.
+    pub(crate) fn map<C2, P2, R2>(self, f: impl FnOnce(C, P, R) -> (C2, P2, R2)) -> Policy<C2, P2, R2> {
+        let (classifier, safety, replay) = f(self.classifier, self.safety, self.replay);
+        Policy {
+            name: self.name,
+            plan: self.plan,
+            overall_timeout: self.overall_timeout,
+            backoff: self.backoff,
+            classifier,
+            safety,
+            replay,
+            budget: self.budget,
+            throttle: self.throttle,
         }
     }
 }
@@ -86,100 +91,74 @@ impl<C, P, R> fmt::Debug for Policy<C, P, R> {
     }
 }
 
-/// Every distinct plain plan interned so far; a plan's id is its index.
-static PLANS: RwLock<Vec<(Plan, BackoffConfig)>> = RwLock::new(Vec::new());
+/// Every distinct plain plan interned so far.
+static PLANS: Table<(Plan, BackoffConfig)> = Table::new();
 
 /// A plain plan and its backoff settings, interned (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PlanId(u32);
 
 impl PlanId {
-    /// The id of `(plan, backoff)`, interning it on first use. The table
-    /// grows only with distinct plans, however many layers are built.
+    /// The id of `(plan, backoff)`, interning it on first use.
     fn intern(plan: Plan, backoff: BackoffConfig) -> Self {
         let entry = (plan, backoff);
-        if let Some(index) = PLANS
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .position(|e| *e == entry)
-        {
-            return Self(index as u32);
-        }
-        let mut plans = PLANS.write().unwrap_or_else(PoisonError::into_inner);
-        // Another thread may have interned it between the two locks.
-        if let Some(index) = plans.iter().position(|e| *e == entry) {
-            return Self(index as u32);
-        }
-        plans.push(entry);
-        Self((plans.len() - 1) as u32)
+        Self(PLANS.intern(|e| *e == entry, || entry))
     }
 
-    /// The plan and backoff settings. Ids are made only by `intern`, and the
-    /// table never shrinks.
+    /// The plan and backoff settings.
     fn get(self) -> (Plan, BackoffConfig) {
-        let plans = PLANS.read().unwrap_or_else(PoisonError::into_inner);
-        plans[self.0 as usize]
+        PLANS.get(self.0)
     }
 }
 
-/// A handle to the policy for the calls of one shard of threads, on cache
-/// lines of its own (see the module docs).
-#[repr(align(128))]
-pub(crate) struct Lane<C, P, R> {
-    policy: Arc<Policy<C, P, R>>,
+/// How the calls of one service reach its policy, decided once per service
+/// (see the module docs).
+pub(crate) enum Route<C, P, R> {
+    /// A plain policy: calls carry its interned id.
+    Interned(PlanId),
+    /// Calls clone their thread's lane.
+    Lanes(Arc<Lanes<Policy<C, P, R>>>),
 }
 
-/// One [`Lane`] per shard of calling threads.
-pub(crate) struct Lanes<C, P, R> {
-    lanes: Box<[Arc<Lane<C, P, R>>]>,
-    mask: usize,
-}
-
-impl<C, P, R> Lanes<C, P, R> {
+impl<C, P, R> Route<C, P, R> {
     pub(crate) fn new(policy: &Arc<Policy<C, P, R>>) -> Self {
-        let count = shard::shard_count();
-        Self {
-            lanes: (0..count)
-                .map(|_| {
-                    Arc::new(Lane {
-                        policy: Arc::clone(policy),
-                    })
-                })
-                .collect(),
-            mask: count - 1,
+        let plain = size_of::<C>() == 0
+            && size_of::<R>() == 0
+            && policy.budget.is_none()
+            && policy.throttle.is_none();
+        match &policy.backoff {
+            BackoffSource::Config(backoff) if plain => Self::Interned(PlanId::intern(policy.plan, *backoff)),
+            _ => Self::Lanes(Arc::new(Lanes::new(policy))),
         }
     }
+}
 
-    /// The calling thread's lane.
-    #[inline(always)]
-    fn for_thread(&self) -> Arc<Lane<C, P, R>> {
-        Arc::clone(&self.lanes[shard::shard_index(self.mask)])
+impl<C, P, R> Clone for Route<C, P, R> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Interned(plan) => Self::Interned(*plan),
+            Self::Lanes(lanes) => Self::Lanes(Arc::clone(lanes)),
+        }
     }
 }
 
 /// How one call's future reaches its layer's policy (see the module docs).
 pub(crate) enum Reach<C, P, R> {
-    Shared(Arc<Lane<C, P, R>>),
+    Shared(Arc<Lane<Policy<C, P, R>>>),
     Interned { plan: PlanId, classifier: C, replay: R },
 }
 
 impl<C: Clone, P, R: Clone> Reach<C, P, R> {
-    /// The reach of one call of a service over `policy` and its `lanes`;
-    /// `interned` is the service's [`Policy::interned`], decided once.
+    /// The reach of one call of a service over `policy` by `route`.
     #[inline(always)]
-    pub(crate) fn for_call(
-        policy: &Policy<C, P, R>,
-        lanes: &Lanes<C, P, R>,
-        interned: Option<PlanId>,
-    ) -> Self {
-        match interned {
-            Some(plan) => Self::Interned {
-                plan,
+    pub(crate) fn for_call(policy: &Policy<C, P, R>, route: &Route<C, P, R>) -> Self {
+        match route {
+            Route::Interned(plan) => Self::Interned {
+                plan: *plan,
                 classifier: policy.classifier.clone(),
                 replay: policy.replay.clone(),
             },
-            None => Self::Shared(lanes.for_thread()),
+            Route::Lanes(lanes) => Self::Shared(lanes.for_thread()),
         }
     }
 }
@@ -188,7 +167,7 @@ impl<C, P, R> Reach<C, P, R> {
     /// The plan; a table lookup for an interned one, so for the slow path.
     pub(crate) fn plan(&self) -> Plan {
         match self {
-            Self::Shared(lane) => lane.policy.plan,
+            Self::Shared(lane) => lane.plan,
             Self::Interned { plan, .. } => plan.get().0,
         }
     }
@@ -196,14 +175,14 @@ impl<C, P, R> Reach<C, P, R> {
     #[inline(always)]
     pub(crate) fn classifier(&self) -> &C {
         match self {
-            Self::Shared(lane) => &lane.policy.classifier,
+            Self::Shared(lane) => &lane.classifier,
             Self::Interned { classifier, .. } => classifier,
         }
     }
 
     pub(crate) fn replay(&self) -> &R {
         match self {
-            Self::Shared(lane) => &lane.policy.replay,
+            Self::Shared(lane) => &lane.replay,
             Self::Interned { replay, .. } => replay,
         }
     }
@@ -211,14 +190,14 @@ impl<C, P, R> Reach<C, P, R> {
     #[inline(always)]
     pub(crate) fn throttle(&self) -> Option<&RetryThrottle> {
         match self {
-            Self::Shared(lane) => lane.policy.throttle.as_deref(),
+            Self::Shared(lane) => lane.throttle.as_deref(),
             Self::Interned { .. } => None,
         }
     }
 
     pub(crate) fn budget(&self) -> Option<&RetryBudget> {
         match self {
-            Self::Shared(lane) => lane.policy.budget.as_deref(),
+            Self::Shared(lane) => lane.budget.as_deref(),
             Self::Interned { .. } => None,
         }
     }
@@ -226,7 +205,7 @@ impl<C, P, R> Reach<C, P, R> {
     /// A fresh backoff schedule for a call that retries.
     pub(crate) fn start_backoff(&self) -> ActiveBackoff {
         match self {
-            Self::Shared(lane) => lane.policy.backoff.start(),
+            Self::Shared(lane) => lane.backoff.start(),
             Self::Interned { plan, .. } => BackoffSource::Config(plan.get().1).start(),
         }
     }

@@ -32,24 +32,12 @@ use super::{
     state::{BreakerState, StateWord, TransitionReason},
     window::{Shard, Totals},
 };
-use crate::shard;
+use crate::shard::{self, Padded};
 
 mod admission;
 mod recording;
 mod snapshot;
 mod transitions;
-
-/// Pads a value to its own cache-line pair.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
 
 /// What every call reads: the state word, the settings and where the shards
 /// are. Written only on transitions, so it stays shared in every core's cache.
@@ -208,17 +196,6 @@ impl Shared {
     /// The config the breaker was built with.
     pub(super) fn config(&self) -> &CircuitBreakerConfig {
         &self.config
-    }
-
-    /// How many shards (and so lanes) the breaker has.
-    pub(super) fn shard_count(&self) -> usize {
-        self.hot.shards.len()
-    }
-
-    /// The index of the calling thread's shard (and lane).
-    #[inline(always)]
-    pub(super) fn shard_index(&self) -> usize {
-        shard::shard_index(self.hot.shard_mask)
     }
 
     #[inline(always)]
