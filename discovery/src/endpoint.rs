@@ -139,6 +139,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The same endpoint under another id (every other field kept, labels
+    /// shared).
+    pub(crate) fn with_id(mut self, id: impl Into<EndpointId>) -> Self {
+        self.id = id.into();
+        self
+    }
+
     /// An endpoint with weight 1, no zone, no version and no labels.
     pub fn new(id: impl Into<EndpointId>, address: SocketAddr) -> Self {
         Self {

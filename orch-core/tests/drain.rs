@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orch_core::{
-    BackoffPolicy, ChildPolicy, ChildSpec, EventKind, EventStream, LifecycleEvent, SpecError, Supervisor,
-    SupervisorHandle, SupervisorSpec, Update,
+    BackoffPolicy, ChildPolicy, ChildSpec, EventKind, EventStream, LifecycleEvent, SpecError, SupervisorSpec,
 };
 use tokio::time::Instant;
+
+mod support;
+use support::start;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,21 +42,8 @@ fn web(replicas: usize, seen: &Seen, linger: Duration) -> ChildSpec {
     .backoff(BackoffPolicy::none())
 }
 
-fn start(child: ChildSpec) -> (SupervisorHandle, EventStream) {
-    let spec = SupervisorSpec::builder("app").child(child).build().unwrap();
-    let handle = Supervisor::start(spec).unwrap();
-    let sub = handle.subscribe();
-    (handle, sub.events)
-}
-
-async fn until(events: &mut EventStream, mut pred: impl FnMut(&LifecycleEvent) -> bool) -> LifecycleEvent {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3600), events.next()).await {
-            Ok(Some(Update::Event(e))) if pred(&e) => return e,
-            Ok(Some(_)) => {}
-            other => panic!("no matching event: {other:?}"),
-        }
-    }
+async fn until(events: &mut EventStream, pred: impl FnMut(&LifecycleEvent) -> bool) -> LifecycleEvent {
+    support::wait_for(events, Duration::from_secs(3600), pred).await.1
 }
 
 fn is(e: &LifecycleEvent, id: &str, kind: fn(&EventKind) -> bool) -> bool {

@@ -413,7 +413,7 @@ impl Bridge {
             mapped = %mapped.id(),
             "the endpoint mapping changed the id; keeping the instance id"
         );
-        with_id(id.as_str(), &mapped)
+        mapped.with_id(id.as_str())
     }
 
     fn upsert(&mut self, endpoint: Endpoint) {
@@ -448,19 +448,4 @@ impl Bridge {
             "instance is ready but announced no address; it gets no endpoint (announce with ChildContext::announce and use ready_on_announce)"
         );
     }
-}
-
-/// `endpoint` with the id `id`.
-fn with_id(id: &str, endpoint: &Endpoint) -> Endpoint {
-    let mut e = Endpoint::new(id, endpoint.address()).with_weight(endpoint.weight());
-    if let Some(zone) = endpoint.zone() {
-        e = e.with_zone(zone);
-    }
-    if let Some(version) = endpoint.version() {
-        e = e.with_version(version);
-    }
-    for (k, v) in endpoint.labels() {
-        e = e.with_label(k.clone(), v.clone());
-    }
-    e
 }
