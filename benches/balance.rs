@@ -45,15 +45,7 @@ use tower::{
 #[path = "support/drive.rs"]
 mod drive;
 
-use drive::{Bare, bare, call_now};
-
-fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S) {
-    // Warm up outside the measurement: connects, first readiness.
-    for i in 0..1_000 {
-        black_box(call_now(&mut svc, i));
-    }
-    g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
-}
+use drive::{Bare, bare, bench_service, call_now};
 
 fn ours(
     n: usize,

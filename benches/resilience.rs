@@ -48,15 +48,7 @@ use tower::{Layer, Service};
 #[path = "support/drive.rs"]
 mod drive;
 
-use drive::{bare, call_now};
-
-fn bench_service<S: Service<u64>>(
-    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    mut svc: S,
-) {
-    g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
-}
+use drive::{bare, bench_service, call_now};
 
 /// A breaker that never trips under the benchmark (it only sees successes).
 fn our_breaker_config() -> CircuitBreakerConfig {
@@ -180,12 +172,24 @@ fn bench_service_threads<S>(
 ) where
     S: Service<u64> + Clone + Send + 'static,
 {
-    let workers = Workers::start(threads, || {
+    bench_threads(g, name, threads, || {
         let mut svc = svc.clone();
         move || {
             black_box(call_now(&mut svc, black_box(7)));
         }
     });
+}
+
+/// One line of a two-thread group: `make` gives each worker its work.
+fn bench_threads<F>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    make: impl Fn() -> F,
+) where
+    F: FnMut() + Send + 'static,
+{
+    let workers = Workers::start(threads, make);
     g.bench_function(format!("{name} x{threads}"), |b| {
         b.iter_custom(|iters| workers.run(iters))
     });
@@ -197,7 +201,7 @@ fn breaker_threads(c: &mut Criterion) {
         // The machine's own scaling: the bare service on every thread.
         bench_service_threads(&mut g, "bare", threads, bare());
         let breaker = our_breaker_config().build().expect("valid config");
-        let workers = Workers::start(threads, || {
+        bench_threads(&mut g, "orch permit", threads, || {
             let breaker = breaker.clone();
             move || {
                 breaker
@@ -206,11 +210,7 @@ fn breaker_threads(c: &mut Criterion) {
                     .record(Outcome::Success)
             }
         });
-        g.bench_function(format!("orch permit x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
-        let workers = Workers::start(threads, || {
+        bench_threads(&mut g, "orch owned permit", threads, || {
             let breaker = breaker.clone();
             move || {
                 breaker
@@ -219,10 +219,6 @@ fn breaker_threads(c: &mut Criterion) {
                     .record(Outcome::Success)
             }
         });
-        g.bench_function(format!("orch owned permit x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
         let layer = CircuitBreakerLayer::new(our_breaker_config()).expect("valid config");
         bench_service_threads(&mut g, "orch service", threads, layer.layer(bare()));
         bench_service_threads(
@@ -232,16 +228,12 @@ fn breaker_threads(c: &mut Criterion) {
             tower_resilience_breaker().layer(bare()),
         );
         let failsafe = failsafe::Config::new().build();
-        let workers = Workers::start(threads, || {
+        bench_threads(&mut g, "failsafe call", threads, || {
             let failsafe = failsafe.clone();
             move || {
                 let _ = black_box(failsafe.call(|| Ok::<u64, ()>(black_box(7))));
             }
         });
-        g.bench_function(format!("failsafe call x{threads}"), |b| {
-            b.iter_custom(|iters| workers.run(iters))
-        });
-        drop(workers);
     }
     g.finish();
 }

@@ -5,10 +5,12 @@
 use std::{
     convert::Infallible,
     future::{Future, Ready, ready},
+    hint::black_box,
     pin::pin,
     task::{Context, Poll, Waker},
 };
 
+use criterion::{BenchmarkGroup, measurement::WallTime};
 use tower::{Service, service_fn, util::ServiceFn};
 
 /// The baseline: a service whose future is ready at once.
@@ -40,4 +42,14 @@ pub fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> S::Response {
             Poll::Pending => std::hint::spin_loop(),
         }
     }
+}
+
+/// One benchmark line: `svc` called once per iteration. A thousand calls
+/// first, outside the measurement, so that connects, first readiness and
+/// first-touch costs (thread-local caches, shard seeds) are not timed.
+pub fn bench_service<S: Service<u64>>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S) {
+    for i in 0..1_000 {
+        black_box(call_now(&mut svc, i));
+    }
+    g.bench_function(name, |b| b.iter(|| black_box(call_now(&mut svc, black_box(7)))));
 }
