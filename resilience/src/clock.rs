@@ -55,13 +55,17 @@ impl Clock {
     #[inline]
     pub(crate) fn nanos(&self) -> u64 {
         match self {
-            Self::Tokio { base } => {
-                let elapsed = Instant::now().saturating_duration_since(*base);
-                u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-            }
+            Self::Tokio { base } => nanos_since(*base),
             Self::Tsc { clock, base } => clock.delta_as_nanos(*base, clock.raw()),
         }
     }
+}
+
+/// Nanoseconds from `base` to now on tokio's clock, saturating after 584
+/// years (and zero for a `base` in the future).
+#[inline]
+pub(crate) fn nanos_since(base: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

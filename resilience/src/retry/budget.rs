@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::config::RetryBudgetConfig;
 use crate::{
+    clock,
     config::ConfigError,
     shard::{self, Padded},
 };
@@ -239,8 +240,7 @@ impl RetryBudget {
 
     /// The current slice; later deposits are credited to it.
     fn read_clock(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.origin);
-        let slice = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / self.slice_nanos;
+        let slice = clock::nanos_since(self.origin) / self.slice_nanos;
         // Written only when it moves on: every thread reads this word on
         // every deposit.
         if slice > self.clock_slice.load(Ordering::Relaxed) {

@@ -3,7 +3,7 @@ use std::{sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{DEFAULT_NAME, Timeout, TimeoutConfig};
-use crate::{config::ConfigError, error::TimeoutKind};
+use crate::{config::ConfigError, error::TimeoutKind, label::Label};
 
 /// Applies a [`Timeout`] of one kind to every call.
 ///
@@ -26,6 +26,8 @@ use crate::{config::ConfigError, error::TimeoutKind};
 #[derive(Debug, Clone)]
 pub struct TimeoutLayer {
     name: Arc<str>,
+    /// The name interned once per layer, not once per service it makes.
+    label: Label,
     kind: TimeoutKind,
     after: Duration,
 }
@@ -37,6 +39,7 @@ impl TimeoutLayer {
     pub fn new(kind: TimeoutKind, after: Duration) -> Self {
         Self {
             name: DEFAULT_NAME.into(),
+            label: Label::intern(DEFAULT_NAME),
             kind,
             after,
         }
@@ -57,6 +60,7 @@ impl TimeoutLayer {
         config.validate()?;
         Ok(Self {
             name: config.name.as_str().into(),
+            label: Label::intern(&config.name),
             kind: config.kind,
             after: config.duration,
         })
@@ -65,6 +69,7 @@ impl TimeoutLayer {
     /// Sets the name used in tracing and metrics.
     pub fn with_name(mut self, name: impl AsRef<str>) -> Self {
         self.name = name.as_ref().into();
+        self.label = Label::intern(name.as_ref());
         self
     }
 
@@ -88,6 +93,6 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::named(inner, Arc::clone(&self.name), self.kind, self.after)
+        Timeout::named(inner, Arc::clone(&self.name), self.label, self.kind, self.after)
     }
 }

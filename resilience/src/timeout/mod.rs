@@ -202,13 +202,19 @@ pub struct Timeout<S> {
 impl<S> Timeout<S> {
     /// Wraps `inner` with a limit of `after` of the given kind, named `"timeout"`.
     pub fn new(inner: S, kind: TimeoutKind, after: Duration) -> Self {
-        Self::named(inner, DEFAULT_NAME.into(), kind, after)
+        Self::named(
+            inner,
+            DEFAULT_NAME.into(),
+            Label::intern(DEFAULT_NAME),
+            kind,
+            after,
+        )
     }
 
-    pub(crate) fn named(inner: S, name: Arc<str>, kind: TimeoutKind, after: Duration) -> Self {
+    pub(crate) fn named(inner: S, name: Arc<str>, label: Label, kind: TimeoutKind, after: Duration) -> Self {
         Self {
             inner,
-            label: Label::intern(&name),
+            label,
             name,
             kind,
             after,

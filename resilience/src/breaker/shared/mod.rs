@@ -32,7 +32,10 @@ use super::{
     state::{BreakerState, StateWord, TransitionReason},
     window::{Shard, Totals},
 };
-use crate::shard::{self, Padded};
+use crate::{
+    clock,
+    shard::{self, Padded},
+};
 
 mod admission;
 mod recording;
@@ -219,11 +222,7 @@ impl Shared {
     }
 
     fn now_nanos(&self) -> u64 {
-        self.nanos_at(Instant::now())
-    }
-
-    fn nanos_at(&self, instant: Instant) -> u64 {
-        u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        clock::nanos_since(self.origin)
     }
 
     #[inline(always)]
