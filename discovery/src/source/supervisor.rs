@@ -331,14 +331,9 @@ fn lock(bridge: &Mutex<Bridge>) -> MutexGuard<'_, Bridge> {
     bridge.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The supervisor path an instance id sits under (`root` for `root/api-2`).
-fn parent_of(id: &InstanceId) -> &str {
-    id.as_str().rsplit_once('/').map_or("", |(parent, _)| parent)
-}
-
 impl Bridge {
     fn follows(&self, id: &InstanceId, child: &str) -> bool {
-        child == &*self.child && parent_of(id) == &*self.parent
+        child == &*self.child && id.supervisor_path() == &*self.parent
     }
 
     fn on_event(&mut self, event: &LifecycleEvent) {

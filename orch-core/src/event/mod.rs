@@ -39,6 +39,13 @@ impl InstanceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The path of the supervisor the instance runs under, for example
+    /// `root/api` for `root/api/web-2`.
+    pub fn supervisor_path(&self) -> &str {
+        // The last segment is the child (and ordinal), which `new` joins on.
+        self.0.rsplit_once('/').map_or("", |(path, _)| path)
+    }
 }
 
 impl fmt::Display for InstanceId {
@@ -197,4 +204,17 @@ pub struct InstanceInfo {
     pub address: Option<SocketAddr>,
     /// When the instance entered `state`.
     pub since: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InstanceId;
+
+    #[test]
+    fn an_instance_id_names_its_supervisor_path() {
+        let replica = InstanceId::new("root/api", "web", Some(2));
+        assert_eq!(replica.as_str(), "root/api/web-2");
+        assert_eq!(replica.supervisor_path(), "root/api");
+        assert_eq!(InstanceId::new("root", "db", None).supervisor_path(), "root");
+    }
 }
