@@ -254,7 +254,7 @@ impl Registry {
         let wanted = collect_unique(&self.shared().name, endpoints)?;
         let state = self.shared().lock();
         let mut changes = VecDeque::new();
-        state::diff(state.endpoints.clone(), &wanted, &mut changes);
+        state::diff(&state.endpoints, &wanted, &mut changes);
         let n = changes.len();
         self.commit(state, changes);
         Ok(n)

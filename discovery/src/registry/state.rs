@@ -152,7 +152,7 @@ impl State {
             return Taken::Closed;
         };
         match slot.lagged.take() {
-            Some(had) => diff(had, &self.endpoints, out),
+            Some(had) => diff(&had, &self.endpoints, out),
             // Swapping keeps both buffers' allocations in use.
             None => std::mem::swap(out, &mut slot.queue),
         }
@@ -186,21 +186,27 @@ impl State {
 /// The changes that turn `had` into `now`: removals first, then insertions
 /// and updates, each in id order.
 pub(crate) fn diff(
-    mut had: BTreeMap<EndpointId, Endpoint>,
+    had: &BTreeMap<EndpointId, Endpoint>,
     now: &BTreeMap<EndpointId, Endpoint>,
     out: &mut VecDeque<Queued>,
 ) {
-    let mut upserts = Vec::new();
+    // Borrowed, so that only what changed is cloned (`replace_all` diffs the
+    // live map under the registry's lock).
+    out.extend(
+        had.iter()
+            .filter(|(id, _)| !now.contains_key(*id))
+            .map(|(_, old)| Queued::Remove(old.clone())),
+    );
     for (id, e) in now {
-        match had.remove(id) {
-            None => upserts.push(Queued::Insert(e.clone())),
-            Some(old) if old != *e => upserts.push(Queued::Update { new: e.clone(), old }),
+        match had.get(id) {
+            None => out.push_back(Queued::Insert(e.clone())),
+            Some(old) if old != e => out.push_back(Queued::Update {
+                new: e.clone(),
+                old: old.clone(),
+            }),
             Some(_) => {}
         }
     }
-    // What is left of `had` is gone from `now`.
-    out.extend(had.into_values().map(Queued::Remove));
-    out.extend(upserts);
     debug_assert!(
         out.iter().zip(out.iter().skip(1)).all(|(a, b)| a.id() != b.id()),
         "a diff names each id once"
@@ -230,7 +236,7 @@ mod tests {
         let had = map(&[ep("a", 1), ep("b", 2), ep("c", 3)]);
         let now = map(&[ep("a", 1), ep("b", 20), ep("d", 4)]);
         let mut out = VecDeque::new();
-        diff(had, &now, &mut out);
+        diff(&had, &now, &mut out);
         assert_eq!(
             changes(out),
             [
