@@ -1,6 +1,8 @@
 //! Behaviour of the client-side load balancer, on paused tokio time.
 #![allow(clippy::unwrap_used, reason = "test helpers unwrap like the tests they serve")]
 
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -13,17 +15,16 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, Stream, StreamExt, stream};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use futures_util::{FutureExt, StreamExt, stream};
+use metrics_util::debugging::DebuggingRecorder;
 use orch_discovery::{
     Endpoint, EndpointChange, Weight,
     balance::{
-        Algorithm, BalanceError, Balancer, BalancerConfig, ClockSource, HttpFailures, ReconnectBackoff,
-        connect_fn,
+        Algorithm, BalanceError, Balancer, BalancerConfig, HttpFailures, ReconnectBackoff, connect_fn,
     },
     health::HealthConfig,
 };
-use tokio::sync::mpsc;
+use support::{Snapshot, changes, config, count};
 use tower::{Service, ServiceExt, service_fn};
 
 // ===== a fleet of scriptable endpoint services =====
@@ -159,24 +160,6 @@ fn insert(id: &str, port: u16) -> EndpointChange {
     EndpointChange::Insert(endpoint(id, port))
 }
 
-/// A discovery stream the test feeds by hand.
-fn changes() -> (
-    mpsc::UnboundedSender<EndpointChange>,
-    impl Stream<Item = EndpointChange> + Unpin,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    (tx, stream::poll_fn(move |cx| rx.poll_recv(cx)))
-}
-
-/// Deterministic config on tokio's clock, without backoff jitter.
-fn config(algorithm: impl Into<Algorithm>) -> BalancerConfig {
-    BalancerConfig::default()
-        .algorithm(algorithm)
-        .clock(ClockSource::Tokio)
-        .seed(42)
-        .reconnect(ReconnectBackoff::default().jitter(0.0))
-}
-
 fn poll_ready<S: Service<()>>(balancer: &mut S) -> Poll<Result<(), S::Error>> {
     balancer.poll_ready(&mut Context::from_waker(Waker::noop()))
 }
@@ -186,10 +169,13 @@ async fn send<S>(balancer: &mut S) -> Result<String, BalanceError>
 where
     S: Service<(), Response = String, Error = BalanceError>,
 {
-    balancer.ready().await?.call(()).await
+    support::send(balancer, ()).await
 }
 
 /// `n` requests one after another; how many each endpoint answered.
+///
+/// Unlike `support::tally`, only successes count and errors are skipped:
+/// this fleet's failures do not name their endpoint.
 async fn tally<S>(balancer: &mut S, n: usize) -> HashMap<String, usize>
 where
     S: Service<(), Response = String, Error = BalanceError>,
@@ -201,10 +187,6 @@ where
         }
     }
     counts
-}
-
-fn count(counts: &HashMap<String, usize>, id: &str) -> usize {
-    counts.get(id).copied().unwrap_or(0)
 }
 
 // ===== weights =====
@@ -622,65 +604,6 @@ async fn http_5xx_and_grpc_unavailable_count_as_failures() {
 
 // ===== metrics =====
 
-/// One snapshot of the recorder (counters are deltas since the last one;
-/// gauges are read once).
-struct Snapshot(Vec<Sample>);
-
-/// A metric's name, labels and value.
-type Sample = (String, Vec<(String, String)>, DebugValue);
-
-impl Snapshot {
-    fn take(snapshotter: &Snapshotter) -> Self {
-        Self(
-            snapshotter
-                .snapshot()
-                .into_vec()
-                .into_iter()
-                .map(|(key, _, _, value)| {
-                    let key = key.key();
-                    let labels = key
-                        .labels()
-                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                        .collect();
-                    (key.name().to_owned(), labels, value)
-                })
-                .collect(),
-        )
-    }
-
-    /// The value of metric `name` with `labels` (a gauge as an integer).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        self.0.iter().find_map(|(n, l, value)| {
-            let matches = n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v));
-            match (matches, value) {
-                (true, DebugValue::Counter(n)) => Some(*n),
-                (true, DebugValue::Gauge(g)) => Some(g.into_inner() as u64),
-                _ => None,
-            }
-        })
-    }
-
-    fn picks(&self, id: &str) -> Option<u64> {
-        self.get(
-            "orch_balancer_picks_total",
-            &[("balancer", "api"), ("endpoint", id)],
-        )
-    }
-
-    fn endpoints(&self) -> (Option<u64>, Option<u64>) {
-        let gauge = |state| {
-            self.get(
-                "orch_balancer_endpoints",
-                &[("balancer", "api"), ("state", state)],
-            )
-        };
-        (gauge("ready"), gauge("total"))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn metrics_count_picks_per_endpoint_endpoints_evictions_and_no_endpoints() {
     let recorder = DebuggingRecorder::new();
@@ -691,7 +614,7 @@ async fn metrics_count_picks_per_endpoint_endpoints_evictions_and_no_endpoints()
     let (tx, changes) = changes();
     tx.send(insert("a", 1)).unwrap();
     tx.send(insert("b", 2)).unwrap();
-    let config = config(Algorithm::pending_requests()).name("api");
+    let config = config(Algorithm::pending_requests());
     let mut balancer = Balancer::with_config(&config, changes, fleet.connector()).unwrap();
     let counts = tally(&mut balancer, 100).await;
 

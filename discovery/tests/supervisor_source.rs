@@ -5,17 +5,20 @@
 //! and only the followed child of the followed supervisor is registered.
 #![allow(clippy::unwrap_used, reason = "test helpers unwrap like the tests they serve")]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use orch_core::{BackoffPolicy, ChildContext, ChildSpec, Supervisor, SupervisorHandle, SupervisorSpec};
 use orch_discovery::{
     ChangeStream, Endpoint, EndpointChange, EndpointId, Registry, SourceError, SupervisorSource,
 };
+use support::Snapshot;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -248,15 +251,7 @@ async fn a_lagging_source_reconciles_from_the_resync() {
     until_view(&mut changes, &mut view, &[("app/api-0", 1000)]).await;
     assert_eq!(Instant::now(), asked, "the resync removed them at once");
 
-    let resyncs: Vec<u64> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| match value {
-            DebugValue::Counter(n) if key.key().name() == "orch_registry_source_resyncs_total" => Some(n),
-            _ => None,
-        })
-        .collect();
+    let resyncs = Snapshot::take(&snapshotter).counters("orch_registry_source_resyncs_total");
     assert_eq!(resyncs, [1], "the source went through a resync");
 
     tokio::time::sleep(DRAIN * 2).await;

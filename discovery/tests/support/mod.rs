@@ -1,6 +1,6 @@
-//! Helpers shared by the balancer's health and picker tests: scriptable
-//! endpoints that answer at once, deterministic configs, tallies and a
-//! metrics snapshot.
+//! Helpers shared by the balancer's tests: scriptable endpoints that answer
+//! at once, deterministic configs, tallies and a metrics snapshot (also used
+//! by the supervisor source's tests).
 #![allow(dead_code, reason = "each test file uses a part of the helpers")]
 
 use std::{
@@ -243,6 +243,35 @@ impl Snapshot {
                 _ => None,
             }
         })
+    }
+
+    /// Every counter named `name`, whatever its labels.
+    pub fn counters(&self, name: &str) -> Vec<u64> {
+        self.0
+            .iter()
+            .filter_map(|(n, _, value)| match value {
+                DebugValue::Counter(c) if n == name => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn picks(&self, id: &str) -> Option<u64> {
+        self.get(
+            "orch_balancer_picks_total",
+            &[("balancer", "api"), ("endpoint", id)],
+        )
+    }
+
+    /// The `ready` and `total` endpoint gauges.
+    pub fn endpoints(&self) -> (Option<u64>, Option<u64>) {
+        let gauge = |state| {
+            self.get(
+                "orch_balancer_endpoints",
+                &[("balancer", "api"), ("state", state)],
+            )
+        };
+        (gauge("ready"), gauge("total"))
     }
 
     pub fn ejections(&self, reason: &str) -> Option<u64> {
