@@ -291,23 +291,7 @@ where
     /// example [`HttpFailures`] for `http::Response`s). Failures raise an
     /// endpoint's load and count towards its outlier ejection.
     pub fn classify_with<K2>(self, classifier: K2) -> Balancer<D, M, K2, H> {
-        Balancer {
-            changes: self.changes,
-            connector: self.connector,
-            set: self.set,
-            strategy: self.strategy,
-            classifier,
-            hasher: self.hasher,
-            clock: self.clock,
-            rng: self.rng,
-            wake: self.wake,
-            waker: self.waker,
-            last_called: self.last_called,
-            reserved: self.reserved,
-            failfast: self.failfast,
-            failfast_timeout: self.failfast_timeout,
-            failfast_timer: self.failfast_timer,
-        }
+        self.map_parts(|_, hasher| (classifier, hasher))
     }
 
     /// The same balancer, taking each request's key for
@@ -343,12 +327,20 @@ where
     /// # }
     /// ```
     pub fn hash_with<H2>(self, hasher: H2) -> Balancer<D, M, K, H2> {
+        self.map_parts(|classifier, _| (classifier, hasher))
+    }
+
+    /// The same balancer with its classifier and hasher mapped by `f`: the
+    /// one place that moves every field, so the builders that change a type
+    /// parameter cannot drift apart or forget a field added later.
+    fn map_parts<K2, H2>(self, f: impl FnOnce(K, H) -> (K2, H2)) -> Balancer<D, M, K2, H2> {
+        let (classifier, hasher) = f(self.classifier, self.hasher);
         Balancer {
             changes: self.changes,
             connector: self.connector,
             set: self.set,
             strategy: self.strategy,
-            classifier: self.classifier,
+            classifier,
             hasher,
             clock: self.clock,
             rng: self.rng,
