@@ -150,7 +150,7 @@ use std::{
 };
 
 use futures_util::Stream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
@@ -225,18 +225,40 @@ where
     reserved: bool,
     failfast: FailFast,
     failfast_timeout: Duration,
-    /// The fail-fast deadline, allocated on first use and reused.
-    failfast_timer: Option<Pin<Box<Sleep>>>,
+    /// The fail-fast deadline.
+    failfast_timer: Timer,
 }
 
 /// Where `poll_ready` is in waiting for an endpoint.
 enum FailFast {
     /// An endpoint was ready last time (or it never waited).
     Idle,
-    /// No endpoint is ready; the timer is the deadline.
-    Waiting,
+    /// No endpoint is ready; fail at this deadline.
+    Waiting(Instant),
     /// The deadline passed: fail at once until an endpoint is ready.
     Failing,
+}
+
+/// A timer allocated on first use and reused after: background work and
+/// fail-fast arm theirs again and again, and a boxed `Sleep` per arm would
+/// allocate each time.
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Polls the timer for `deadline`. It is reset only when the deadline
+    /// moved: a reset re-registers with the time driver, and polling an
+    /// unchanged deadline (one that already passed included) gives the same
+    /// answer without it.
+    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 // ===== impl Balancer =====
@@ -278,7 +300,7 @@ where
             reserved: false,
             failfast: FailFast::Idle,
             failfast_timeout: config.failfast_timeout,
-            failfast_timer: None,
+            failfast_timer: Timer::default(),
         })
     }
 }
@@ -453,19 +475,10 @@ where
                         self.failfast = FailFast::Failing;
                         continue;
                     }
-                    let deadline = tokio::time::Instant::now() + self.failfast_timeout;
-                    match &mut self.failfast_timer {
-                        Some(timer) => timer.as_mut().reset(deadline),
-                        None => self.failfast_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    self.failfast = FailFast::Waiting;
+                    self.failfast = FailFast::Waiting(Instant::now() + self.failfast_timeout);
                 }
-                FailFast::Waiting => {
-                    let Some(timer) = &mut self.failfast_timer else {
-                        self.failfast = FailFast::Idle;
-                        continue;
-                    };
-                    if timer.as_mut().poll(cx).is_pending() {
+                FailFast::Waiting(deadline) => {
+                    if self.failfast_timer.poll_until(deadline, cx).is_pending() {
                         return Poll::Pending;
                     }
                     tracing::debug!(
