@@ -256,9 +256,14 @@ impl<S, F> EndpointSet<S, F> {
         matches!(self.model, LoadModel::PeakEwma { .. })
     }
 
-    /// Publishes the endpoint counts and re-decides panic mode.
+    /// Publishes the endpoint counts (ejected ones included) and re-decides
+    /// panic mode. Runs at the end of every background pass (and when a
+    /// repoll takes an endpoint out of the ready set), so membership and
+    /// health changes set the gauges and panic mode once per pass, however
+    /// many of them the pass applied.
     pub(crate) fn publish(&mut self) {
         self.metrics.endpoints(self.ready.len(), self.ids.len());
+        self.metrics.ejected.set(self.health.ejected_count() as f64);
         self.refresh_panic();
     }
 
