@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::ClockSource;
 use super::rng::Rng;
-use crate::health::{HealthConfig, MAX_DURATION};
+use crate::health::{HealthConfig, at_most_a_year, non_zero_duration};
 use crate::pick::{Maglev, MaglevError};
 
 pub use crate::ConfigError;
@@ -18,6 +18,7 @@ pub use crate::ConfigError;
 /// name, and (de)serialises with `serde`, durations in humantime form
 /// (`"3s"`, `"30ms"`). Unknown fields are rejected; missing ones take the
 /// defaults below, which are linkerd2-proxy's unless said otherwise.
+/// Every duration is at most 365 days, as in [`HealthConfig`].
 /// [`validate`](Self::validate) runs when the balancer is built and names
 /// the first bad field.
 ///
@@ -288,12 +289,7 @@ impl BalancerConfig {
             return Err(ConfigError::field("balancer.name", "must not be empty"));
         }
         // Zero is allowed: fail at once when nothing is ready.
-        if self.failfast_timeout > MAX_DURATION {
-            return Err(ConfigError::field(
-                "balancer.failfast_timeout",
-                "must be at most 365 days",
-            ));
-        }
+        at_most_a_year("balancer.failfast_timeout", self.failfast_timeout)?;
         self.algorithm.validate("balancer.algorithm")?;
         self.reconnect.validate("balancer.reconnect")?;
         self.health.validate_at("balancer.health")
@@ -328,10 +324,14 @@ impl Algorithm {
         let field = |name: &str| format!("{prefix}.{name}");
         match self {
             Self::PeakEwma(ewma) => {
-                non_zero(&field("default_rtt"), ewma.default_rtt)?;
-                non_zero(&field("decay"), ewma.decay)
+                non_zero_duration(field("default_rtt"), ewma.default_rtt)?;
+                non_zero_duration(field("decay"), ewma.decay)?;
+                // Zero is allowed: failures count by their real latency.
+                at_most_a_year(field("failure_penalty"), ewma.failure_penalty)
             }
-            Self::PendingRequests(pending) => non_zero(&field("failure_decay"), pending.failure_decay),
+            Self::PendingRequests(pending) => {
+                non_zero_duration(field("failure_decay"), pending.failure_decay)
+            }
             Self::RoundRobin => Ok(()),
             Self::Maglev(maglev) => maglev.validate(&field("table_size")),
         }
@@ -491,10 +491,13 @@ impl ReconnectBackoff {
 
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let field = |name: &str| format!("{prefix}.{name}");
-        non_zero(&field("initial"), self.initial)?;
+        non_zero_duration(field("initial"), self.initial)?;
         if self.max < self.initial {
             return Err(ConfigError::field(field("max"), "must be at least `initial`"));
         }
+        // Bounded because a reconnect is scheduled at `now + delay`, which
+        // would overflow (and panic) for a delay near `Duration::MAX`.
+        at_most_a_year(field("max"), self.max)?;
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
             return Err(ConfigError::field(
                 field("multiplier"),
@@ -504,14 +507,6 @@ impl ReconnectBackoff {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(ConfigError::field(field("jitter"), "must be between 0 and 1"));
         }
-        Ok(())
-    }
-}
-
-fn non_zero(field: &str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::field(field, "must be greater than zero"))
-    } else {
         Ok(())
     }
 }
@@ -588,6 +583,49 @@ mod tests {
             bad(base().failfast_timeout(Duration::MAX)),
             "balancer.failfast_timeout"
         );
+        // Every duration is bounded by a year, and the bound names its field.
+        let year = Duration::from_secs(365 * 24 * 60 * 60);
+        let too_long = year + Duration::from_secs(1);
+        let ewma = Algorithm::peak_ewma;
+        let too_long_is = |config: BalancerConfig, field: &str| {
+            let err = config.validate().unwrap_err();
+            assert_eq!(
+                (err.field_name(), err.reason()),
+                (field, "must be at most 365 days")
+            );
+        };
+        too_long_is(
+            base().algorithm(ewma().default_rtt(too_long)),
+            "balancer.algorithm.default_rtt",
+        );
+        too_long_is(
+            base().algorithm(ewma().decay(Duration::MAX)),
+            "balancer.algorithm.decay",
+        );
+        too_long_is(
+            base().algorithm(ewma().failure_penalty(too_long)),
+            "balancer.algorithm.failure_penalty",
+        );
+        too_long_is(
+            base().algorithm(Algorithm::pending_requests().failure_decay(too_long)),
+            "balancer.algorithm.failure_decay",
+        );
+        too_long_is(
+            base().reconnect(backoff().initial(too_long).max(too_long)),
+            "balancer.reconnect.initial",
+        );
+        // Near `Duration::MAX` a reconnect deadline would overflow.
+        too_long_is(
+            base().reconnect(backoff().max(Duration::MAX)),
+            "balancer.reconnect.max",
+        );
+        too_long_is(base().failfast_timeout(too_long), "balancer.failfast_timeout");
+        base()
+            .algorithm(ewma().failure_penalty(Duration::ZERO))
+            .reconnect(backoff().initial(year).max(year))
+            .failfast_timeout(year)
+            .validate()
+            .unwrap();
         base()
             .algorithm(Algorithm::maglev().table_size(11))
             .validate()

@@ -12,10 +12,11 @@
 //! meanwhile: the timer sets the wake flag (waking a task waiting in
 //! `poll_ready`), and the next `poll_ready` applies the return.
 
-use std::{future::Future, pin::Pin, sync::Arc, task::Context, time::Duration};
+use std::{sync::Arc, task::Context, time::Duration};
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use super::Timer;
 use crate::{
     ConfigError, EndpointId, Weight,
     health::{EndpointStats, HealthConfig, HealthEvent, OutlierDetector, PanicThreshold, SlowStart},
@@ -48,8 +49,8 @@ pub(crate) struct Health {
     /// The next slow-start weight update, while an endpoint ramps.
     next_step: Option<Instant>,
     /// Wakes the balancer for the detector's next deadline or the next
-    /// slow-start step; allocated on first use.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// slow-start step.
+    timer: Timer,
     /// Whether the balancer is in panic mode (as of the last refresh).
     panic: bool,
 }
@@ -72,7 +73,7 @@ impl Health {
             slow_start,
             step,
             next_step: None,
-            timer: None,
+            timer: Timer::default(),
             panic: false,
         })
     }
@@ -210,13 +211,7 @@ impl Health {
         let Some(deadline) = deadline else {
             return false;
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx).is_ready()
+        self.timer.poll_until(deadline, cx).is_ready()
     }
 }
 

@@ -150,7 +150,7 @@ use std::{
 };
 
 use futures_util::Stream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
@@ -225,18 +225,40 @@ where
     reserved: bool,
     failfast: FailFast,
     failfast_timeout: Duration,
-    /// The fail-fast deadline, allocated on first use and reused.
-    failfast_timer: Option<Pin<Box<Sleep>>>,
+    /// The fail-fast deadline.
+    failfast_timer: Timer,
 }
 
 /// Where `poll_ready` is in waiting for an endpoint.
 enum FailFast {
     /// An endpoint was ready last time (or it never waited).
     Idle,
-    /// No endpoint is ready; the timer is the deadline.
-    Waiting,
+    /// No endpoint is ready; fail at this deadline.
+    Waiting(Instant),
     /// The deadline passed: fail at once until an endpoint is ready.
     Failing,
+}
+
+/// A timer allocated on first use and reused after: background work and
+/// fail-fast arm theirs again and again, and a boxed `Sleep` per arm would
+/// allocate each time.
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Polls the timer for `deadline`. It is reset only when the deadline
+    /// moved: a reset re-registers with the time driver, and polling an
+    /// unchanged deadline (one that already passed included) gives the same
+    /// answer without it.
+    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 // ===== impl Balancer =====
@@ -278,7 +300,7 @@ where
             reserved: false,
             failfast: FailFast::Idle,
             failfast_timeout: config.failfast_timeout,
-            failfast_timer: None,
+            failfast_timer: Timer::default(),
         })
     }
 }
@@ -291,23 +313,7 @@ where
     /// example [`HttpFailures`] for `http::Response`s). Failures raise an
     /// endpoint's load and count towards its outlier ejection.
     pub fn classify_with<K2>(self, classifier: K2) -> Balancer<D, M, K2, H> {
-        Balancer {
-            changes: self.changes,
-            connector: self.connector,
-            set: self.set,
-            strategy: self.strategy,
-            classifier,
-            hasher: self.hasher,
-            clock: self.clock,
-            rng: self.rng,
-            wake: self.wake,
-            waker: self.waker,
-            last_called: self.last_called,
-            reserved: self.reserved,
-            failfast: self.failfast,
-            failfast_timeout: self.failfast_timeout,
-            failfast_timer: self.failfast_timer,
-        }
+        self.map_parts(|_, hasher| (classifier, hasher))
     }
 
     /// The same balancer, taking each request's key for
@@ -343,12 +349,20 @@ where
     /// # }
     /// ```
     pub fn hash_with<H2>(self, hasher: H2) -> Balancer<D, M, K, H2> {
+        self.map_parts(|classifier, _| (classifier, hasher))
+    }
+
+    /// The same balancer with its classifier and hasher mapped by `f`: the
+    /// one place that moves every field, so the builders that change a type
+    /// parameter cannot drift apart or forget a field added later.
+    fn map_parts<K2, H2>(self, f: impl FnOnce(K, H) -> (K2, H2)) -> Balancer<D, M, K2, H2> {
+        let (classifier, hasher) = f(self.classifier, self.hasher);
         Balancer {
             changes: self.changes,
             connector: self.connector,
             set: self.set,
             strategy: self.strategy,
-            classifier: self.classifier,
+            classifier,
             hasher,
             clock: self.clock,
             rng: self.rng,
@@ -461,19 +475,10 @@ where
                         self.failfast = FailFast::Failing;
                         continue;
                     }
-                    let deadline = tokio::time::Instant::now() + self.failfast_timeout;
-                    match &mut self.failfast_timer {
-                        Some(timer) => timer.as_mut().reset(deadline),
-                        None => self.failfast_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    self.failfast = FailFast::Waiting;
+                    self.failfast = FailFast::Waiting(Instant::now() + self.failfast_timeout);
                 }
-                FailFast::Waiting => {
-                    let Some(timer) = &mut self.failfast_timer else {
-                        self.failfast = FailFast::Idle;
-                        continue;
-                    };
-                    if timer.as_mut().poll(cx).is_pending() {
+                FailFast::Waiting(deadline) => {
+                    if self.failfast_timer.poll_until(deadline, cx).is_pending() {
                         return Poll::Pending;
                     }
                     tracing::debug!(

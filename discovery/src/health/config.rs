@@ -410,10 +410,18 @@ impl SlowStartConfig {
 }
 
 /// A duration greater than zero and at most a year.
-fn non_zero_duration(field: String, value: Duration) -> Result<(), ConfigError> {
+pub(crate) fn non_zero_duration(field: impl Into<String>, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         Err(ConfigError::field(field, "must be greater than zero"))
-    } else if value > MAX_DURATION {
+    } else {
+        at_most_a_year(field, value)
+    }
+}
+
+/// A duration of at most a year (zero included), so every deadline
+/// computed from it stays finite.
+pub(crate) fn at_most_a_year(field: impl Into<String>, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
         Err(ConfigError::field(field, "must be at most 365 days"))
     } else {
         Ok(())

@@ -54,7 +54,6 @@ impl<S, F> EndpointSet<S, F> {
             }
         }
         self.log_events(&events);
-        self.metrics.ejected.set(self.health.ejected_count() as f64);
     }
 
     /// Asks the detector for news (ejections, returns, success-rate
@@ -92,9 +91,9 @@ impl<S, F> EndpointSet<S, F> {
                 self.set_ejected(key, ejected);
             }
         }
+        // The ejected gauge and panic mode follow in `publish`, which the
+        // background pass runs once after all of its work.
         self.log_events(events);
-        self.metrics.ejected.set(self.health.ejected_count() as f64);
-        self.refresh_panic();
     }
 
     fn log_events(&self, events: &[HealthEvent]) {

@@ -30,9 +30,10 @@ use std::{
 };
 
 use metrics::Counter;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_service::Service;
 
+use super::Timer;
 use super::clock::Clock;
 use super::config::{BalancerConfig, ReconnectBackoff};
 use super::error::BoxError;
@@ -138,7 +139,8 @@ pub(crate) struct EndpointSet<S, F> {
     queued: VecDeque<(u32, u64)>,
     connecting: Vec<Connecting<F>>,
     waiting: Vec<Waiting>,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Wakes the balancer when the next backoff ends.
+    timer: Timer,
     /// How many ready endpoints have each table weight.
     ready_weights: HashMap<u32, usize>,
     /// Bumped on every change of the ready set or of a ready weight.
@@ -188,7 +190,7 @@ impl<S, F> EndpointSet<S, F> {
             queued: VecDeque::new(),
             connecting: Vec::new(),
             waiting: Vec::new(),
-            timer: None,
+            timer: Timer::default(),
             ready_weights: HashMap::new(),
             version: 0,
             members: Members::default(),
@@ -254,9 +256,14 @@ impl<S, F> EndpointSet<S, F> {
         matches!(self.model, LoadModel::PeakEwma { .. })
     }
 
-    /// Publishes the endpoint counts and re-decides panic mode.
+    /// Publishes the endpoint counts (ejected ones included) and re-decides
+    /// panic mode. Runs at the end of every background pass (and when a
+    /// repoll takes an endpoint out of the ready set), so membership and
+    /// health changes set the gauges and panic mode once per pass, however
+    /// many of them the pass applied.
     pub(crate) fn publish(&mut self) {
         self.metrics.endpoints(self.ready.len(), self.ids.len());
+        self.metrics.ejected.set(self.health.ejected_count() as f64);
         self.refresh_panic();
     }
 
@@ -615,11 +622,7 @@ impl<S, F> EndpointSet<S, F> {
             let Some(next) = next else {
                 return;
             };
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
-            timer.as_mut().reset(next);
-            if timer.as_mut().poll(cx).is_pending() {
+            if self.timer.poll_until(next, cx).is_pending() {
                 return;
             }
         }
