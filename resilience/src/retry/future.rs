@@ -36,14 +36,14 @@ pin_project! {
     {
         #[pin]
         state: State<R::Prepare, S::Future, R::Request>,
-        // The one timer of the call: the attempt's cut-off while calling, the
-        // backoff while sleeping, the overall deadline while waiting for the
-        // service or the body. Created only when first needed, so a call
-        // without timeouts that succeeds at once never touches the timer wheel.
-        // Boxed: a `Sleep` is larger than the rest of the future, which every
-        // call moves around, while only calls with a timeout need one (and
-        // registering it costs more than the allocation).
-        timer: OnDemand<Pin<Box<Sleep>>>,
+        // The call's timer and what it means (see `Timer`). Created at
+        // `call` when the call has a deadline or an attempt timeout, else
+        // when first needed, so a call without timeouts that succeeds at
+        // once never touches the timer wheel. Boxed: a `Sleep` is larger
+        // than the rest of the future, which every call writes and moves,
+        // while only calls with a timeout need one (and registering it
+        // costs more than the allocation).
+        timer: OnDemand<Pin<Box<Timer>>>,
         service: S,
         policy: Reach<C, P, R>,
         source: Option<R::Source>,
@@ -52,6 +52,20 @@ pin_project! {
         retrying: OnDemand<Box<Retrying<S::Response>>>,
         attempts: u32,
         replayable: bool,
+    }
+}
+
+pin_project! {
+    /// The one timer of a call: the attempt's cut-off while calling, the
+    /// backoff while sleeping, the overall deadline while waiting for the
+    /// service or the body. The deadline and the cut-off live here, not in
+    /// the future, because only a call with a timer has them.
+    struct Timer {
+        #[pin]
+        sleep: Sleep,
+        // What the timer means while an attempt runs; `None` when the
+        // attempt has no cut-off (the timer was made for a backoff).
+        cut: Option<Cut>,
         deadline: Option<Deadline>,
     }
 }
@@ -64,8 +78,8 @@ pin_project! {
     enum State<Prepare, Call, Request> {
         // Reading the body of a request that needs buffering.
         Preparing { #[pin] prepare: Prepare },
-        // An attempt is in flight; `cut` says what the timer means.
-        Calling { #[pin] call: Call, cut: Option<Cut> },
+        // An attempt is in flight; the timer's `cut` says what it means.
+        Calling { #[pin] call: Call },
         // Sleeping before the next attempt, whose request is ready.
         BackingOff { next: Request },
         // Waiting for the service to be ready for the next attempt.
@@ -151,13 +165,14 @@ where
             // `call`, as it would without this layer.
             Prepared::Ready(request, source) => {
                 let call = service.call(request);
-                let (timer, cut) = match cut_for(policy.plan.attempt_timeout, deadline) {
-                    Some((at, cut)) => (Some(Box::pin(sleep_until(at))), Some(cut)),
-                    None => (None, None),
-                };
-                (State::Calling { call, cut }, timer, source, 1)
+                let timer = cut_for(policy.plan.attempt_timeout, deadline)
+                    .map(|(at, cut)| Timer::pinned(at, Some(cut), deadline));
+                (State::Calling { call }, timer, source, 1)
             }
-            Prepared::Reading(prepare) => (State::Preparing { prepare }, None, None, 0),
+            Prepared::Reading(prepare) => {
+                let timer = deadline.map(|d| Timer::pinned(d.at, None, deadline));
+                (State::Preparing { prepare }, timer, None, 0)
+            }
         };
         Self {
             state,
@@ -168,7 +183,6 @@ where
             retrying: OnDemand(None),
             attempts,
             replayable,
-            deadline,
         }
     }
 }
@@ -188,7 +202,7 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
-        if let StateProj::Calling { call, cut: None } = this.state.as_mut().project() {
+        if let (StateProj::Calling { call }, None) = (this.state.as_mut().project(), &this.timer.0) {
             let Poll::Ready(result) = call.poll(cx) else {
                 return Poll::Pending;
             };
@@ -217,13 +231,10 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 StateProj::Preparing { prepare } => {
-                    if let Some(deadline) = *this.deadline {
-                        if this.timer.0.is_none() {
-                            arm(&mut this.timer.0, deadline.at);
-                        }
-                        if fired(&mut this.timer.0, cx) {
-                            return Poll::Ready(this.finish(Err(overall(deadline.after))));
-                        }
+                    if let Some(deadline) = deadline(this.timer)
+                        && fired(&mut this.timer.0, cx)
+                    {
+                        return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
                     match ready!(prepare.poll(cx)) {
                         Ok((request, source)) => {
@@ -235,8 +246,8 @@ where
                         }
                     }
                 }
-                StateProj::Calling { call, cut } => {
-                    let cut = *cut;
+                StateProj::Calling { call } => {
+                    let cut = this.timer.0.as_ref().and_then(|timer| timer.cut);
                     let result = match call.poll(cx) {
                         Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
                         Poll::Pending => {
@@ -269,18 +280,18 @@ where
                 }
                 StateProj::BackingOff { .. } => {
                     if let Some(timer) = this.timer.0.as_mut() {
-                        ready!(timer.as_mut().poll(cx));
+                        ready!(timer.as_mut().project().sleep.poll(cx));
                     }
                     if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
                     {
                         this.state.set(State::Readying { next });
                     }
-                    if let Some(deadline) = *this.deadline {
-                        arm(&mut this.timer.0, deadline.at);
+                    if let Some(deadline) = deadline(this.timer) {
+                        arm(&mut this.timer.0, deadline.at, None);
                     }
                 }
                 StateProj::Readying { .. } => {
-                    if let Some(deadline) = *this.deadline
+                    if let Some(deadline) = deadline(this.timer)
                         && fired(&mut this.timer.0, cx)
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
@@ -291,7 +302,7 @@ where
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
                     if let (Some(deadline), Some(limit)) =
-                        (*this.deadline, this.policy.plan().planned_attempt)
+                        (deadline(this.timer), this.policy.plan().planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
                         let last = this
@@ -332,14 +343,17 @@ where
             retrying.last = None;
         }
         let call = self.service.call(request);
-        let cut = match cut_for(self.policy.plan().attempt_timeout, *self.deadline) {
-            Some((at, cut)) => {
-                arm(&mut self.timer.0, at);
-                Some(cut)
+        match cut_for(self.policy.plan().attempt_timeout, deadline(self.timer)) {
+            Some((at, cut)) => arm(&mut self.timer.0, at, Some(cut)),
+            // No deadline and no attempt timeout: a timer left from a
+            // backoff does not cut the attempt.
+            None => {
+                if let Some(timer) = self.timer.0.as_mut() {
+                    *timer.as_mut().project().cut = None;
+                }
             }
-            None => None,
-        };
-        self.state.set(State::Calling { call, cut });
+        }
+        self.state.set(State::Calling { call });
     }
 
     /// Decides an attempt's result: the call's output, or `None` when the
@@ -452,7 +466,7 @@ where
                 }
             }
         };
-        if let Some(deadline) = *self.deadline
+        if let Some(deadline) = deadline(self.timer)
             && !fits(Instant::now(), delay, plan.planned_attempt, deadline.at)
         {
             return Some(give_up(
@@ -492,11 +506,11 @@ where
         self.retrying.0.get_or_insert_with(Box::default).last = Some(result);
         if delay.is_zero() {
             self.state.set(State::Readying { next: request });
-            if let Some(deadline) = *self.deadline {
-                arm(&mut self.timer.0, deadline.at);
+            if let Some(deadline) = deadline(self.timer) {
+                arm(&mut self.timer.0, deadline.at, None);
             }
         } else {
-            arm(&mut self.timer.0, later(Instant::now(), delay));
+            arm(&mut self.timer.0, later(Instant::now(), delay), None);
             self.state.set(State::BackingOff { next: request });
         }
         None
@@ -618,17 +632,37 @@ fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadli
     }
 }
 
-fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
-    match timer {
-        Some(sleep) => sleep.as_mut().reset(at),
-        None => *timer = Some(Box::pin(sleep_until(at))),
+impl Timer {
+    fn pinned(at: Instant, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {
+        Box::pin(Self {
+            sleep: sleep_until(at),
+            cut,
+            deadline,
+        })
     }
 }
 
-fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+/// The call's overall deadline, if it has one (then it has a timer).
+fn deadline(timer: &OnDemand<Pin<Box<Timer>>>) -> Option<Deadline> {
+    timer.0.as_ref().and_then(|timer| timer.deadline)
+}
+
+/// Sets the timer to fire at `at`, meaning `cut` if an attempt runs then.
+fn arm(timer: &mut Option<Pin<Box<Timer>>>, at: Instant, cut: Option<Cut>) {
+    match timer {
+        Some(timer) => {
+            let timer = timer.as_mut().project();
+            timer.sleep.reset(at);
+            *timer.cut = cut;
+        }
+        None => *timer = Some(Timer::pinned(at, cut, None)),
+    }
+}
+
+fn fired(timer: &mut Option<Pin<Box<Timer>>>, cx: &mut Context<'_>) -> bool {
     timer
         .as_mut()
-        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+        .is_some_and(|timer| timer.as_mut().project().sleep.poll(cx).is_ready())
 }
 
 fn overall(after: Duration) -> ResilienceError {
