@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use super::{
     backoff::ActiveBackoff,
-    policy::{Policy, Reach, Route},
+    policy::{Plan, Policy, Reach, Route},
     replay::{Prepared, Replay},
 };
 use crate::{
@@ -97,8 +97,10 @@ struct OnDemand<T>(Option<T>);
 impl<T> Drop for OnDemand<T> {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(value) = self.0.take() {
-            free(value);
+        // Tested before it is taken: `take` writes `None` back even when
+        // there is nothing to take, a store every call would pay.
+        if self.0.is_some() {
+            free(self.0.take());
         }
     }
 }
@@ -133,10 +135,11 @@ enum Cut {
     Overall(Duration),
 }
 
+/// The end of a call with an overall timeout, and that timeout.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    pub(crate) at: Instant,
-    pub(crate) after: Duration,
+struct Deadline {
+    at: Instant,
+    after: Duration,
 }
 
 impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
@@ -144,41 +147,50 @@ where
     R: Replay<Req>,
     S: Service<R::Request>,
 {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         mut service: S,
         policy: &Policy<C, P, R>,
         route: &Route<C, P, R>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
         replayable: bool,
-        deadline: Option<Deadline>,
     ) -> Self
     where
         C: Clone,
         R: Clone,
     {
-        // The future is written once, whole, at the end: built field by
-        // field and then moved, its narrow stores were read back by the
-        // move's wide loads, which stalls store forwarding.
-        let (state, timer, source, attempts) = match prepared {
+        // Only a call with a timeout reads the clock, out of line, so that
+        // `call` without one stays small enough to be inlined.
+        let timer = match route.timed(policy) {
+            true => Timer::for_call(
+                &policy.plan,
+                policy.overall_timeout,
+                matches!(prepared, Prepared::Ready(..)),
+            ),
+            false => None,
+        };
+        let (state, source, attempts) = match prepared {
             // The request is at hand: the first attempt goes out now, from
             // `call`, as it would without this layer.
-            Prepared::Ready(request, source) => {
-                let call = service.call(request);
-                let timer = cut_for(policy.plan.attempt_timeout, deadline)
-                    .map(|(at, cut)| Timer::pinned(at, Some(cut), deadline));
-                (State::Calling { call }, timer, source, 1)
-            }
-            Prepared::Reading(prepare) => {
-                let timer = deadline.map(|d| Timer::pinned(d.at, None, deadline));
-                (State::Preparing { prepare }, timer, None, 0)
-            }
+            Prepared::Ready(request, source) => (
+                State::Calling {
+                    call: service.call(request),
+                },
+                source,
+                1,
+            ),
+            Prepared::Reading(prepare) => (State::Preparing { prepare }, None, 0),
         };
+        // The future is written once, whole: built field by field and then
+        // moved, its narrow stores were read back by the move's wide loads,
+        // which stalls store forwarding. The reach is made here, after the
+        // attempt is sent, for the same reason: made before, it was spilled
+        // across the service's `call` and read back wide.
         Self {
             state,
             timer: OnDemand(timer),
             service,
-            policy: Reach::for_call(policy, route),
+            policy: Reach::enter(policy, route),
             source,
             retrying: OnDemand(None),
             attempts,
@@ -343,7 +355,11 @@ where
             retrying.last = None;
         }
         let call = self.service.call(request);
-        match cut_for(self.policy.plan().attempt_timeout, deadline(self.timer)) {
+        match cut_for(
+            Instant::now(),
+            self.policy.plan().attempt_timeout,
+            deadline(self.timer),
+        ) {
             Some((at, cut)) => arm(&mut self.timer.0, at, Some(cut)),
             // No deadline and no attempt timeout: a timer left from a
             // backoff does not cut the attempt.
@@ -387,8 +403,8 @@ where
         self.state.set(State::Done);
         // Tested first: a call that never retried has nothing to free, and
         // the drop glue is an out-of-line call.
-        if let Some(retrying) = self.retrying.0.take() {
-            free(retrying);
+        if self.retrying.0.is_some() {
+            free(self.retrying.0.take());
         }
         output
     }
@@ -602,10 +618,13 @@ fn give_up<Res>(
 
 /// When the timer of an attempt starting now fires, and what that means:
 /// the attempt's own cut-off, or the overall deadline when that comes first.
-#[inline]
-fn cut_for(attempt_timeout: Option<Duration>, deadline: Option<Deadline>) -> Option<(Instant, Cut)> {
+fn cut_for(
+    now: Instant,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Deadline>,
+) -> Option<(Instant, Cut)> {
     match (attempt_timeout, deadline) {
-        (Some(limit), deadline) => match (Instant::now().checked_add(limit), deadline) {
+        (Some(limit), deadline) => match (now.checked_add(limit), deadline) {
             (Some(end), Some(d)) if end <= d.at => Some((end, Cut::Attempt(limit))),
             // Only the first attempt, or one delayed by the service's
             // readiness, can reach here: later attempts start only when
@@ -633,6 +652,27 @@ fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadli
 }
 
 impl Timer {
+    /// The timer of a call with a timeout, from the moment it is made: the
+    /// overall deadline, and the first attempt's cut-off when that attempt
+    /// starts now.
+    #[inline(never)]
+    fn for_call(
+        plan: &Plan,
+        overall_timeout: Option<Duration>,
+        attempt_starts: bool,
+    ) -> Option<Pin<Box<Self>>> {
+        let now = Instant::now();
+        let deadline = overall_timeout.map(|after| Deadline {
+            at: later(now, after),
+            after,
+        });
+        match attempt_starts {
+            true => cut_for(now, plan.attempt_timeout, deadline)
+                .map(|(at, cut)| Self::pinned(at, Some(cut), deadline)),
+            false => deadline.map(|d| Self::pinned(d.at, None, deadline)),
+        }
+    }
+
     fn pinned(at: Instant, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {
         Box::pin(Self {
             sleep: sleep_until(at),

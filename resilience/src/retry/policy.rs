@@ -77,6 +77,14 @@ impl<C, P, R> Policy<C, P, R> {
     }
 }
 
+impl<C, P, R> Policy<C, P, R> {
+    /// Whether calls need the clock: with an attempt or an overall timeout.
+    #[inline(always)]
+    pub(crate) fn timed(&self) -> bool {
+        self.plan.attempt_timeout.is_some() || self.overall_timeout.is_some()
+    }
+}
+
 impl<C, P, R> fmt::Debug for Policy<C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
@@ -114,8 +122,9 @@ impl PlanId {
 /// How the calls of one service reach its policy, decided once per service
 /// (see the module docs).
 pub(crate) enum Route<C, P, R> {
-    /// A plain policy: calls carry its interned id.
-    Interned(PlanId),
+    /// A plain policy: calls carry its interned id. `timed` when it has an
+    /// attempt or overall timeout, so calls need the clock.
+    Interned { plan: PlanId, timed: bool },
     /// Calls clone their thread's lane.
     Lanes(Arc<Lanes<Policy<C, P, R>>>),
 }
@@ -127,8 +136,23 @@ impl<C, P, R> Route<C, P, R> {
             && policy.budget.is_none()
             && policy.throttle.is_none();
         match &policy.backoff {
-            BackoffSource::Config(backoff) if plain => Self::Interned(PlanId::intern(policy.plan, *backoff)),
+            BackoffSource::Config(backoff) if plain => Self::Interned {
+                plan: PlanId::intern(policy.plan, *backoff),
+                timed: policy.timed(),
+            },
             _ => Self::Lanes(Arc::new(Lanes::new(policy))),
+        }
+    }
+}
+
+impl<C, P, R> Route<C, P, R> {
+    /// Whether calls need the clock (see [`Policy::timed`]); for a plain
+    /// policy without reading the policy.
+    #[inline(always)]
+    pub(crate) fn timed(&self, policy: &Policy<C, P, R>) -> bool {
+        match self {
+            Self::Interned { timed, .. } => *timed,
+            Self::Lanes(_) => policy.timed(),
         }
     }
 }
@@ -136,7 +160,10 @@ impl<C, P, R> Route<C, P, R> {
 impl<C, P, R> Clone for Route<C, P, R> {
     fn clone(&self) -> Self {
         match self {
-            Self::Interned(plan) => Self::Interned(*plan),
+            Self::Interned { plan, timed } => Self::Interned {
+                plan: *plan,
+                timed: *timed,
+            },
             Self::Lanes(lanes) => Self::Lanes(Arc::clone(lanes)),
         }
     }
@@ -149,16 +176,23 @@ pub(crate) enum Reach<C, P, R> {
 }
 
 impl<C: Clone, P, R: Clone> Reach<C, P, R> {
-    /// The reach of one call of a service over `policy` by `route`.
+    /// The reach of one call of a service over `policy` by `route`; the
+    /// call is deposited in the budget, if any (a plain policy has none, so
+    /// one test of the route decides both).
     #[inline(always)]
-    pub(crate) fn for_call(policy: &Policy<C, P, R>, route: &Route<C, P, R>) -> Self {
+    pub(crate) fn enter(policy: &Policy<C, P, R>, route: &Route<C, P, R>) -> Self {
         match route {
-            Route::Interned(plan) => Self::Interned {
+            Route::Interned { plan, .. } => Self::Interned {
                 plan: *plan,
                 classifier: policy.classifier.clone(),
                 replay: policy.replay.clone(),
             },
-            Route::Lanes(lanes) => Self::Shared(lanes.for_thread()),
+            Route::Lanes(lanes) => {
+                if let Some(budget) = &policy.budget {
+                    budget.deposit();
+                }
+                Self::Shared(lanes.for_thread())
+            }
         }
     }
 }
