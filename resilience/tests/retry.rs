@@ -353,6 +353,30 @@ async fn an_attempt_that_times_out_is_cancelled_and_retried() {
     assert_eq!(log.times()[1] - start, ms(110));
 }
 
+#[tokio::test(start_paused = true)]
+async fn without_timeouts_the_backoff_timer_does_not_cut_a_later_attempt() {
+    let log = Log::default();
+    let inner = {
+        let log = log.clone();
+        service_fn(move |_: u32| {
+            let n = log.record();
+            async move {
+                if n == 0 {
+                    return Err(reset());
+                }
+                // Long after the 10 ms backoff's timer has fired.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, io::Error>(n)
+            }
+        })
+    };
+    let start = Instant::now();
+    let retry = RetryLayer::new(config()).unwrap().safety(AlwaysSafe).layer(inner);
+    assert_eq!(retry.oneshot(1).await.unwrap(), 1);
+    assert_eq!(log.count(), 2);
+    assert_eq!(Instant::now() - start, ms(10) + Duration::from_secs(60));
+}
+
 fn hanging(log: &Log) -> impl Service<u32, Response = (), Error = io::Error, Future: Send> + Clone {
     let log = log.clone();
     service_fn(move |_: u32| {
@@ -1069,6 +1093,34 @@ async fn a_body_error_while_buffering_fails_the_call_before_any_attempt() {
         "client went away"
     );
     assert!(seen.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_still_arriving_at_the_overall_deadline_ends_the_call_before_any_attempt() {
+    let seen = Seen::default();
+    let retry = RetryLayer::http(config().overall_timeout(ms(250)))
+        .unwrap()
+        .buffer_bodies(1024)
+        .layer(body_reader(seen.clone(), |_| Ok(response(200, &[]))));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(2);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
+        .await
+        .unwrap();
+    let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let start = Instant::now();
+    let call = retry.oneshot(Request::put("/blob").body(body).unwrap());
+    let err = tokio::time::timeout(Duration::from_secs(3600), call)
+        .await
+        .expect("the deadline ends the call")
+        .unwrap_err();
+    assert!(
+        matches!(err, ResilienceError::Timeout { kind: TimeoutKind::Overall, after } if after == ms(250)),
+        "{err:?}"
+    );
+    assert_eq!(Instant::now() - start, ms(250));
+    assert!(seen.0.lock().unwrap().is_empty());
+    // The sender stayed open to the end: the body never finished.
+    drop(tx);
 }
 
 // ===== metrics =====

@@ -36,37 +36,40 @@ pin_project! {
     {
         #[pin]
         state: State<R::Prepare, S::Future, R::Request>,
-        // The call's timer and what it means (see `Timer`). Created at
-        // `call` when the call has a deadline or an attempt timeout, else
-        // when first needed, so a call without timeouts that succeeds at
-        // once never touches the timer wheel. Boxed: a `Sleep` is larger
-        // than the rest of the future, which every call writes and moves,
-        // while only calls with a timeout need one (and registering it
-        // costs more than the allocation).
-        timer: OnDemand<Pin<Box<Timer>>>,
+        // The timer and the retry state (see `Extra`). Made at `call` when
+        // the call has a deadline or an attempt timeout, else when first
+        // needed, so a call without timeouts that succeeds at once never
+        // touches the timer wheel. Boxed: a `Sleep` is larger than the rest
+        // of the future, which every call writes and moves, while only some
+        // calls need one (and registering it costs more than the allocation).
+        extra: OnDemand<Pin<Box<Extra<S::Response>>>>,
         service: S,
         policy: Reach<C, P, R>,
         source: Option<R::Source>,
-        // What only a retried call needs, allocated at its first retry so
-        // the future of a call that ends at once stays small.
-        retrying: OnDemand<Box<Retrying<S::Response>>>,
         attempts: u32,
         replayable: bool,
     }
 }
 
 pin_project! {
-    /// The one timer of a call: the attempt's cut-off while calling, the
-    /// backoff while sleeping, the overall deadline while waiting for the
-    /// service or the body. The deadline and the cut-off live here, not in
-    /// the future, because only a call with a timer has them.
-    struct Timer {
+    /// What only some calls need: the timer of a call with a timeout, the
+    /// state of a retried call. In one box, so that the future of a call
+    /// that needs neither is a word smaller and tests one field to find
+    /// nothing to free.
+    struct Extra<Res> {
+        // The one timer of the call: the attempt's cut-off while calling,
+        // the backoff while sleeping, the overall deadline while waiting
+        // for the service or the body. `None` until first armed.
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         // What the timer means while an attempt runs; `None` when the
-        // attempt has no cut-off (the timer was made for a backoff).
+        // attempt has no cut-off (the timer was armed for a backoff).
         cut: Option<Cut>,
         deadline: Option<Deadline>,
+        // The last result, kept while sleeping in case the next attempt
+        // cannot start before the deadline.
+        last: Option<Result<Res, ResilienceError>>,
+        backoff: Option<ActiveBackoff>,
     }
 }
 
@@ -88,10 +91,10 @@ pin_project! {
     }
 }
 
-/// A box made when first needed (the timer, the retry state), whose drop
-/// is a test inline and the freeing out of line: with the boxes' own drop
-/// glue, the compiler made each of them (and the future's) an out-of-line
-/// call, paid by every call that needed neither box.
+/// A box made when first needed, whose drop is a test inline and the
+/// freeing out of line: with the box's own drop glue, the compiler made it
+/// (and the future's) an out-of-line call, paid by every call that needed
+/// no box.
 struct OnDemand<T>(Option<T>);
 
 impl<T> Drop for OnDemand<T> {
@@ -109,23 +112,6 @@ impl<T> Drop for OnDemand<T> {
 #[inline(never)]
 fn free<T>(value: T) {
     drop(value);
-}
-
-/// The state of a call that has been retried at least once.
-struct Retrying<Res> {
-    // The last result, kept while sleeping in case the next attempt cannot
-    // start before the deadline.
-    last: Option<Result<Res, ResilienceError>>,
-    backoff: Option<ActiveBackoff>,
-}
-
-impl<Res> Default for Retrying<Res> {
-    fn default() -> Self {
-        Self {
-            last: None,
-            backoff: None,
-        }
-    }
 }
 
 /// What the timer means while an attempt runs.
@@ -161,8 +147,8 @@ where
     {
         // Only a call with a timeout reads the clock, out of line, so that
         // `call` without one stays small enough to be inlined.
-        let timer = match route.timed(policy) {
-            true => Timer::for_call(
+        let extra = match route.timed(policy) {
+            true => Extra::for_call(
                 &policy.plan,
                 policy.overall_timeout,
                 matches!(prepared, Prepared::Ready(..)),
@@ -188,11 +174,10 @@ where
         // across the service's `call` and read back wide.
         Self {
             state,
-            timer: OnDemand(timer),
+            extra: OnDemand(extra),
             service,
             policy: Reach::enter(policy, route),
             source,
-            retrying: OnDemand(None),
             attempts,
             replayable,
         }
@@ -214,7 +199,7 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
-        if let (StateProj::Calling { call }, None) = (this.state.as_mut().project(), &this.timer.0) {
+        if let (StateProj::Calling { call }, None) = (this.state.as_mut().project(), &this.extra.0) {
             let Poll::Ready(result) = call.poll(cx) else {
                 return Poll::Pending;
             };
@@ -243,8 +228,8 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 StateProj::Preparing { prepare } => {
-                    if let Some(deadline) = deadline(this.timer)
-                        && fired(&mut this.timer.0, cx)
+                    if let Some(deadline) = deadline(this.extra)
+                        && fired(&mut this.extra.0, cx)
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -259,14 +244,14 @@ where
                     }
                 }
                 StateProj::Calling { call } => {
-                    let cut = this.timer.0.as_ref().and_then(|timer| timer.cut);
+                    let cut = this.extra.0.as_ref().and_then(|extra| extra.cut);
                     let result = match call.poll(cx) {
                         Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
                         Poll::Pending => {
                             // Polled after the call, so a response that is ready
                             // at the cut-off instant wins over the timeout.
                             let Some(cut) = cut else { return Poll::Pending };
-                            if !fired(&mut this.timer.0, cx) {
+                            if !fired(&mut this.extra.0, cx) {
                                 return Poll::Pending;
                             }
                             match cut {
@@ -291,20 +276,20 @@ where
                     }
                 }
                 StateProj::BackingOff { .. } => {
-                    if let Some(timer) = this.timer.0.as_mut() {
-                        ready!(timer.as_mut().project().sleep.poll(cx));
+                    if let Some(sleep) = sleep(&mut this.extra.0) {
+                        ready!(sleep.poll(cx));
                     }
                     if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
                     {
                         this.state.set(State::Readying { next });
                     }
-                    if let Some(deadline) = deadline(this.timer) {
-                        arm(&mut this.timer.0, deadline.at, None);
+                    if let Some(deadline) = deadline(this.extra) {
+                        arm(&mut this.extra.0, deadline.at, None);
                     }
                 }
                 StateProj::Readying { .. } => {
-                    if let Some(deadline) = deadline(this.timer)
-                        && fired(&mut this.timer.0, cx)
+                    if let Some(deadline) = deadline(this.extra)
+                        && fired(&mut this.extra.0, cx)
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -314,14 +299,14 @@ where
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
                     if let (Some(deadline), Some(limit)) =
-                        (deadline(this.timer), this.policy.plan().planned_attempt)
+                        (deadline(this.extra), this.policy.plan().planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
                         let last = this
-                            .retrying
+                            .extra
                             .0
                             .as_mut()
-                            .and_then(|r| r.last.take())
+                            .and_then(|extra| extra.as_mut().project().last.take())
                             .unwrap_or_else(|| Err(overall(deadline.after)));
                         let output = give_up(
                             this.policy.plan().label,
@@ -351,21 +336,21 @@ where
     /// Sends `request` as the next attempt and arms its cut-off.
     fn start(&mut self, request: R::Request) {
         *self.attempts += 1;
-        if let Some(retrying) = self.retrying.0.as_mut() {
-            retrying.last = None;
+        if let Some(extra) = self.extra.0.as_mut() {
+            *extra.as_mut().project().last = None;
         }
         let call = self.service.call(request);
         match cut_for(
             Instant::now(),
             self.policy.plan().attempt_timeout,
-            deadline(self.timer),
+            deadline(self.extra),
         ) {
-            Some((at, cut)) => arm(&mut self.timer.0, at, Some(cut)),
+            Some((at, cut)) => arm(&mut self.extra.0, at, Some(cut)),
             // No deadline and no attempt timeout: a timer left from a
             // backoff does not cut the attempt.
             None => {
-                if let Some(timer) = self.timer.0.as_mut() {
-                    *timer.as_mut().project().cut = None;
+                if let Some(extra) = self.extra.0.as_mut() {
+                    *extra.as_mut().project().cut = None;
                 }
             }
         }
@@ -401,10 +386,10 @@ where
         output: Result<S::Response, ResilienceError>,
     ) -> Result<S::Response, ResilienceError> {
         self.state.set(State::Done);
-        // Tested first: a call that never retried has nothing to free, and
-        // the drop glue is an out-of-line call.
-        if self.retrying.0.is_some() {
-            free(self.retrying.0.take());
+        // Tested first: most calls have nothing to free, and the drop glue
+        // is an out-of-line call.
+        if self.extra.0.is_some() {
+            free(self.extra.0.take());
         }
         output
     }
@@ -460,14 +445,16 @@ where
             Pushback::After(delay) => {
                 // gRFC A6: after a pushback the backoff starts over from its
                 // initial delay.
-                if let Some(retrying) = self.retrying.0.as_mut() {
-                    retrying.backoff = None;
+                if let Some(extra) = self.extra.0.as_mut() {
+                    *extra.as_mut().project().backoff = None;
                 }
                 (delay, "pushback")
             }
             Pushback::None => {
-                let retrying = self.retrying.0.get_or_insert_with(Box::default);
-                let backoff = retrying.backoff.get_or_insert_with(|| policy.start_backoff());
+                let backoff = extra(&mut self.extra.0)
+                    .project()
+                    .backoff
+                    .get_or_insert_with(|| policy.start_backoff());
                 match backoff.next_delay() {
                     Some(delay) => (delay, "backoff"),
                     // A custom schedule that ends is a limit on attempts.
@@ -482,7 +469,7 @@ where
                 }
             }
         };
-        if let Some(deadline) = deadline(self.timer)
+        if let Some(deadline) = deadline(self.extra)
             && !fits(Instant::now(), delay, plan.planned_attempt, deadline.at)
         {
             return Some(give_up(
@@ -519,14 +506,14 @@ where
             error = result.as_ref().err().map(tracing::field::display),
             "retrying",
         );
-        self.retrying.0.get_or_insert_with(Box::default).last = Some(result);
+        *extra(&mut self.extra.0).project().last = Some(result);
         if delay.is_zero() {
             self.state.set(State::Readying { next: request });
-            if let Some(deadline) = deadline(self.timer) {
-                arm(&mut self.timer.0, deadline.at, None);
+            if let Some(deadline) = deadline(self.extra) {
+                arm(&mut self.extra.0, deadline.at, None);
             }
         } else {
-            arm(&mut self.timer.0, later(Instant::now(), delay), None);
+            arm(&mut self.extra.0, later(Instant::now(), delay), None);
             self.state.set(State::BackingOff { next: request });
         }
         None
@@ -651,7 +638,7 @@ fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadli
     }
 }
 
-impl Timer {
+impl<Res> Extra<Res> {
     /// The timer of a call with a timeout, from the moment it is made: the
     /// overall deadline, and the first attempt's cut-off when that attempt
     /// starts now.
@@ -666,43 +653,55 @@ impl Timer {
             at: later(now, after),
             after,
         });
-        match attempt_starts {
-            true => cut_for(now, plan.attempt_timeout, deadline)
-                .map(|(at, cut)| Self::pinned(at, Some(cut), deadline)),
-            false => deadline.map(|d| Self::pinned(d.at, None, deadline)),
-        }
+        let (at, cut) = match attempt_starts {
+            true => cut_for(now, plan.attempt_timeout, deadline).map(|(at, cut)| (at, Some(cut)))?,
+            false => (deadline?.at, None),
+        };
+        Some(Self::pinned(Some(sleep_until(at)), cut, deadline))
     }
 
-    fn pinned(at: Instant, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {
+    fn pinned(sleep: Option<Sleep>, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {
         Box::pin(Self {
-            sleep: sleep_until(at),
+            sleep,
             cut,
             deadline,
+            last: None,
+            backoff: None,
         })
     }
 }
 
+/// The call's extra state, made now if it has none yet.
+fn extra<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>) -> Pin<&mut Extra<Res>> {
+    extra
+        .get_or_insert_with(|| Extra::pinned(None, None, None))
+        .as_mut()
+}
+
 /// The call's overall deadline, if it has one (then it has a timer).
-fn deadline(timer: &OnDemand<Pin<Box<Timer>>>) -> Option<Deadline> {
-    timer.0.as_ref().and_then(|timer| timer.deadline)
+fn deadline<Res>(extra: &OnDemand<Pin<Box<Extra<Res>>>>) -> Option<Deadline> {
+    extra.0.as_ref().and_then(|extra| extra.deadline)
+}
+
+/// The call's timer, if it has been armed.
+fn sleep<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>) -> Option<Pin<&mut Sleep>> {
+    extra
+        .as_mut()
+        .and_then(|extra| extra.as_mut().project().sleep.as_pin_mut())
 }
 
 /// Sets the timer to fire at `at`, meaning `cut` if an attempt runs then.
-fn arm(timer: &mut Option<Pin<Box<Timer>>>, at: Instant, cut: Option<Cut>) {
-    match timer {
-        Some(timer) => {
-            let timer = timer.as_mut().project();
-            timer.sleep.reset(at);
-            *timer.cut = cut;
-        }
-        None => *timer = Some(Timer::pinned(at, cut, None)),
+fn arm<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>, at: Instant, cut: Option<Cut>) {
+    let mut extra = self::extra(extra).project();
+    match extra.sleep.as_mut().as_pin_mut() {
+        Some(sleep) => sleep.reset(at),
+        None => extra.sleep.set(Some(sleep_until(at))),
     }
+    *extra.cut = cut;
 }
 
-fn fired(timer: &mut Option<Pin<Box<Timer>>>, cx: &mut Context<'_>) -> bool {
-    timer
-        .as_mut()
-        .is_some_and(|timer| timer.as_mut().project().sleep.poll(cx).is_ready())
+fn fired<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>, cx: &mut Context<'_>) -> bool {
+    sleep(extra).is_some_and(|sleep| sleep.poll(cx).is_ready())
 }
 
 fn overall(after: Duration) -> ResilienceError {
