@@ -10,19 +10,19 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    backoff::ActiveBackoff,
-    policy::{Plan, Policy, Reach, Route},
+    extra::{Cut, Extra, cut_for, fits},
+    give_up::{GiveUp, give_up},
+    policy::{Policy, Reach, Route},
     replay::{Prepared, Replay},
 };
 use crate::{
     classify::{Classify, Outcome, Pushback},
     deadline::later,
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
-    label::Label,
 };
 
 pin_project! {
@@ -42,34 +42,12 @@ pin_project! {
         // touches the timer wheel. Boxed: a `Sleep` is larger than the rest
         // of the future, which every call writes and moves, while only some
         // calls need one (and registering it costs more than the allocation).
-        extra: OnDemand<Pin<Box<Extra<S::Response>>>>,
+        extra: Extra<S::Response>,
         service: S,
         policy: Reach<C, P, R>,
         source: Option<R::Source>,
         attempts: u32,
         replayable: bool,
-    }
-}
-
-pin_project! {
-    /// What only some calls need: the timer of a call with a timeout, the
-    /// state of a retried call. In one box, so that the future of a call
-    /// that needs neither is a word smaller and tests one field to find
-    /// nothing to free.
-    struct Extra<Res> {
-        // The one timer of the call: the attempt's cut-off while calling,
-        // the backoff while sleeping, the overall deadline while waiting
-        // for the service or the body. `None` until first armed.
-        #[pin]
-        sleep: Option<Sleep>,
-        // What the timer means while an attempt runs; `None` when the
-        // attempt has no cut-off (the timer was armed for a backoff).
-        cut: Option<Cut>,
-        deadline: Option<Deadline>,
-        // The last result, kept while sleeping in case the next attempt
-        // cannot start before the deadline.
-        last: Option<Result<Res, ResilienceError>>,
-        backoff: Option<ActiveBackoff>,
     }
 }
 
@@ -91,43 +69,6 @@ pin_project! {
     }
 }
 
-/// A box made when first needed, whose drop is a test inline and the
-/// freeing out of line: with the box's own drop glue, the compiler made it
-/// (and the future's) an out-of-line call, paid by every call that needed
-/// no box.
-struct OnDemand<T>(Option<T>);
-
-impl<T> Drop for OnDemand<T> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        // Tested before it is taken: `take` writes `None` back even when
-        // there is nothing to take, a store every call would pay.
-        if self.0.is_some() {
-            free(self.0.take());
-        }
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn free<T>(value: T) {
-    drop(value);
-}
-
-/// What the timer means while an attempt runs.
-#[derive(Debug, Clone, Copy)]
-enum Cut {
-    Attempt(Duration),
-    Overall(Duration),
-}
-
-/// The end of a call with an overall timeout, and that timeout.
-#[derive(Debug, Clone, Copy)]
-struct Deadline {
-    at: Instant,
-    after: Duration,
-}
-
 impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
 where
     R: Replay<Req>,
@@ -147,14 +88,12 @@ where
     {
         // Only a call with a timeout reads the clock, out of line, so that
         // `call` without one stays small enough to be inlined.
-        let extra = match route.timed(policy) {
-            true => Extra::for_call(
-                &policy.plan,
-                policy.overall_timeout,
-                matches!(prepared, Prepared::Ready(..)),
-            ),
-            false => None,
-        };
+        let extra = Extra::for_call(
+            route.timed(policy),
+            &policy.plan,
+            policy.overall_timeout,
+            matches!(prepared, Prepared::Ready(..)),
+        );
         let (state, source, attempts) = match prepared {
             // The request is at hand: the first attempt goes out now, from
             // `call`, as it would without this layer.
@@ -174,7 +113,7 @@ where
         // across the service's `call` and read back wide.
         Self {
             state,
-            extra: OnDemand(extra),
+            extra,
             service,
             policy: Reach::enter(policy, route),
             source,
@@ -199,7 +138,7 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
-        if let (StateProj::Calling { call }, None) = (this.state.as_mut().project(), &this.extra.0) {
+        if let (StateProj::Calling { call }, true) = (this.state.as_mut().project(), this.extra.is_none()) {
             let Poll::Ready(result) = call.poll(cx) else {
                 return Poll::Pending;
             };
@@ -228,8 +167,8 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 StateProj::Preparing { prepare } => {
-                    if let Some(deadline) = deadline(this.extra)
-                        && fired(&mut this.extra.0, cx)
+                    if let Some(deadline) = this.extra.deadline()
+                        && this.extra.poll_timer(cx).is_ready()
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -244,16 +183,14 @@ where
                     }
                 }
                 StateProj::Calling { call } => {
-                    let cut = this.extra.0.as_ref().and_then(|extra| extra.cut);
+                    let cut = this.extra.cut();
                     let result = match call.poll(cx) {
                         Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
                         Poll::Pending => {
                             // Polled after the call, so a response that is ready
                             // at the cut-off instant wins over the timeout.
                             let Some(cut) = cut else { return Poll::Pending };
-                            if !fired(&mut this.extra.0, cx) {
-                                return Poll::Pending;
-                            }
+                            ready!(this.extra.poll_timer(cx));
                             match cut {
                                 Cut::Overall(after) => {
                                     tracing::debug!(
@@ -276,20 +213,18 @@ where
                     }
                 }
                 StateProj::BackingOff { .. } => {
-                    if let Some(sleep) = sleep(&mut this.extra.0) {
-                        ready!(sleep.poll(cx));
-                    }
+                    ready!(this.extra.poll_timer(cx));
                     if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
                     {
                         this.state.set(State::Readying { next });
                     }
-                    if let Some(deadline) = deadline(this.extra) {
-                        arm(&mut this.extra.0, deadline.at, None);
+                    if let Some(deadline) = this.extra.deadline() {
+                        this.extra.arm(deadline.at, None);
                     }
                 }
                 StateProj::Readying { .. } => {
-                    if let Some(deadline) = deadline(this.extra)
-                        && fired(&mut this.extra.0, cx)
+                    if let Some(deadline) = this.extra.deadline()
+                        && this.extra.poll_timer(cx).is_ready()
                     {
                         return Poll::Ready(this.finish(Err(overall(deadline.after))));
                     }
@@ -299,14 +234,12 @@ where
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
                     if let (Some(deadline), Some(limit)) =
-                        (deadline(this.extra), this.policy.plan().planned_attempt)
+                        (this.extra.deadline(), this.policy.plan().planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
                         let last = this
                             .extra
-                            .0
-                            .as_mut()
-                            .and_then(|extra| extra.as_mut().project().last.take())
+                            .take_last()
                             .unwrap_or_else(|| Err(overall(deadline.after)));
                         let output = give_up(
                             this.policy.plan().label,
@@ -336,23 +269,17 @@ where
     /// Sends `request` as the next attempt and arms its cut-off.
     fn start(&mut self, request: R::Request) {
         *self.attempts += 1;
-        if let Some(extra) = self.extra.0.as_mut() {
-            *extra.as_mut().project().last = None;
-        }
+        // The last result is for giving up before this attempt starts.
+        drop(self.extra.take_last());
         let call = self.service.call(request);
         match cut_for(
             Instant::now(),
             self.policy.plan().attempt_timeout,
-            deadline(self.extra),
+            self.extra.deadline(),
         ) {
-            Some((at, cut)) => arm(&mut self.extra.0, at, Some(cut)),
-            // No deadline and no attempt timeout: a timer left from a
-            // backoff does not cut the attempt.
-            None => {
-                if let Some(extra) = self.extra.0.as_mut() {
-                    *extra.as_mut().project().cut = None;
-                }
-            }
+            Some((at, cut)) => self.extra.arm(at, Some(cut)),
+            // No deadline and no attempt timeout.
+            None => self.extra.uncut(),
         }
         self.state.set(State::Calling { call });
     }
@@ -386,11 +313,7 @@ where
         output: Result<S::Response, ResilienceError>,
     ) -> Result<S::Response, ResilienceError> {
         self.state.set(State::Done);
-        // Tested first: most calls have nothing to free, and the drop glue
-        // is an out-of-line call.
-        if self.extra.0.is_some() {
-            free(self.extra.0.take());
-        }
+        self.extra.clear();
         output
     }
 
@@ -445,16 +368,11 @@ where
             Pushback::After(delay) => {
                 // gRFC A6: after a pushback the backoff starts over from its
                 // initial delay.
-                if let Some(extra) = self.extra.0.as_mut() {
-                    *extra.as_mut().project().backoff = None;
-                }
+                self.extra.restart_backoff();
                 (delay, "pushback")
             }
             Pushback::None => {
-                let backoff = extra(&mut self.extra.0)
-                    .project()
-                    .backoff
-                    .get_or_insert_with(|| policy.start_backoff());
+                let backoff = self.extra.backoff(|| policy.start_backoff());
                 match backoff.next_delay() {
                     Some(delay) => (delay, "backoff"),
                     // A custom schedule that ends is a limit on attempts.
@@ -469,7 +387,7 @@ where
                 }
             }
         };
-        if let Some(deadline) = deadline(self.extra)
+        if let Some(deadline) = self.extra.deadline()
             && !fits(Instant::now(), delay, plan.planned_attempt, deadline.at)
         {
             return Some(give_up(
@@ -506,202 +424,18 @@ where
             error = result.as_ref().err().map(tracing::field::display),
             "retrying",
         );
-        *extra(&mut self.extra.0).project().last = Some(result);
+        self.extra.keep_last(result);
         if delay.is_zero() {
             self.state.set(State::Readying { next: request });
-            if let Some(deadline) = deadline(self.extra) {
-                arm(&mut self.extra.0, deadline.at, None);
+            if let Some(deadline) = self.extra.deadline() {
+                self.extra.arm(deadline.at, None);
             }
         } else {
-            arm(&mut self.extra.0, later(Instant::now(), delay), None);
+            self.extra.arm(later(Instant::now(), delay), None);
             self.state.set(State::BackingOff { next: request });
         }
         None
     }
-}
-
-/// Why the layer stopped retrying a retryable result.
-#[derive(Debug, Clone, Copy)]
-enum GiveUp {
-    NotRetried(NotRetriedReason),
-    Budget,
-    Throttled,
-}
-
-impl GiveUp {
-    fn label(self) -> &'static str {
-        match self {
-            Self::NotRetried(NotRetriedReason::MaxAttempts) => "max_attempts",
-            Self::NotRetried(NotRetriedReason::DeadlineTooClose) => "deadline_too_close",
-            Self::NotRetried(NotRetriedReason::Pushback) => "pushback",
-            Self::NotRetried(NotRetriedReason::UnsafeRequest) => "unsafe_request",
-            Self::NotRetried(NotRetriedReason::BodyTooLarge) => "body_too_large",
-            Self::Budget => "budget_exhausted",
-            Self::Throttled => "throttled",
-        }
-    }
-}
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotRetried(reason) => reason.fmt(f),
-            Self::Budget => f.write_str("retry budget exhausted"),
-            Self::Throttled => f.write_str("retries throttled: tokens at or below half of max_tokens"),
-        }
-    }
-}
-
-/// The call's output when no further attempt is made after a retryable
-/// result: a response is returned as it is; an error is wrapped to say why.
-fn give_up<Res>(
-    label: Label,
-    attempts: u32,
-    why: GiveUp,
-    result: Result<Res, ResilienceError>,
-) -> Result<Res, ResilienceError> {
-    let name = label.name();
-    metrics::counter!(
-        "orch_retry_gave_up_total",
-        "name" => Arc::clone(&name),
-        "reason" => why.label(),
-    )
-    .increment(1);
-    if matches!(why, GiveUp::Budget | GiveUp::Throttled) {
-        metrics::counter!("orch_retry_budget_exhausted_total", "name" => Arc::clone(&name)).increment(1);
-    }
-    match result {
-        Ok(response) => {
-            tracing::debug!(
-                name = %name,
-                attempts,
-                reason = why.label(),
-                why = %why,
-                "not retrying; returning the last response although it is classified retryable",
-            );
-            Ok(response)
-        }
-        Err(error) => {
-            tracing::debug!(
-                name = %name,
-                attempts,
-                reason = why.label(),
-                why = %why,
-                error = %error,
-                "not retrying",
-            );
-            let last = Box::new(error);
-            Err(match why {
-                GiveUp::NotRetried(reason) => ResilienceError::NotRetried {
-                    reason,
-                    attempts,
-                    last,
-                },
-                GiveUp::Budget | GiveUp::Throttled => ResilienceError::BudgetExhausted { attempts, last },
-            })
-        }
-    }
-}
-
-/// When the timer of an attempt starting now fires, and what that means:
-/// the attempt's own cut-off, or the overall deadline when that comes first.
-fn cut_for(
-    now: Instant,
-    attempt_timeout: Option<Duration>,
-    deadline: Option<Deadline>,
-) -> Option<(Instant, Cut)> {
-    match (attempt_timeout, deadline) {
-        (Some(limit), deadline) => match (now.checked_add(limit), deadline) {
-            (Some(end), Some(d)) if end <= d.at => Some((end, Cut::Attempt(limit))),
-            // Only the first attempt, or one delayed by the service's
-            // readiness, can reach here: later attempts start only when
-            // they fit.
-            (_, Some(d)) => Some((d.at, Cut::Overall(d.after))),
-            (Some(end), None) => Some((end, Cut::Attempt(limit))),
-            (None, None) => None,
-        },
-        (None, Some(d)) => Some((d.at, Cut::Overall(d.after))),
-        (None, None) => None,
-    }
-}
-
-/// Whether an attempt started after `delay` from `now` can finish before
-/// `deadline`: with an attempt timeout the whole attempt must fit; without
-/// one, it must at least start before the deadline.
-fn fits(now: Instant, delay: Duration, attempt_timeout: Option<Duration>, deadline: Instant) -> bool {
-    let Some(start) = now.checked_add(delay) else {
-        return false;
-    };
-    match attempt_timeout {
-        Some(limit) => start.checked_add(limit).is_some_and(|end| end <= deadline),
-        None => start < deadline,
-    }
-}
-
-impl<Res> Extra<Res> {
-    /// The timer of a call with a timeout, from the moment it is made: the
-    /// overall deadline, and the first attempt's cut-off when that attempt
-    /// starts now.
-    #[inline(never)]
-    fn for_call(
-        plan: &Plan,
-        overall_timeout: Option<Duration>,
-        attempt_starts: bool,
-    ) -> Option<Pin<Box<Self>>> {
-        let now = Instant::now();
-        let deadline = overall_timeout.map(|after| Deadline {
-            at: later(now, after),
-            after,
-        });
-        let (at, cut) = match attempt_starts {
-            true => cut_for(now, plan.attempt_timeout, deadline).map(|(at, cut)| (at, Some(cut)))?,
-            false => (deadline?.at, None),
-        };
-        Some(Self::pinned(Some(sleep_until(at)), cut, deadline))
-    }
-
-    fn pinned(sleep: Option<Sleep>, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {
-        Box::pin(Self {
-            sleep,
-            cut,
-            deadline,
-            last: None,
-            backoff: None,
-        })
-    }
-}
-
-/// The call's extra state, made now if it has none yet.
-fn extra<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>) -> Pin<&mut Extra<Res>> {
-    extra
-        .get_or_insert_with(|| Extra::pinned(None, None, None))
-        .as_mut()
-}
-
-/// The call's overall deadline, if it has one (then it has a timer).
-fn deadline<Res>(extra: &OnDemand<Pin<Box<Extra<Res>>>>) -> Option<Deadline> {
-    extra.0.as_ref().and_then(|extra| extra.deadline)
-}
-
-/// The call's timer, if it has been armed.
-fn sleep<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>) -> Option<Pin<&mut Sleep>> {
-    extra
-        .as_mut()
-        .and_then(|extra| extra.as_mut().project().sleep.as_pin_mut())
-}
-
-/// Sets the timer to fire at `at`, meaning `cut` if an attempt runs then.
-fn arm<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>, at: Instant, cut: Option<Cut>) {
-    let mut extra = self::extra(extra).project();
-    match extra.sleep.as_mut().as_pin_mut() {
-        Some(sleep) => sleep.reset(at),
-        None => extra.sleep.set(Some(sleep_until(at))),
-    }
-    *extra.cut = cut;
-}
-
-fn fired<Res>(extra: &mut Option<Pin<Box<Extra<Res>>>>, cx: &mut Context<'_>) -> bool {
-    sleep(extra).is_some_and(|sleep| sleep.poll(cx).is_ready())
 }
 
 fn overall(after: Duration) -> ResilienceError {
