@@ -2,9 +2,10 @@
 //! the last result and the backoff schedule.
 //!
 //! Most calls have no timeout and end on their first attempt; they need
-//! none of this. So it lives in one box, made at `call` for a call with a
-//! timeout and otherwise at the first retry, and the response future holds
-//! one word for it: the future of a call that needs nothing stays small
+//! none of this. So it lives in one box, made when first needed: at `call`
+//! for a call with a deadline, or with an attempt timeout and a first
+//! attempt sent at once; otherwise at the first attempt or retry that needs
+//! it. The response future holds one word for it: the future of a call that needs nothing stays small
 //! (every call writes and moves it), tests one field to find nothing to
 //! free, and never touches the timer wheel. A `Sleep` alone is larger than
 //! the rest of the future, and registering it costs more than the box.
@@ -32,8 +33,8 @@ pin_project! {
         // for the service or the body. `None` until first armed.
         #[pin]
         sleep: Option<Sleep>,
-        // What the timer means while an attempt runs; `None` when the
-        // attempt has no cut-off (the timer was armed for a backoff).
+        // What the timer means while an attempt runs; `None` while no
+        // attempt runs or the attempt has no cut-off.
         cut: Option<Cut>,
         deadline: Option<Deadline>,
         // The last result, kept while sleeping in case the next attempt

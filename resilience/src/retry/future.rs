@@ -36,12 +36,8 @@ pin_project! {
     {
         #[pin]
         state: State<R::Prepare, S::Future, R::Request>,
-        // The timer and the retry state (see `Extra`). Made at `call` when
-        // the call has a deadline or an attempt timeout, else when first
-        // needed, so a call without timeouts that succeeds at once never
-        // touches the timer wheel. Boxed: a `Sleep` is larger than the rest
-        // of the future, which every call writes and moves, while only some
-        // calls need one (and registering it costs more than the allocation).
+        // The timer and the retry state, made when first needed (see
+        // `extra`).
         extra: Extra<S::Response>,
         service: S,
         policy: Reach<C, P, R>,

@@ -19,8 +19,8 @@
 //!
 //! A call goes through these steps.
 //!
-//! 1. **Deposit.** The call deposits in the budget (if any): it earns
-//!    `percent_can_retry` of a retry.
+//! 1. **Deposit.** Each call deposits in the budget (if any), once, from
+//!    `call`: it earns `percent_can_retry` of a retry.
 //! 2. **Safety.** When `max_attempts > 1`, the request is asked
 //!    [`RequestSafety::is_safe`]; if it is not,
 //!    [`RequestSafety::make_safe`] may make it safe (with
@@ -82,12 +82,15 @@
 //! be retried), deposits in the budget (an atomic load and a
 //! compare-and-swap; the budget reads the clock on one deposit in 32), and
 //! neither reads the clock nor creates a timer unless a timeout is
-//! configured. Its future reaches the layer's policy through one `Arc`
-//! clone, except for a policy of plain values (no budget, no throttle, no
+//! configured. With one, a request sent at once reads the clock once, for
+//! the deadline and the first attempt's cut-off (a buffered body's first
+//! attempt reads it again), and one box holds the timer and, if the call is
+//! retried, the retry state. Its future reaches the layer's policy through
+//! one `Arc` clone, except for a policy of plain values (no budget, no throttle, no
 //! custom backoff, a zero-sized classifier and replay), whose settings are
 //! interned once per distinct policy: its calls write no shared memory at
 //! all, so threads calling one such layer do not slow each other down.
-//! Retries, and only retries, read the clock and allocate (a custom `backon`
+//! Beyond that, only retries read the clock and allocate (a custom `backon`
 //! schedule is boxed).
 //!
 //! # Observability
