@@ -265,7 +265,7 @@ where
     #[inline(always)]
     fn call(&mut self, mut request: Req) -> Self::Future {
         let policy = &self.policy;
-        let replayable = policy.plan.max_attempts > 1
+        let replayable = self.route.retries(policy)
             && (policy.safety.is_safe(&request) || policy.safety.make_safe(&mut request));
         let prepare = policy.replay.prepare(request, replayable);
         // The ready service goes with this call; a clone, not yet ready,

@@ -123,8 +123,13 @@ impl PlanId {
 /// (see the module docs).
 pub(crate) enum Route<C, P, R> {
     /// A plain policy: calls carry its interned id. `timed` when it has an
-    /// attempt or overall timeout, so calls need the clock.
-    Interned { plan: PlanId, timed: bool },
+    /// attempt or overall timeout, so calls need the clock; `retries` when
+    /// it allows more than one attempt.
+    Interned {
+        plan: PlanId,
+        timed: bool,
+        retries: bool,
+    },
     /// Calls clone their thread's lane.
     Lanes(Arc<Lanes<Policy<C, P, R>>>),
 }
@@ -139,13 +144,12 @@ impl<C, P, R> Route<C, P, R> {
             BackoffSource::Config(backoff) if plain => Self::Interned {
                 plan: PlanId::intern(policy.plan, *backoff),
                 timed: policy.timed(),
+                retries: policy.plan.max_attempts > 1,
             },
             _ => Self::Lanes(Arc::new(Lanes::new(policy))),
         }
     }
-}
 
-impl<C, P, R> Route<C, P, R> {
     /// Whether calls need the clock (see [`Policy::timed`]); for a plain
     /// policy without reading the policy.
     #[inline(always)]
@@ -155,14 +159,25 @@ impl<C, P, R> Route<C, P, R> {
             Self::Lanes(_) => policy.timed(),
         }
     }
+
+    /// Whether the policy allows more than one attempt; for a plain policy
+    /// without reading the policy.
+    #[inline(always)]
+    pub(crate) fn retries(&self, policy: &Policy<C, P, R>) -> bool {
+        match self {
+            Self::Interned { retries, .. } => *retries,
+            Self::Lanes(_) => policy.plan.max_attempts > 1,
+        }
+    }
 }
 
 impl<C, P, R> Clone for Route<C, P, R> {
     fn clone(&self) -> Self {
         match self {
-            Self::Interned { plan, timed } => Self::Interned {
+            Self::Interned { plan, timed, retries } => Self::Interned {
                 plan: *plan,
                 timed: *timed,
+                retries: *retries,
             },
             Self::Lanes(lanes) => Self::Lanes(Arc::clone(lanes)),
         }
