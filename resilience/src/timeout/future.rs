@@ -10,10 +10,8 @@ use std::{
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::{
-    error::{BoxError, ResilienceError, TimeoutKind},
-    label::Label,
-};
+use super::limit::Limit;
+use crate::error::{BoxError, ResilienceError, TimeoutKind};
 
 pin_project! {
     /// Resolves to the inner response, or to [`ResilienceError::Timeout`] when
@@ -26,21 +24,17 @@ pin_project! {
         response: F,
         #[pin]
         sleep: Sleep,
-        name: Label,
-        kind: TimeoutKind,
-        after: Duration,
+        limit: Limit,
     }
 }
 
 impl<F> ResponseFuture<F> {
     #[inline(always)]
-    pub(crate) fn new(response: F, after: Duration, name: Label, kind: TimeoutKind) -> Self {
+    pub(crate) fn new(response: F, after: Duration, limit: Limit) -> Self {
         Self {
             response,
             sleep: tokio::time::sleep(after),
-            name,
-            kind,
-            after,
+            limit,
         }
     }
 }
@@ -65,15 +59,16 @@ where
             return Poll::Pending;
         }
 
-        Poll::Ready(Err(timed_out(this.name, *this.kind, *this.after)))
+        Poll::Ready(Err(timed_out(*this.limit)))
     }
 }
 
 /// Reports a timeout; out of line, so the poll of a call answered in time
 /// stays small.
 #[cold]
-fn timed_out(name: &Label, kind: TimeoutKind, after: Duration) -> ResilienceError {
-    let name = name.name();
+fn timed_out(limit: Limit) -> ResilienceError {
+    let (label, kind, after) = limit.get();
+    let name = label.name();
     tracing::debug!(name = %name, %kind, ?after, "call timed out");
     metrics::counter!(
         "orch_timeout_total",

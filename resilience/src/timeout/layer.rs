@@ -2,8 +2,8 @@ use std::{sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{DEFAULT_NAME, Timeout, TimeoutConfig};
-use crate::{config::ConfigError, error::TimeoutKind, label::Label};
+use super::{DEFAULT_NAME, Timeout, TimeoutConfig, limit::Limit};
+use crate::{config::ConfigError, error::TimeoutKind};
 
 /// Applies a [`Timeout`] of one kind to every call.
 ///
@@ -26,8 +26,9 @@ use crate::{config::ConfigError, error::TimeoutKind, label::Label};
 #[derive(Debug, Clone)]
 pub struct TimeoutLayer {
     name: Arc<str>,
-    /// The name interned once per layer, not once per service it makes.
-    label: Label,
+    /// The name, kind and limit interned once per layer, not once per
+    /// service it makes.
+    limit: Limit,
     kind: TimeoutKind,
     after: Duration,
 }
@@ -39,7 +40,7 @@ impl TimeoutLayer {
     pub fn new(kind: TimeoutKind, after: Duration) -> Self {
         Self {
             name: DEFAULT_NAME.into(),
-            label: Label::intern(DEFAULT_NAME),
+            limit: Limit::intern(DEFAULT_NAME, kind, after),
             kind,
             after,
         }
@@ -60,7 +61,7 @@ impl TimeoutLayer {
         config.validate()?;
         Ok(Self {
             name: config.name.as_str().into(),
-            label: Label::intern(&config.name),
+            limit: Limit::intern(&config.name, config.kind, config.duration),
             kind: config.kind,
             after: config.duration,
         })
@@ -69,7 +70,7 @@ impl TimeoutLayer {
     /// Sets the name used in tracing and metrics.
     pub fn with_name(mut self, name: impl AsRef<str>) -> Self {
         self.name = name.as_ref().into();
-        self.label = Label::intern(name.as_ref());
+        self.limit = Limit::intern(name.as_ref(), self.kind, self.after);
         self
     }
 
@@ -93,6 +94,6 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::named(inner, Arc::clone(&self.name), self.label, self.kind, self.after)
+        Timeout::named(inner, Arc::clone(&self.name), self.limit, self.kind, self.after)
     }
 }

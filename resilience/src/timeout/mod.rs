@@ -49,6 +49,7 @@
 
 pub mod future;
 mod layer;
+mod limit;
 
 use std::{
     sync::Arc,
@@ -59,12 +60,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-use self::future::ResponseFuture;
 pub use self::layer::TimeoutLayer;
+use self::{future::ResponseFuture, limit::Limit};
 use crate::{
     config::{ConfigError, check},
     error::{BoxError, ResilienceError, TimeoutKind},
-    label::Label,
 };
 
 /// The name a timeout has when none is configured.
@@ -190,9 +190,9 @@ mod kind_serde {
 pub struct Timeout<S> {
     inner: S,
     name: Arc<str>,
-    /// The name as the response future carries it: a copy, not a
-    /// reference count per call.
-    label: Label,
+    /// The name, kind and limit as the response future carries them: one
+    /// interned id, not a reference count per call.
+    limit: Limit,
     kind: TimeoutKind,
     after: Duration,
 }
@@ -205,16 +205,16 @@ impl<S> Timeout<S> {
         Self::named(
             inner,
             DEFAULT_NAME.into(),
-            Label::intern(DEFAULT_NAME),
+            Limit::intern(DEFAULT_NAME, kind, after),
             kind,
             after,
         )
     }
 
-    pub(crate) fn named(inner: S, name: Arc<str>, label: Label, kind: TimeoutKind, after: Duration) -> Self {
+    pub(crate) fn named(inner: S, name: Arc<str>, limit: Limit, kind: TimeoutKind, after: Duration) -> Self {
         Self {
             inner,
-            label,
+            limit,
             name,
             kind,
             after,
@@ -273,6 +273,6 @@ where
         // is read back wider than it was written, which stalls store
         // forwarding and cost a sixth of this path.
         let response = self.inner.call(request);
-        ResponseFuture::new(response, self.after, self.label, self.kind)
+        ResponseFuture::new(response, self.after, self.limit)
     }
 }
