@@ -86,10 +86,11 @@
 //! the deadline and the first attempt's cut-off (a buffered body's first
 //! attempt reads it again), and one box holds the timer and, if the call is
 //! retried, the retry state. Its future reaches the layer's policy through
-//! one `Arc` clone, except for a policy of plain values (no budget, no throttle, no
-//! custom backoff, a zero-sized classifier and replay), whose settings are
-//! interned once per distinct policy: its calls write no shared memory at
-//! all, so threads calling one such layer do not slow each other down.
+//! one `Arc` clone, except for a policy of plain values (no budget, no
+//! throttle, no custom backoff, a zero-sized classifier and replay), whose
+//! settings are interned once per distinct policy: its calls write no
+//! shared memory at all, so threads calling one such layer do not slow
+//! each other down.
 //! Beyond that, only retries read the clock and allocate (a custom `backon`
 //! schedule is boxed).
 //!

@@ -14,10 +14,13 @@
 //! custom backoff, a zero-sized classifier and replay) interns its [`Plan`]
 //! and backoff settings in a process-wide table, once per distinct plan, as
 //! [`Label`] interns names: each call then carries a 4-byte [`PlanId`],
-//! writes no shared memory, and looks the plan up only when it retries. Any
-//! other layer gives each call a reference count ([`Reach::Shared`]) of a
-//! [`Lane`]: a handle to the policy private to the calling thread's shard
-//! (see [`shard`](crate::shard)), so threads do not share one counter.
+//! writes no shared memory, and looks the plan up only when it retries.
+//! The service's [`Route`] also keeps what `call` needs of such a plan
+//! (whether it retries, whether it has a timeout), so the call reads
+//! neither the policy nor, without a timeout, the clock. Any other layer
+//! gives each call a reference count ([`Reach::Shared`]) of a [`Lane`]: a
+//! handle to the policy private to the calling thread's shard (see
+//! [`shard`](crate::shard)), so threads do not share one counter.
 
 use std::{fmt, mem::size_of, sync::Arc, time::Duration};
 
@@ -75,9 +78,7 @@ impl<C, P, R> Policy<C, P, R> {
             throttle: self.throttle,
         }
     }
-}
 
-impl<C, P, R> Policy<C, P, R> {
     /// Whether calls need the clock: with an attempt or an overall timeout.
     #[inline(always)]
     pub(crate) fn timed(&self) -> bool {
