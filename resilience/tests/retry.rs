@@ -1123,6 +1123,25 @@ async fn a_body_still_arriving_at_the_overall_deadline_ends_the_call_before_any_
     drop(tx);
 }
 
+#[test]
+fn a_buffered_call_with_a_deadline_can_be_made_outside_the_runtime_that_polls_it() {
+    let seen = Seen::default();
+    let mut retry = RetryLayer::http(config().overall_timeout(ms(250)))
+        .unwrap()
+        .buffer_bodies(1024)
+        .layer(body_reader(seen.clone(), |_| Ok(response(200, &[]))));
+    let body = Full::new(Bytes::from_static(b"late")).map_err(|e: Infallible| match e {});
+    // No runtime here: the timer is armed when the future is first polled.
+    let call = retry.call(Request::put("/blob").body(body).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    assert_eq!(runtime.block_on(call).unwrap().status(), 200);
+    assert_eq!(seen.0.lock().unwrap()[0].bytes, "late");
+}
+
 // ===== metrics =====
 
 #[tokio::test(start_paused = true)]

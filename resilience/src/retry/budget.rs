@@ -105,7 +105,7 @@ pub struct RetryBudget {
     /// Millionths of a retry earned by one request.
     credit: u128,
     /// Requests per slice, one set of slots per shard of calling threads
-    /// (see [`shard`](crate::shard)), summed when a retry asks.
+    /// (see [`shard`]), summed when a retry asks.
     requests: Box<[Padded<[AtomicU64; SLICES]>]>,
     shard_mask: usize,
     /// The slice of the latest clock reading; deposits are credited to it.

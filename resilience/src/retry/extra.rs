@@ -5,10 +5,11 @@
 //! none of this. So it lives in one box, made when first needed: at `call`
 //! for a call with a deadline, or with an attempt timeout and a first
 //! attempt sent at once; otherwise at the first attempt or retry that needs
-//! it. The response future holds one word for it: the future of a call that needs nothing stays small
-//! (every call writes and moves it), tests one field to find nothing to
-//! free, and never touches the timer wheel. A `Sleep` alone is larger than
-//! the rest of the future, and registering it costs more than the box.
+//! it. The response future holds one word for it: the future of a call
+//! that needs nothing stays small (every call writes and moves it), tests
+//! one field to find nothing to free, and never touches the timer wheel. A
+//! `Sleep` alone is larger than the rest of the future, and registering it
+//! costs more than the box.
 
 use std::{
     pin::Pin,
@@ -109,6 +110,11 @@ impl<Res> Extra<Res> {
         *parts.cut = cut;
     }
 
+    /// Whether the timer has been armed.
+    pub(super) fn is_armed(&self) -> bool {
+        self.0.as_ref().is_some_and(|parts| parts.sleep.is_some())
+    }
+
     /// Starts an attempt with no cut-off: a timer left from a backoff
     /// means nothing to it.
     pub(super) fn uncut(&mut self) {
@@ -189,11 +195,13 @@ impl<Res> Parts<Res> {
             at: later(now, after),
             after,
         });
-        let (at, cut) = match starts {
-            true => cut_for(now, plan.attempt_timeout, deadline).map(|(at, cut)| (at, Some(cut)))?,
-            false => (deadline?.at, None),
-        };
-        Some(Self::pinned(Some(sleep_until(at)), cut, deadline))
+        match starts {
+            true => cut_for(now, plan.attempt_timeout, deadline)
+                .map(|(at, cut)| Self::pinned(Some(sleep_until(at)), Some(cut), deadline)),
+            // A body is read first: the timer is armed at the first poll,
+            // as before the box existed, so `call` needs no runtime.
+            false => deadline.map(|deadline| Self::pinned(None, None, Some(deadline))),
+        }
     }
 
     fn pinned(sleep: Option<Sleep>, cut: Option<Cut>, deadline: Option<Deadline>) -> Pin<Box<Self>> {

@@ -163,10 +163,13 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 StateProj::Preparing { prepare } => {
-                    if let Some(deadline) = this.extra.deadline()
-                        && this.extra.poll_timer(cx).is_ready()
-                    {
-                        return Poll::Ready(this.finish(Err(overall(deadline.after))));
+                    if let Some(deadline) = this.extra.deadline() {
+                        if !this.extra.is_armed() {
+                            this.extra.arm(deadline.at, None);
+                        }
+                        if this.extra.poll_timer(cx).is_ready() {
+                            return Poll::Ready(this.finish(Err(overall(deadline.after))));
+                        }
                     }
                     match ready!(prepare.poll(cx)) {
                         Ok((request, source)) => {
