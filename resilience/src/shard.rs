@@ -9,6 +9,7 @@
 
 use std::{
     cell::Cell,
+    fmt,
     ops::Deref,
     sync::{
         Arc, OnceLock,
@@ -73,6 +74,52 @@ impl<T> Deref for Padded<T> {
     }
 }
 
+/// One `T` per shard of calling threads ([`shard_count`] of them), each
+/// thread finding its own by its seed: the breaker's windows, the retry
+/// budget's deposit slots, the lanes.
+pub(crate) struct Sharded<T> {
+    items: Box<[T]>,
+    mask: usize,
+}
+
+impl<T> Sharded<T> {
+    /// [`shard_count`] values made by `make`.
+    pub(crate) fn new(mut make: impl FnMut() -> T) -> Self {
+        let count = shard_count();
+        Self {
+            items: (0..count).map(|_| make()).collect(),
+            mask: count - 1,
+        }
+    }
+
+    /// The calling thread's value.
+    #[inline(always)]
+    pub(crate) fn local(&self) -> &T {
+        &self.items[shard_index(self.mask)]
+    }
+
+    /// The value of the thread whose seed is `seed`.
+    #[inline(always)]
+    pub(crate) fn at(&self, seed: usize) -> &T {
+        &self.items[seed & self.mask]
+    }
+}
+
+impl<T> Deref for Sharded<T> {
+    type Target = [T];
+
+    #[inline(always)]
+    fn deref(&self) -> &[T] {
+        &self.items
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Sharded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.items.iter()).finish()
+    }
+}
+
 /// A handle to a shared value for the calls of one shard of threads.
 pub(crate) type Lane<T> = Padded<Arc<T>>;
 
@@ -80,31 +127,24 @@ pub(crate) type Lane<T> = Padded<Arc<T>>;
 /// a shared value alive. Cloning one `Arc` per call from every thread makes
 /// its reference count the one line all threads write; cloning the calling
 /// thread's lane keeps that write on a line of the shard's own.
-pub(crate) struct Lanes<T> {
-    lanes: Box<[Arc<Lane<T>>]>,
-    mask: usize,
-}
+pub(crate) struct Lanes<T>(Sharded<Arc<Lane<T>>>);
 
 impl<T> Lanes<T> {
     /// [`shard_count`] lanes to `value`.
     pub(crate) fn new(value: &Arc<T>) -> Self {
-        let count = shard_count();
-        Self {
-            lanes: (0..count).map(|_| Arc::new(Padded(Arc::clone(value)))).collect(),
-            mask: count - 1,
-        }
+        Self(Sharded::new(|| Arc::new(Padded(Arc::clone(value)))))
     }
 
     /// The calling thread's lane.
     #[inline(always)]
     pub(crate) fn for_thread(&self) -> Arc<Lane<T>> {
-        Arc::clone(&self.lanes[shard_index(self.mask)])
+        Arc::clone(self.0.local())
     }
 
     /// The value the lanes lead to.
     pub(crate) fn value(&self) -> &T {
         // `shard_count` is at least one.
-        &self.lanes[0]
+        &self.0[0]
     }
 }
 

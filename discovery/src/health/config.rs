@@ -8,7 +8,7 @@ pub use crate::ConfigError;
 
 /// The longest duration any field accepts: a year is far past any sensible
 /// ejection or ramp, and keeps every deadline computed from it finite.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Passive health of a balancer's endpoints: outlier detection, panic
 /// threshold and slow start, with Envoy's defaults.

@@ -198,7 +198,7 @@ impl CircuitBreaker {
     /// The error of a rejection ticket from [`acquire_ticket`](Self::acquire_ticket).
     ///
     /// Inlined, so that the service hands the out-of-line part the shared
-    /// state, not its own address (see `CircuitBreakerService::poll_ready`).
+    /// state, not its own address (see `CircuitBreakerService::call`).
     #[inline(always)]
     pub(super) fn rejection_error(&self, ticket: Ticket) -> ResilienceError {
         self.shared.reject(ticket)

@@ -45,7 +45,7 @@ pub(crate) fn interval_nanos(permits: u32, per: Duration) -> u64 {
 pub(crate) struct Gcra {
     /// The clock `tat` counts on; it read zero when the limiter was made.
     clock: Clock,
-    /// Theoretical arrival time, nanoseconds since `base`.
+    /// Theoretical arrival time, nanoseconds on `clock`.
     tat: AtomicU64,
     /// `T`: nanoseconds between two permits at the sustained rate.
     interval: u64,

@@ -23,7 +23,7 @@ use super::config::RetryBudgetConfig;
 use crate::{
     clock,
     config::ConfigError,
-    shard::{self, Padded},
+    shard::{Padded, Sharded},
 };
 
 /// Slices per window: a deposit expires between `ttl × 9/10` and `ttl` after
@@ -74,14 +74,15 @@ const REFRESH_EVERY: u64 = 32;
 /// [`deposit`](Self::deposit), made by every call, is lock-free: one atomic
 /// load and one compare-and-swap, and no clock read, on counters sharded by
 /// thread, so that threads calling at once do not contend on one cache
-/// line. The budget reads the
-/// clock on every withdrawal and on every 32nd deposit credited to a slice,
-/// and credits deposits to the slice of that reading. Under steady traffic
-/// a deposit is credited at most 32 deposits' time early; after a quiet
-/// spell, up to 31 deposits may be credited to a slice that already left
-/// the window (at the default 20 %, six retries of credit, against a floor
-/// of 100). [`try_withdraw`](Self::try_withdraw), made only before a retry,
-/// reads the clock, takes a short lock and sums ten slices.
+/// line. The budget reads the clock on every withdrawal and on every 32nd
+/// deposit credited to a slice of a shard, and credits deposits to the
+/// slice of that reading. Under steady traffic a deposit is credited at
+/// most 32 of its shard's deposits' time early; after a quiet spell, up to
+/// 31 deposits per shard may be credited to a slice that already left the
+/// window (at the default 20 %, six retries of credit per shard in use,
+/// against a floor of 100). [`try_withdraw`](Self::try_withdraw), made only
+/// before a retry, reads the clock, takes a short lock and sums ten slices
+/// of every shard.
 ///
 /// ```
 /// use orch_resilience::{RetryBudget, RetryBudgetConfig};
@@ -105,9 +106,8 @@ pub struct RetryBudget {
     /// Millionths of a retry earned by one request.
     credit: u128,
     /// Requests per slice, one set of slots per shard of calling threads
-    /// (see [`shard`]), summed when a retry asks.
-    requests: Box<[Padded<[AtomicU64; SLICES]>]>,
-    shard_mask: usize,
+    /// (see [`shard`](crate::shard)), summed when a retry asks.
+    requests: Sharded<Padded<[AtomicU64; SLICES]>>,
     /// The slice of the latest clock reading; deposits are credited to it.
     clock_slice: AtomicU64,
     retries: Mutex<[Tally; SLICES]>,
@@ -136,10 +136,7 @@ impl RetryBudget {
             slice_nanos: slice_nanos.max(1),
             reserve: reserve * MICROS_PER_RETRY,
             credit,
-            requests: (0..shard::shard_count())
-                .map(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            shard_mask: shard::shard_count() - 1,
+            requests: Sharded::new(|| Padded(std::array::from_fn(|_| AtomicU64::new(0)))),
             clock_slice: AtomicU64::new(0),
             retries: Mutex::new([Tally::default(); SLICES]),
         })
@@ -154,7 +151,7 @@ impl RetryBudget {
     /// `percent_can_retry` retries for the next `ttl`.
     pub fn deposit(&self) {
         let mut slice = self.clock_slice.load(Ordering::Relaxed);
-        let slots = &self.requests[shard::shard_index(self.shard_mask)];
+        let slots = self.requests.local();
         let mut slot = &slots[slot_of(slice)];
         let mut current = slot.load(Ordering::Relaxed);
         loop {

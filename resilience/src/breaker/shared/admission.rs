@@ -49,8 +49,7 @@ impl Shared {
         // No slow-call detection, so no start time.
         let mut ticket = Ticket::from_packed(word, 0);
         let seed = shard::thread_seed();
-        let hot = &self.hot;
-        if hot.shards[seed & hot.shard_mask].is_clean(ticket.epoch()) {
+        if self.hot.shards.at(seed).is_clean(ticket.epoch()) {
             ticket.mark_clean(seed);
         }
         ticket

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     clock,
-    shard::{self, Padded},
+    shard::{Padded, Sharded},
 };
 
 mod admission;
@@ -56,9 +56,8 @@ struct Hot {
     /// The epoch of the window that `metrics()` reports.
     window_epoch: AtomicU32,
     settings: Settings,
-    /// One window per shard; a thread records into `shards[seed & shard_mask]`.
-    shards: Box<[Shard]>,
-    shard_mask: usize,
+    /// One window per shard; a thread records into its own.
+    shards: Sharded<Shard>,
 }
 
 /// The config, in the shape the hot path wants it.
@@ -134,9 +133,7 @@ struct TrialTally {
 impl Shared {
     /// A closed breaker for `config`, which was validated.
     pub(super) fn new(config: CircuitBreakerConfig) -> Self {
-        let shards: Box<[Shard]> = (0..shard::shard_count())
-            .map(|_| Shard::new(&config.window, 0))
-            .collect();
+        let shards = Sharded::new(|| Shard::new(&config.window, 0));
         let time_window = matches!(config.window, SlidingWindow::Time { .. });
         let fast_success = !time_window && config.slow_call_duration.is_none();
         let settings = Settings {
@@ -166,7 +163,6 @@ impl Shared {
                 half_open_since: AtomicU64::new(0),
                 window_epoch: AtomicU32::new(0),
                 settings,
-                shard_mask: shards.len() - 1,
                 shards,
             }),
             consecutive: Padded(AtomicU64::new(0)),
@@ -227,7 +223,7 @@ impl Shared {
 
     #[inline(always)]
     fn local_shard(&self) -> &Shard {
-        &self.hot.shards[shard::shard_index(self.hot.shard_mask)]
+        self.hot.shards.local()
     }
 
     /// The start of a call: the time with slow-call detection, 0 without
