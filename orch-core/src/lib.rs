@@ -39,6 +39,8 @@
 #![deny(missing_docs)]
 
 pub mod child;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod event;
 pub mod probe;
 mod scaler;
