@@ -13,8 +13,8 @@
 //! used again once ready.
 //!
 //! ```text
-//! cargo run --example orchestration              # scenario, then serve until Ctrl-C
-//! cargo run --example orchestration -- --bounded # scenario, then exit (CI)
+//! cargo run --example orchestration            # the scenario, a summary, then exit
+//! cargo run --example orchestration -- --serve # the scenario, then serve until Ctrl-C or SIGTERM
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orch::core::{
-    BackoffPolicy, ChildSpec, ProbeSpec, ProcessSpec, RestartType, Strategy, Supervisor, SupervisorSpec,
-    TcpProbe, Update,
+    BackoffPolicy, ChildSpec, EventKind, ProbeSpec, ProcessSpec, RestartType, Strategy, Supervisor,
+    SupervisorSpec, TcpProbe, Update,
 };
 use orch::discovery::{
     Endpoint, EndpointId, Registry, SupervisorSource,
@@ -187,6 +187,31 @@ async fn wait_endpoints(
     }
 }
 
+/// Pings sent and answered over the whole run, for the summary.
+static PINGS_SENT: AtomicUsize = AtomicUsize::new(0);
+static PINGS_ANSWERED: AtomicUsize = AtomicUsize::new(0);
+
+/// Lifecycle events seen, by kind, for the summary.
+#[derive(Debug, Default)]
+struct EventTally {
+    ready: usize,
+    exited: usize,
+    restarts: usize,
+    stopped: usize,
+}
+
+impl EventTally {
+    fn count(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::Ready { .. } => self.ready += 1,
+            EventKind::Exited { .. } => self.exited += 1,
+            EventKind::Restarting { .. } => self.restarts += 1,
+            EventKind::Stopped { .. } => self.stopped += 1,
+            _ => {}
+        }
+    }
+}
+
 /// Sends `n` pings through `client`, ten at a time, and counts which
 /// replica answered.
 async fn ping_all<S>(client: &S, n: usize) -> Result<BTreeMap<String, usize>, BoxError>
@@ -196,8 +221,10 @@ where
     let mut answered = BTreeMap::new();
     for batch in (0..n).collect::<Vec<_>>().chunks(10) {
         let calls = batch.iter().map(|_| client.clone().oneshot("ping".to_owned()));
+        PINGS_SENT.fetch_add(batch.len(), Ordering::Relaxed);
         for reply in futures_util::future::join_all(calls).await {
             let reply = reply?;
+            PINGS_ANSWERED.fetch_add(1, Ordering::Relaxed);
             let replica = reply.split_whitespace().nth(2).unwrap_or("?").to_owned();
             *answered.entry(replica).or_insert(0) += 1;
         }
@@ -207,7 +234,7 @@ where
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let bounded = std::env::args().any(|a| a == "--bounded");
+    let serve = std::env::args().any(|a| a == "--serve");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -231,19 +258,24 @@ async fn main() -> Result<(), BoxError> {
     let sub = handle.subscribe();
     let t0 = Instant::now();
     let printer = tokio::spawn(async move {
+        let mut tally = EventTally::default();
         let mut events = sub.events;
         while let Some(update) = events.next().await {
             match update {
-                Update::Event(e) => println!(
-                    "{:>6} ms  {:<22} gen {}  {:?}",
-                    t0.elapsed().as_millis(),
-                    e.id,
-                    e.generation,
-                    e.kind
-                ),
+                Update::Event(e) => {
+                    tally.count(&e.kind);
+                    println!(
+                        "{:>6} ms  {:<22} gen {}  {:?}",
+                        t0.elapsed().as_millis(),
+                        e.id,
+                        e.generation,
+                        e.kind
+                    )
+                }
                 Update::Resync(snapshot) => println!("--- resynchronised: {} instances", snapshot.len()),
             }
         }
+        tally
     });
 
     // The registry of the API replicas, fed by the supervisor's events:
@@ -311,14 +343,28 @@ async fn main() -> Result<(), BoxError> {
         );
     }
 
-    if !bounded {
-        println!("--- serving; press Ctrl-C to shut down");
+    if serve {
+        println!("--- serving; Ctrl-C or SIGTERM shuts down");
         tokio::signal::ctrl_c().await?;
     }
     println!("--- shutting down (reverse start order)");
     handle.shutdown().await?;
-    printer.await?;
+    let tally = printer.await?;
     let _ = std::fs::remove_file(&marker);
-    println!("--- done");
+    let sent = PINGS_SENT.load(Ordering::Relaxed);
+    let answered = PINGS_ANSWERED.load(Ordering::Relaxed);
+    println!("--- summary after {:.1} s", t0.elapsed().as_secs_f64());
+    println!("    pings answered   {answered}/{sent}");
+    println!(
+        "    instances ready  {} times, exited {} times, restarted {} times",
+        tally.ready, tally.exited, tally.restarts
+    );
+    println!(
+        "    instances stopped {} (scaled away, then the whole tree in reverse start order)",
+        tally.stopped
+    );
+    if answered != sent {
+        return Err(format!("{} pings were not answered", sent - answered).into());
+    }
     Ok(())
 }
