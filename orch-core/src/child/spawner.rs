@@ -114,6 +114,7 @@ fn serve(requests: mpsc::Receiver<Request>) {
 fn die_with_host(command: &mut Command) {
     use nix::errno::Errno;
     use nix::sys::prctl;
+    use nix::sys::signal::raise;
     use nix::unistd::{getpid, getppid};
 
     let host = getpid();
@@ -121,9 +122,11 @@ fn die_with_host(command: &mut Command) {
         prctl::set_pdeathsig(Signal::SIGKILL)?;
         // The host may have died between fork and prctl, too early for the
         // signal: then the child was already handed to init (or a
-        // subreaper) and its parent is no longer the host. Failing here
-        // makes std end the child with `_exit` instead of exec'ing.
+        // subreaper) and its parent is no longer the host. Deliver what
+        // the death signal would have; should that return, the error makes
+        // std end the child with `_exit` instead of exec'ing.
         if getppid() != host {
+            let _ = raise(Signal::SIGKILL);
             return Err(Errno::ESRCH.into());
         }
         Ok(())
@@ -131,10 +134,11 @@ fn die_with_host(command: &mut Command) {
     // SAFETY: `pre_exec` runs the closure in the forked child, where only
     // async-signal-safe operations are sound (another thread of the host
     // may have held the allocator's lock at fork). The closure calls only
-    // prctl(2) and getppid(2), raw system calls through nix, and builds its
-    // errors with `io::Error::from_raw_os_error` (nix's `From<Errno>`),
-    // which does not allocate; it captures one `Pid` by copy and touches no
-    // other state, lock or buffer.
+    // prctl(2), getppid(2) and raise(3), async-signal-safe calls made
+    // through nix without allocating, and builds its errors with
+    // `io::Error::from_raw_os_error` (nix's `From<Errno>`), which does not
+    // allocate either; it captures one `Pid` by copy and touches no other
+    // state, lock or buffer.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(arm);
