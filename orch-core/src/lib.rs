@@ -35,7 +35,20 @@
 //! # Ok(())
 //! # }
 //! ```
-#![forbid(unsafe_code)]
+//!
+//! # Processes
+//!
+//! No OS process that a supervisor starts outlives the application: a
+//! graceful stop sends SIGTERM, then SIGKILL, to the child's whole process
+//! group; dropping the runtime kills the group; and on Linux the kernel
+//! kills the child when the application dies hard (`kill -9`, `abort`),
+//! through `PR_SET_PDEATHSIG`. Processes that a child started itself are
+//! not covered in that last case. [`ProcessSpec`] states the contract and
+//! its limits. A service stops gracefully on SIGTERM as on Ctrl-C by
+//! awaiting [`shutdown_signal`] before [`SupervisorHandle::shutdown`].
+// The one exception is the `pre_exec` that arms the parent-death signal
+// (child/spawner.rs), allowed there with its SAFETY argument.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod child;
@@ -44,6 +57,7 @@ pub mod config;
 pub mod event;
 pub mod probe;
 mod scaler;
+mod signal;
 pub mod spec;
 pub mod supervisor;
 
@@ -54,6 +68,7 @@ pub use event::{
 };
 pub use probe::{Probe, ProbeKind, ProbeOutcome, ProbeSpec, ProbeTarget, ProbeTiming, TcpProbe, probe_fn};
 pub use scaler::{ScaleError, Scaler};
+pub use signal::{ShutdownSignal, shutdown_signal};
 #[cfg(feature = "backoff")]
 pub use spec::LegacyBackoff;
 pub use spec::{

@@ -4,6 +4,7 @@
 
 mod context;
 mod process;
+mod spawner;
 mod task;
 
 pub use context::ChildContext;

@@ -1,5 +1,6 @@
 //! Process children: an OS process per incarnation, in its own process
-//! group so that stopping it stops everything it started.
+//! group so that stopping it stops everything it started, and bound to its
+//! host so that it does not outlive the application (see [`ProcessSpec`]).
 //!
 //! Crash = non-zero exit status or a signal. Stop = SIGTERM to the group;
 //! if the process has not exited when the grace period ends, the
@@ -14,7 +15,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::ChildContext;
+use super::{ChildContext, spawner};
 use crate::{ExitReason, SpecError};
 
 /// Where a process child's stdout and stderr go.
@@ -29,6 +30,35 @@ pub enum OutputMode {
 }
 
 /// The command a process child runs.
+///
+/// Each incarnation runs in a process group of its own. What ends it:
+///
+/// - **A stop by the supervisor** (shutdown, a failed liveness probe, a
+///   sibling's restart, a scale-down): SIGTERM to the whole group, then
+///   SIGKILL to the group once the child's grace period is over. Whatever
+///   the process started in its group goes with it.
+/// - **A crash**: the process exited on its own; SIGKILL to what it left in
+///   its group.
+/// - **The tokio runtime dropped without a shutdown**: the instance's
+///   future is dropped, which sends SIGKILL to the group (and to the process
+///   itself, tokio's `kill_on_drop`).
+/// - **The application dies hard** (`kill -9`, `abort`, `panic = "abort"`,
+///   `std::process::exit` without a shutdown, a crash): on Linux the
+///   process was started with `PR_SET_PDEATHSIG` = SIGKILL, so the kernel
+///   kills it as the application dies. The signal is armed between fork and
+///   exec, from a thread that lives as long as the application (the kernel
+///   ties the signal to the forking thread), and a process whose host died
+///   before the signal was armed exits before exec.
+///
+/// Limits of the hard-death case: the death signal reaches the process
+/// orch started, not the processes it started itself (they are in its
+/// group, which nobody is left to signal, and are handed to init). Run
+/// programs with `exec` (`sh -c "exec server"`) rather than under a shell
+/// that stays, or have the program stop its own children when its parent
+/// goes. Linux clears the signal when the process executes a set-user-ID,
+/// set-group-ID or file-capability binary. Other Unix systems have no
+/// death signal: there only the supervisor's stops and the drop guard
+/// apply.
 ///
 /// ```
 /// use orch_core::ProcessSpec;
@@ -136,7 +166,7 @@ pub(crate) async fn run_process(spec: Arc<ProcessSpec>, ctx: ChildContext) -> Ex
     if spec.output == OutputMode::Null {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
-    let mut child = match cmd.spawn() {
+    let mut child = match spawner::spawn(cmd).await {
         Ok(child) => child,
         Err(e) => return ExitReason::SpawnFailed(format!("{}: {e}", spec.program).into()),
     };
