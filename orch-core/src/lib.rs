@@ -35,6 +35,18 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Cargo features
+//!
+//! None is on by default; without them orch-core compiles neither hyper
+//! nor tonic.
+//!
+//! - `http`: `HttpProbe` (Kubernetes' `httpGet` over a pooled hyper-util
+//!   client) and served axum children (`ChildSpec::serve_http`, module
+//!   `serve`).
+//! - `grpc`: `GrpcHealthProbe` (`grpc.health.v1` through tonic-health) and
+//!   served tonic children (`ChildSpec::serve_grpc`).
+//! - `backoff`: accept the `backoff` crate's schedules as restart backoff.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -42,6 +54,8 @@ pub mod child;
 pub mod event;
 pub mod probe;
 mod scaler;
+#[cfg(any(feature = "http", feature = "grpc"))]
+pub mod serve;
 pub mod spec;
 pub mod supervisor;
 
@@ -50,6 +64,10 @@ pub use event::{
     EventKind, EventStream, ExitReason, InstanceId, InstanceInfo, InstanceState, LifecycleEvent,
     Subscription, Update,
 };
+#[cfg(feature = "grpc")]
+pub use probe::GrpcHealthProbe;
+#[cfg(feature = "http")]
+pub use probe::{HttpProbe, HttpProbeBuilder};
 pub use probe::{Probe, ProbeKind, ProbeOutcome, ProbeSpec, ProbeTarget, ProbeTiming, TcpProbe, probe_fn};
 pub use scaler::{ScaleError, Scaler};
 #[cfg(feature = "backoff")]
