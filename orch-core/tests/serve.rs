@@ -1,8 +1,9 @@
 //! Served children over real loopback sockets: an axum or tonic child
 //! announces the address it bound and answers there; a shutdown refuses new
 //! connections at once and lets a request in flight finish inside the grace
-//! period; a crashed child comes back on a fresh listener with a fresh
-//! router; a bind failure is the child's exit error.
+//! period, and one that outlives it is cut with its instance; a crashed
+//! child comes back on a fresh listener with a fresh router; a bind failure
+//! is the child's exit error.
 //!
 //! Real sockets need real time, so nothing here asserts a duration: every
 //! wait is bounded by `WAIT`, far longer than any step needs.
@@ -145,6 +146,44 @@ async fn shutdown_refuses_new_connections_and_lets_a_request_in_flight_finish() 
         .expect("shutdown ends")
         .expect("no panic")
         .expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_request_that_outlives_the_grace_period_is_cut_with_its_instance() {
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let child = ChildSpec::serve_http("web", move |_ctx| {
+        let entered_tx = entered_tx.clone();
+        Router::new().route(
+            "/forever",
+            get(move || async move {
+                let _ = entered_tx.send(());
+                std::future::pending::<&'static str>().await
+            }),
+        )
+    })
+    .shutdown_grace(Duration::from_millis(100));
+    let (handle, mut events) = start(child);
+    let addr = ready_at(&mut events, 0).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = format!("http://{addr}/forever").parse().expect("a valid uri");
+    let call = tokio::spawn(client.get(uri));
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("the request reaches its handler")
+        .expect("the router is alive");
+
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown ends")
+        .expect("clean shutdown");
+    let (_, stopped) = wait_for(&mut events, WAIT, |e| matches!(e.kind, EventKind::Stopped { .. })).await;
+    assert_eq!(stopped.kind, EventKind::Stopped { forced: true });
+    // No connection outlives the instance: the client sees it closed.
+    let answer = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the call ends")
+        .expect("no panic");
+    assert!(answer.is_err(), "cut, not answered: {answer:?}");
 }
 
 #[tokio::test]
