@@ -46,6 +46,18 @@
 //! not covered in that last case. [`ProcessSpec`] states the contract and
 //! its limits. A service stops gracefully on SIGTERM as on Ctrl-C by
 //! awaiting [`shutdown_signal`] before [`SupervisorHandle::shutdown`].
+//!
+//! # Cargo features
+//!
+//! None is on by default; without them orch-core compiles neither hyper
+//! nor tonic.
+//!
+//! - `http`: `HttpProbe` (Kubernetes' `httpGet` over a pooled hyper-util
+//!   client) and served axum children (`ChildSpec::serve_http`, module
+//!   `serve`).
+//! - `grpc`: `GrpcHealthProbe` (`grpc.health.v1` through tonic-health) and
+//!   served tonic children (`ChildSpec::serve_grpc`).
+//! - `backoff`: accept the `backoff` crate's schedules as restart backoff.
 // The one exception is the `pre_exec` that arms the parent-death signal
 // (child/spawner.rs), allowed there with its SAFETY argument.
 #![deny(unsafe_code)]
@@ -58,6 +70,8 @@ pub mod event;
 pub mod probe;
 mod scaler;
 mod signal;
+#[cfg(any(feature = "http", feature = "grpc"))]
+pub mod serve;
 pub mod spec;
 pub mod supervisor;
 
@@ -66,6 +80,10 @@ pub use event::{
     EventKind, EventStream, ExitReason, InstanceId, InstanceInfo, InstanceState, LifecycleEvent,
     Subscription, Update,
 };
+#[cfg(feature = "grpc")]
+pub use probe::GrpcHealthProbe;
+#[cfg(feature = "http")]
+pub use probe::{HttpProbe, HttpProbeBuilder};
 pub use probe::{Probe, ProbeKind, ProbeOutcome, ProbeSpec, ProbeTarget, ProbeTiming, TcpProbe, probe_fn};
 pub use scaler::{ScaleError, Scaler};
 pub use signal::{ShutdownSignal, shutdown_signal};

@@ -14,10 +14,23 @@
 //!
 //! A check that outlives `timeout` counts as a failure. A check that answers
 //! [`ProbeOutcome::Unknown`] changes nothing: counters keep their values.
+//!
+//! Built-in probes, like Kubernetes' probe handlers: [`TcpProbe`]
+//! (`tcpSocket`), `HttpProbe` (`httpGet`, feature `http`) and
+//! `GrpcHealthProbe` (`grpc`, speaking `grpc.health.v1`, feature `grpc`).
+//! Each is unknown until the instance announces an address.
 
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "http")]
+mod http;
 mod runner;
 mod tcp;
 
+#[cfg(feature = "grpc")]
+pub use grpc::GrpcHealthProbe;
+#[cfg(feature = "http")]
+pub use http::{HttpProbe, HttpProbeBuilder};
 pub(crate) use runner::{ProbeSet, ProbeTransition, run_probes};
 pub use tcp::TcpProbe;
 
@@ -55,6 +68,26 @@ pub struct ProbeTarget {
     pub generation: u64,
     /// The address it announced, if it has announced one yet.
     pub address: Option<SocketAddr>,
+}
+
+impl ProbeTarget {
+    /// A target outside any supervisor, to run a probe by hand (a test, a
+    /// command-line health check): incarnation `generation` of the instance
+    /// `{supervisor}/{child}`, serving at `address` if given.
+    ///
+    /// ```
+    /// use orch_core::ProbeTarget;
+    ///
+    /// let t = ProbeTarget::new("app", "web-0", 0, Some(([127, 0, 0, 1], 8080).into()));
+    /// assert_eq!(t.id.as_str(), "app/web-0");
+    /// ```
+    pub fn new(supervisor: &str, child: &str, generation: u64, address: Option<SocketAddr>) -> Self {
+        Self {
+            id: InstanceId::new(supervisor, child, None),
+            generation,
+            address,
+        }
+    }
 }
 
 /// One health check. Implement it for anything; [`TcpProbe`] and
@@ -310,5 +343,27 @@ impl ProbeSpec {
     pub fn failure_threshold(mut self, n: u32) -> Self {
         self.timing.failure_threshold = n;
         self
+    }
+
+    /// Runs one check of `target` as the supervisor runs it: a check that
+    /// outlives the timeout is [`Unhealthy`](ProbeOutcome::Unhealthy).
+    /// Thresholds and periods do not apply to a single check.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use orch_core::{probe_fn, ProbeOutcome, ProbeSpec};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let target = orch_core::ProbeTarget::new("app", "web", 0, None);
+    /// let hangs = ProbeSpec::new(probe_fn(|_| std::future::pending()))
+    ///     .timeout(Duration::from_millis(100));
+    /// assert_eq!(hangs.check(&target).await, ProbeOutcome::Unhealthy);
+    /// # }
+    /// ```
+    pub async fn check(&self, target: &ProbeTarget) -> ProbeOutcome {
+        tokio::time::timeout(self.timing.timeout, self.probe.check(target))
+            .await
+            .unwrap_or(ProbeOutcome::Unhealthy)
     }
 }
