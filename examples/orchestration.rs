@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use orch::core::{
     BackoffPolicy, ChildSpec, EventKind, ProbeSpec, ProcessSpec, RestartType, Strategy, Supervisor,
-    SupervisorSpec, TcpProbe, Update,
+    SupervisorHandle, SupervisorSpec, TcpProbe, Update, shutdown_signal,
 };
 use orch::discovery::{
     Endpoint, EndpointId, Registry, SupervisorSource,
@@ -232,6 +232,76 @@ where
     Ok(answered)
 }
 
+/// The scenario: balance over the replicas, crash one, scale up and down,
+/// wait for the reporter process; with `serve`, then serve until stopped.
+async fn scenario(handle: &SupervisorHandle, registry: &Registry, serve: bool) -> Result<(), BoxError> {
+    println!("--- waiting for 3 API replicas to be in the registry");
+    let ready = wait_endpoints(registry, |r| r.len() == 3).await;
+    println!("--- registry: {:?}", ready.keys().collect::<Vec<_>>());
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let client = api_client(registry, attempts.clone())?;
+    let pings = 30;
+    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
+
+    let (victim, addr) = ready
+        .iter()
+        .nth(1)
+        .map(|(i, a)| (i.clone(), *a))
+        .ok_or("no replica")?;
+    println!("--- client: crashing {victim} at {addr}");
+    let _ = ask(addr, "crash").await;
+    attempts.store(0, Ordering::Relaxed);
+    let answered = ping_all(&client, pings).await?;
+    println!(
+        "--- balancer while {victim} restarts: {pings}/{pings} pings answered with {} attempts: {answered:?}",
+        attempts.load(Ordering::Relaxed)
+    );
+    let back = wait_endpoints(registry, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
+    println!("--- {victim} is back on {}", back[&victim]);
+    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
+
+    println!("--- scaling api to 5");
+    handle.resize("api", 5).await?;
+    wait_endpoints(registry, |r| r.len() == 5).await;
+    println!("--- balancer over 5: {:?}", ping_all(&client, 50).await?);
+    println!("--- scaling api to 2 (the 3 leaving drain out of the balancer first)");
+    handle.resize("api", 2).await?;
+    let left = wait_endpoints(registry, |r| r.len() == 2).await;
+    println!("--- registry now: {:?}", left.keys().collect::<Vec<_>>());
+    attempts.store(0, Ordering::Relaxed);
+    let answered = ping_all(&client, pings).await?;
+    println!(
+        "--- balancer over 2: {answered:?} with {} attempts",
+        attempts.load(Ordering::Relaxed)
+    );
+
+    println!("--- waiting for the reporter process to be back after its failed first run");
+    let reporter_back = async {
+        while !handle
+            .instances()
+            .iter()
+            .any(|i| &*i.child == "reporter" && i.generation == 1 && i.state.is_ready())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), reporter_back).await?;
+
+    for child in handle.children().await? {
+        println!(
+            "--- child {:<9} kind {:<10} desired {} instances {} ready {}",
+            child.id, child.kind, child.desired, child.instances, child.ready
+        );
+    }
+
+    if serve {
+        println!("--- serving; Ctrl-C or SIGTERM shuts down");
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let serve = std::env::args().any(|a| a == "--serve");
@@ -283,69 +353,11 @@ async fn main() -> Result<(), BoxError> {
     let registry = Registry::new("api");
     let _source = SupervisorSource::new("api").start(&handle, &registry).await?;
 
-    println!("--- waiting for 3 API replicas to be in the registry");
-    let ready = wait_endpoints(&registry, |r| r.len() == 3).await;
-    println!("--- registry: {:?}", ready.keys().collect::<Vec<_>>());
-
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let client = api_client(&registry, attempts.clone())?;
-    let pings = 30;
-    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
-
-    let (victim, addr) = ready
-        .iter()
-        .nth(1)
-        .map(|(i, a)| (i.clone(), *a))
-        .ok_or("no replica")?;
-    println!("--- client: crashing {victim} at {addr}");
-    let _ = ask(addr, "crash").await;
-    attempts.store(0, Ordering::Relaxed);
-    let answered = ping_all(&client, pings).await?;
-    println!(
-        "--- balancer while {victim} restarts: {pings}/{pings} pings answered with {} attempts: {answered:?}",
-        attempts.load(Ordering::Relaxed)
-    );
-    let back = wait_endpoints(&registry, |r| r.get(&victim).is_some_and(|a| *a != addr)).await;
-    println!("--- {victim} is back on {}", back[&victim]);
-    println!("--- balancer: {:?}", ping_all(&client, pings).await?);
-
-    println!("--- scaling api to 5");
-    handle.resize("api", 5).await?;
-    wait_endpoints(&registry, |r| r.len() == 5).await;
-    println!("--- balancer over 5: {:?}", ping_all(&client, 50).await?);
-    println!("--- scaling api to 2 (the 3 leaving drain out of the balancer first)");
-    handle.resize("api", 2).await?;
-    let left = wait_endpoints(&registry, |r| r.len() == 2).await;
-    println!("--- registry now: {:?}", left.keys().collect::<Vec<_>>());
-    attempts.store(0, Ordering::Relaxed);
-    let answered = ping_all(&client, pings).await?;
-    println!(
-        "--- balancer over 2: {answered:?} with {} attempts",
-        attempts.load(Ordering::Relaxed)
-    );
-
-    println!("--- waiting for the reporter process to be back after its failed first run");
-    let reporter_back = async {
-        while !handle
-            .instances()
-            .iter()
-            .any(|i| &*i.child == "reporter" && i.generation == 1 && i.state.is_ready())
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), reporter_back).await?;
-
-    for child in handle.children().await? {
-        println!(
-            "--- child {:<9} kind {:<10} desired {} instances {} ready {}",
-            child.id, child.kind, child.desired, child.instances, child.ready
-        );
-    }
-
-    if serve {
-        println!("--- serving; Ctrl-C or SIGTERM shuts down");
-        tokio::signal::ctrl_c().await?;
+    // Ctrl-C and SIGTERM stop the scenario (or the serving) the same way:
+    // a graceful shutdown of the whole tree, then the summary.
+    tokio::select! {
+        outcome = scenario(&handle, &registry, serve) => outcome?,
+        signal = shutdown_signal() => println!("--- {} received", signal?),
     }
     println!("--- shutting down (reverse start order)");
     handle.shutdown().await?;

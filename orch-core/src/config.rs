@@ -74,19 +74,29 @@ impl ConfigLoader {
     /// followed by `__` (`ORDERS` reads `ORDERS__...`). An empty prefix
     /// reads no environment variables.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), files: Vec::new(), vars: None }
+        Self {
+            prefix: prefix.into(),
+            files: Vec::new(),
+            vars: None,
+        }
     }
 
     /// Reads `path`, which must exist: TOML, or JSON when its extension is
     /// `json`. Files are read in the order given; later ones override.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.files.push(ConfigFile { path: path.into(), required: true });
+        self.files.push(ConfigFile {
+            path: path.into(),
+            required: true,
+        });
         self
     }
 
     /// Like [`file`](Self::file), but a missing file is skipped.
     pub fn optional_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.files.push(ConfigFile { path: path.into(), required: false });
+        self.files.push(ConfigFile {
+            path: path.into(),
+            required: false,
+        });
         self
     }
 
@@ -135,8 +145,13 @@ impl ConfigLoader {
         }
         let head = format!("{}__", self.prefix.to_ascii_uppercase());
         let mut vars: Vec<EnvVar> = match &self.vars {
-            Some(vars) => vars.iter().filter_map(|(k, v)| EnvVar::parse(&head, k, v)).collect(),
-            None => std::env::vars().filter_map(|(k, v)| EnvVar::parse(&head, &k, &v)).collect(),
+            Some(vars) => vars
+                .iter()
+                .filter_map(|(k, v)| EnvVar::parse(&head, k, v))
+                .collect(),
+            None => std::env::vars()
+                .filter_map(|(k, v)| EnvVar::parse(&head, &k, &v))
+                .collect(),
         };
         vars.sort_by(|a, b| a.name.cmp(&b.name));
         vars
@@ -144,7 +159,8 @@ impl ConfigLoader {
 }
 
 fn is_json(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
+    path.extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
 }
 
 /// One environment variable as a configuration source, so that an error in
@@ -161,8 +177,16 @@ impl EnvVar {
         if rest.is_empty() {
             return None;
         }
-        let key = rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
-        Some(Self { name: name.to_owned(), key, value: value.to_owned() })
+        let key = rest
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
+        Some(Self {
+            name: name.to_owned(),
+            key,
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -172,7 +196,10 @@ impl Provider for EnvVar {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let value: Value = self.value.parse().unwrap_or_else(|never: std::convert::Infallible| match never {});
+        let value: Value = self
+            .value
+            .parse()
+            .unwrap_or_else(|never: std::convert::Infallible| match never {});
         let dict = nest(&self.key, value).into_dict().unwrap_or_default();
         Ok(Profile::Default.collect(dict))
     }
@@ -232,7 +259,11 @@ impl ConfigIssue {
             Some(source) => source.to_string(),
             None => metadata.name.to_string(),
         });
-        Self { path: path.join("."), message: error.kind.to_string(), origin }
+        Self {
+            path: path.join("."),
+            message: error.kind.to_string(),
+            origin,
+        }
     }
 }
 

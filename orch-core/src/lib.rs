@@ -69,9 +69,9 @@ pub mod config;
 pub mod event;
 pub mod probe;
 mod scaler;
-mod signal;
 #[cfg(any(feature = "http", feature = "grpc"))]
 pub mod serve;
+mod signal;
 pub mod spec;
 pub mod supervisor;
 

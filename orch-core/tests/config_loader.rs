@@ -27,7 +27,10 @@ fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
 
 #[test]
 fn environment_overrides_the_file_key_by_key() {
-    let file = temp_file("service.toml", "replicas = 2\n[api]\nshutdown_grace = \"5s\"\ndrain_delay = \"1s\"\n");
+    let file = temp_file(
+        "service.toml",
+        "replicas = 2\n[api]\nshutdown_grace = \"5s\"\ndrain_delay = \"1s\"\n",
+    );
     let config: ServiceConfig = ConfigLoader::new("ORDERS")
         .file(&file)
         .with_vars([("ORDERS__API__SHUTDOWN_GRACE", "30s"), ("OTHER__REPLICAS", "9")])
@@ -42,7 +45,11 @@ fn environment_overrides_the_file_key_by_key() {
 #[test]
 fn json_files_are_read_by_extension() {
     let file = temp_file("service.json", r#"{"replicas": 4}"#);
-    let config: ServiceConfig = ConfigLoader::new("ORDERS").file(&file).with_vars::<String, String>([]).load().unwrap();
+    let config: ServiceConfig = ConfigLoader::new("ORDERS")
+        .file(&file)
+        .with_vars::<String, String>([])
+        .load()
+        .unwrap();
     assert_eq!(config.replicas, 4);
 }
 
@@ -54,7 +61,10 @@ fn an_unknown_key_is_rejected_with_its_path_and_origin() {
         .unwrap_err();
     let issue = &error.issues()[0];
     assert_eq!(issue.path, "api.shutdown_grac");
-    assert_eq!(issue.origin.as_deref(), Some("environment variable ORDERS__API__SHUTDOWN_GRAC"));
+    assert_eq!(
+        issue.origin.as_deref(),
+        Some("environment variable ORDERS__API__SHUTDOWN_GRAC")
+    );
     assert!(error.to_string().contains("api.shutdown_grac"), "{error}");
 }
 
@@ -70,14 +80,20 @@ fn a_bad_value_names_its_path() {
 
 #[test]
 fn a_missing_key_names_its_path() {
-    let error = ConfigLoader::new("ORDERS").with_vars::<String, String>([]).load::<ServiceConfig>().unwrap_err();
+    let error = ConfigLoader::new("ORDERS")
+        .with_vars::<String, String>([])
+        .load::<ServiceConfig>()
+        .unwrap_err();
     assert_eq!(error.issues()[0].path, "replicas");
 }
 
 #[test]
 fn a_required_file_must_exist_and_an_optional_one_may_not() {
     let missing = std::env::temp_dir().join("orch-config-does-not-exist.toml");
-    let error = ConfigLoader::new("ORDERS").file(&missing).load::<ServiceConfig>().unwrap_err();
+    let error = ConfigLoader::new("ORDERS")
+        .file(&missing)
+        .load::<ServiceConfig>()
+        .unwrap_err();
     assert!(error.to_string().contains("not found"), "{error}");
     let config: ServiceConfig = ConfigLoader::new("ORDERS")
         .optional_file(&missing)

@@ -1,0 +1,64 @@
+//! The whole client stack on real loopback calls: does orch's client
+//! (balancer + circuit breaker + retry + timeouts) cost anything a caller
+//! would notice next to the network?
+//!
+//! Three replicas of a tiny server run in this process on 127.0.0.1, once
+//! as HTTP/1.1 (axum, called with hyper-util's pooled client) and once as
+//! gRPC over HTTP/2 (tonic, the examples' `Payments` service). Each client
+//! sends the same requests at concurrency 1 and 64:
+//!
+//! - `direct`: the same client calling one server, nothing in between;
+//! - `orch`: the replicas' endpoints → orch's balancer (P2C peak-EWMA,
+//!   shared handle) with orch's hyper or tonic connector → the resilience
+//!   stack from its `http()` or `grpc()` preset (overall and attempt
+//!   timeouts, retry with its budget, circuit breaker);
+//! - `tower`: `tower::balance::p2c` over `PeakEwma` services of the same
+//!   clients, behind `tower::buffer::Buffer` (tower's way to share a
+//!   balancer), with `tower::retry` (two retries of 5xx and errors) and
+//!   `tower::timeout` per attempt. For gRPC, tower's retry cannot replay a
+//!   `tonic::body::Body`, so its policy declines to clone the request; the
+//!   layer's cost is still paid.
+//!
+//! Every round runs every contender once, in a rotating order, so that
+//! they share the machine's noise; the table shows per contender the
+//! median over rounds of p50, p99 and throughput, and each line's ratio to
+//! `direct` of the same protocol and concurrency. Target (issue 12): p50 at
+//! most 1.05× direct and throughput at least 0.95× direct.
+//!
+//! Run: `cargo bench --bench client_stack`; under `cargo test --benches`
+//! it runs one short round.
+
+#[path = "support/loopback.rs"]
+mod loopback;
+
+use std::time::Duration;
+
+use loopback::{Table, measure};
+
+/// Requests per contender per round, and rounds, when benchmarking.
+const REQUESTS: usize = 4_000;
+const ROUNDS: usize = 7;
+
+fn main() {
+    // `cargo test --benches` passes no `--bench`: one short round proves the
+    // harness works without spending a minute.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (requests, rounds) = if quick { (200, 1) } else { (REQUESTS, ROUNDS) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let mut table = Table::default();
+        for concurrency in [1, 64] {
+            let http = loopback::http_contenders().await;
+            measure(&mut table, "http/1.1", concurrency, requests, rounds, &http).await;
+            let grpc = loopback::grpc_contenders().await;
+            measure(&mut table, "grpc", concurrency, requests, rounds, &grpc).await;
+        }
+        table.print();
+    });
+    // Servers and clients are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}

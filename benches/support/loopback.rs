@@ -1,0 +1,395 @@
+//! Loopback servers, the clients that call them, and the measurement loop
+//! of `benches/client_stack.rs`.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::net::TcpListener;
+
+#[allow(clippy::all, missing_docs)]
+pub mod payments {
+    include!("../../examples/proto/orch.examples.payments.v1.rs");
+}
+
+use payments::{
+    ChargeReply, ChargeRequest,
+    payments_client::PaymentsClient,
+    payments_server::{Payments, PaymentsServer},
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// Replicas per protocol.
+const REPLICAS: usize = 3;
+
+/// One client under test: a name and a way to make one call.
+#[derive(Clone)]
+pub struct Contender {
+    pub name: &'static str,
+    call: Arc<dyn Fn(u64) -> BoxFuture + Send + Sync>,
+}
+
+impl Contender {
+    fn new<F, Fut>(name: &'static str, call: F) -> Self
+    where
+        F: Fn(u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        Self { name, call: Arc::new(move |i| Box::pin(call(i))) }
+    }
+}
+
+// ===== servers =====
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    (listener, addr)
+}
+
+/// An axum server on a loopback port answering `POST /charge` with `ok`.
+async fn http_server() -> SocketAddr {
+    let (listener, addr) = listener().await;
+    let router = axum::Router::new().route("/charge", axum::routing::post(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+struct Charger;
+
+#[tonic::async_trait]
+impl Payments for Charger {
+    async fn charge(
+        &self,
+        request: tonic::Request<ChargeRequest>,
+    ) -> Result<tonic::Response<ChargeReply>, tonic::Status> {
+        let order = request.into_inner().order_id;
+        Ok(tonic::Response::new(ChargeReply { charge_id: order, served_by: String::new() }))
+    }
+}
+
+/// A tonic server on a loopback port serving `Payments`.
+async fn grpc_server() -> SocketAddr {
+    let (listener, addr) = listener().await;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder().add_service(PaymentsServer::new(Charger));
+    tokio::spawn(server.serve_with_incoming(incoming));
+    addr
+}
+
+// ===== HTTP/1.1 clients =====
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn http_request(authority: &str) -> Request<Full<Bytes>> {
+    let uri = format!("http://{authority}/charge");
+    Request::post(uri).body(Full::new(Bytes::from_static(b"{}"))).expect("a valid request")
+}
+
+async fn read_http(response: Response<hyper::body::Incoming>) -> Result<(), BoxError> {
+    if response.status() != StatusCode::OK {
+        return Err(format!("status {}", response.status()).into());
+    }
+    response.into_body().collect().await?;
+    Ok(())
+}
+
+pub async fn http_contenders() -> Vec<Contender> {
+    let mut addrs = Vec::new();
+    for _ in 0..REPLICAS {
+        addrs.push(http_server().await);
+    }
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    let direct = {
+        let client = client.clone();
+        let authority = addrs[0].to_string();
+        Contender::new("direct", move |_| {
+            let response = client.request(http_request(&authority));
+            async move { read_http(response.await?).await }
+        })
+    };
+    vec![direct, tower_http(&client, &addrs)]
+}
+
+/// tower's balancer over one service per replica, shared through `Buffer`,
+/// with retry and an attempt timeout.
+fn tower_http(client: &HttpClient, addrs: &[SocketAddr]) -> Contender {
+    use tower::{ServiceBuilder, ServiceExt, balance::p2c::Balance, buffer::Buffer, discover::ServiceList};
+
+    let replicas = addrs.iter().map(|addr| {
+        let client = client.clone();
+        let authority: http::uri::Authority = addr.to_string().parse().expect("an address is an authority");
+        let service = tower::service_fn(move |mut request: Request<Full<Bytes>>| {
+            let mut parts = request.uri().clone().into_parts();
+            parts.authority = Some(authority.clone());
+            *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path");
+            client.request(request)
+        });
+        tower::load::PeakEwma::new(
+            service,
+            Duration::from_millis(30),
+            10e9,
+            tower::load::CompleteOnResponse::default(),
+        )
+    });
+    let balance = Balance::new(ServiceList::new(replicas.collect::<Vec<_>>()));
+    let shared = Buffer::new(balance, 1_024);
+    let stack = ServiceBuilder::new()
+        .retry(RetryServerErrors { left: 2 })
+        .timeout(Duration::from_secs(1))
+        .service(shared);
+    Contender::new("tower", move |_| tower_http_call(stack.clone().oneshot(http_request("replica"))))
+}
+
+/// One call of the tower HTTP peer, its error boxed outside the closure
+/// (inside, the compiler cannot prove the boxed error `'static`).
+async fn tower_http_call(
+    call: impl Future<Output = Result<Response<hyper::body::Incoming>, tower::BoxError>>,
+) -> Result<(), BoxError> {
+    let response: Result<_, BoxError> = call.await;
+    read_http(response?).await
+}
+
+/// tower's retry policy of the HTTP peer: up to `left` retries of errors
+/// and 5xx, the request rebuilt from its parts and its full body.
+#[derive(Clone)]
+struct RetryServerErrors {
+    left: usize,
+}
+
+impl<E> tower::retry::Policy<Request<Full<Bytes>>, Response<hyper::body::Incoming>, E> for RetryServerErrors {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<Full<Bytes>>,
+        result: &mut Result<Response<hyper::body::Incoming>, E>,
+    ) -> Option<Self::Future> {
+        let failed = result.as_ref().map_or(true, |response| response.status().is_server_error());
+        (failed && self.left > 0).then(|| {
+            self.left -= 1;
+            std::future::ready(())
+        })
+    }
+
+    fn clone_request(&mut self, request: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        let mut clone = Request::new(request.body().clone());
+        *clone.method_mut() = request.method().clone();
+        *clone.uri_mut() = request.uri().clone();
+        *clone.headers_mut() = request.headers().clone();
+        Some(clone)
+    }
+}
+
+// ===== gRPC clients =====
+
+fn charge(i: u64) -> ChargeRequest {
+    ChargeRequest { order_id: format!("order-{i}"), amount_cents: 100 }
+}
+
+pub async fn grpc_contenders() -> Vec<Contender> {
+    let mut addrs = Vec::new();
+    for _ in 0..REPLICAS {
+        addrs.push(grpc_server().await);
+    }
+    let channel = |addr: SocketAddr| async move {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            .expect("the replica accepts connections")
+    };
+
+    let direct = {
+        let client = PaymentsClient::new(channel(addrs[0]).await);
+        Contender::new("direct", move |i| charge_with(client.clone(), i))
+    };
+    let mut channels = Vec::new();
+    for addr in &addrs {
+        channels.push(channel(*addr).await);
+    }
+    vec![direct, tower_grpc(channels)]
+}
+
+/// tower's balancer over one tonic `Channel` per replica, shared through
+/// `Buffer`, with retry and an attempt timeout.
+fn tower_grpc(channels: Vec<tonic::transport::Channel>) -> Contender {
+    use tower::{ServiceBuilder, balance::p2c::Balance, buffer::Buffer, discover::ServiceList};
+
+    let replicas = channels.into_iter().map(|channel| {
+        tower::load::PeakEwma::new(
+            channel,
+            Duration::from_millis(30),
+            10e9,
+            tower::load::CompleteOnResponse::default(),
+        )
+    });
+    let balance = Balance::new(ServiceList::new(replicas.collect::<Vec<_>>()));
+    let shared = Buffer::new(balance, 1_024);
+    let stack = ServiceBuilder::new()
+        .retry(NoReplay)
+        .timeout(Duration::from_secs(1))
+        .service(shared);
+    let client = PaymentsClient::new(stack);
+    Contender::new("tower", move |i| charge_with(client.clone(), i))
+}
+
+/// One `Charge` call through `client`.
+async fn charge_with<T>(mut client: PaymentsClient<T>, i: u64) -> Result<(), BoxError>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
+{
+    client.charge(charge(i)).await?;
+    Ok(())
+}
+
+/// tower's retry policy of the gRPC peer: a `tonic::body::Body` cannot be
+/// cloned, so nothing is replayed.
+#[derive(Clone)]
+struct NoReplay;
+
+impl<Res, E> tower::retry::Policy<Request<tonic::body::Body>, Res, E> for NoReplay {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut Request<tonic::body::Body>, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, _: &Request<tonic::body::Body>) -> Option<Request<tonic::body::Body>> {
+        None
+    }
+}
+
+// ===== measurement =====
+
+/// p50, p99 and throughput of one run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+/// Sends `requests` calls through `contender`, `concurrency` at a time.
+async fn run(contender: &Contender, concurrency: usize, requests: usize) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let next = Arc::clone(&next);
+        let call = Arc::clone(&contender.call);
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return latencies;
+                }
+                let sent = Instant::now();
+                if let Err(error) = call(i as u64).await {
+                    panic!("a benchmark call failed: {error}");
+                }
+                latencies.push(sent.elapsed());
+            }
+        })
+    });
+    let mut latencies = Vec::with_capacity(requests);
+    for worker in workers.collect::<Vec<_>>() {
+        latencies.extend(worker.await.expect("a benchmark worker panicked"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Run { p50: at(0.50), p99: at(0.99), per_second: requests as f64 / elapsed.as_secs_f64() }
+}
+
+/// One line of the table: a contender's median run.
+struct Line {
+    protocol: &'static str,
+    concurrency: usize,
+    contender: &'static str,
+    run: Run,
+}
+
+/// The results, printed as Markdown.
+#[derive(Default)]
+pub struct Table {
+    lines: Vec<Line>,
+}
+
+/// Runs every contender `rounds` times (rotating the order) after a warm-up,
+/// and adds each one's medians to `table`.
+pub async fn measure(
+    table: &mut Table,
+    protocol: &'static str,
+    concurrency: usize,
+    requests: usize,
+    rounds: usize,
+    contenders: &[Contender],
+) {
+    for contender in contenders {
+        run(contender, concurrency, requests.min(500)).await;
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+    for round in 0..rounds {
+        for k in 0..contenders.len() {
+            let index = (round + k) % contenders.len();
+            runs[index].push(run(&contenders[index], concurrency, requests).await);
+        }
+    }
+    for (contender, mut runs) in contenders.iter().zip(runs) {
+        let median = |runs: &mut Vec<Run>, key: fn(&Run) -> f64| {
+            runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+            key(&runs[runs.len() / 2])
+        };
+        let p50 = median(&mut runs, |r| r.p50.as_secs_f64());
+        let p99 = median(&mut runs, |r| r.p99.as_secs_f64());
+        let per_second = median(&mut runs, |r| r.per_second);
+        let run = Run { p50: Duration::from_secs_f64(p50), p99: Duration::from_secs_f64(p99), per_second };
+        table.lines.push(Line { protocol, concurrency, contender: contender.name, run });
+    }
+}
+
+impl Table {
+    pub fn print(&self) {
+        println!("| protocol | concurrency | client | p50 | p99 | requests/s | p50 / direct | throughput / direct |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for line in &self.lines {
+            let direct = self
+                .lines
+                .iter()
+                .find(|d| d.protocol == line.protocol && d.concurrency == line.concurrency && d.contender == "direct")
+                .map_or(line.run, |d| d.run);
+            println!(
+                "| {} | {} | {} | {:.1} µs | {:.1} µs | {:.0} | {:.3} | {:.3} |",
+                line.protocol,
+                line.concurrency,
+                line.contender,
+                line.run.p50.as_secs_f64() * 1e6,
+                line.run.p99.as_secs_f64() * 1e6,
+                line.run.per_second,
+                line.run.p50.as_secs_f64() / direct.p50.as_secs_f64(),
+                line.run.per_second / direct.per_second,
+            );
+        }
+    }
+}
