@@ -6,7 +6,7 @@
 //! | [`registry`] | [`Registry`]: the current endpoints of a service, with gap-free snapshots and change streams for any number of balancers |
 //! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
 //! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
-//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast) |
+//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast); [`SharedBalancer`](balance::SharedBalancer): its `Clone` handle for many tasks, which survives any outage of the endpoints |
 //! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
 //! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
 #![forbid(unsafe_code)]

@@ -96,10 +96,18 @@
 //! # Using it
 //!
 //! Like tower's `Balance`, a [`Balancer`] is a `Service` driven through
-//! `&mut self`; put it behind `tower::buffer::Buffer` to share it between
-//! tasks. Note that `Buffer` treats a `poll_ready` error as fatal, so with
-//! `Buffer` choose a fail-fast timeout that suits the whole client, or put a
-//! load-shedding layer between them.
+//! `&mut self`. To share it between tasks, turn it into a
+//! [`SharedBalancer`] with [`Balancer::into_shared`]: a cheap `Clone`
+//! handle (`Send + Sync + 'static`) over a driver task that owns the
+//! balancer. Its `poll_ready` fails only when the driver is gone; "no
+//! endpoint within the fail-fast timeout" is the error of each call made
+//! meanwhile, and once an endpoint is ready again the next call succeeds.
+//! It fits wherever a tower client goes: under the resilience layers, or
+//! as the channel of a tonic generated client
+//! (`MyServiceClient::new(shared)`). Do not put a `Balancer` behind
+//! `tower::buffer::Buffer`: `Buffer` takes the first `NoEndpoints` from
+//! `poll_ready` as fatal (tower issue 43), and the client stays failed
+//! after the endpoints are back.
 //!
 //! It needs a tokio runtime with the time driver (for backoff, fail-fast
 //! and passive-health timers).
@@ -136,6 +144,7 @@ mod key;
 mod metrics;
 mod rng;
 mod set;
+mod shared;
 mod state;
 mod strategy;
 mod wake;
@@ -163,6 +172,7 @@ pub use connect::{ConnectFn, connect_fn};
 pub use error::{BalanceError, BoxError};
 pub use future::ResponseFuture;
 pub use key::{HeaderKey, NoKey, RequestKey};
+pub use shared::{SharedBalancer, SharedResponseFuture};
 
 use clock::Clock;
 use future::Tracker;
@@ -227,6 +237,8 @@ where
     failfast_timeout: Duration,
     /// The fail-fast deadline.
     failfast_timer: Timer,
+    /// Bound of the queue of a [`SharedBalancer`] made from this one.
+    queue_capacity: usize,
 }
 
 /// Where `poll_ready` is in waiting for an endpoint.
@@ -301,6 +313,7 @@ where
             failfast: FailFast::Idle,
             failfast_timeout: config.failfast_timeout,
             failfast_timer: Timer::default(),
+            queue_capacity: config.queue_capacity,
         })
     }
 }
@@ -373,6 +386,7 @@ where
             failfast: self.failfast,
             failfast_timeout: self.failfast_timeout,
             failfast_timer: self.failfast_timer,
+            queue_capacity: self.queue_capacity,
         }
     }
 
@@ -496,6 +510,42 @@ where
                         known: self.set.len(),
                     }));
                 }
+            }
+        }
+    }
+}
+
+impl<D, M, K, H> Balancer<D, M, K, H>
+where
+    D: Stream<Item = EndpointChange> + Unpin,
+    M: Service<Endpoint>,
+    M::Error: Into<BoxError>,
+{
+    /// Background work without a request: what `poll_ready` does before it
+    /// looks for a ready endpoint, and `cx`'s task is woken by the next
+    /// progress (a connect, an endpoint ready again, a discovery change, a
+    /// health timer) even while endpoints are ready. The driver of a
+    /// [`SharedBalancer`] calls it while idle, so an endpoint that is ready
+    /// again is noticed before the next request (tower issue 824).
+    pub(crate) fn poll_background<Req, E>(&mut self, cx: &mut Context<'_>)
+    where
+        M::Response: Service<Req>,
+        <M::Response as Service<Req>>::Error: Into<BoxError>,
+        M::Future: Future<Output = Result<M::Response, E>>,
+        E: Into<BoxError>,
+    {
+        // Positions may move below: a reservation would name a stale one.
+        self.reserved = false;
+        if let Some(pos) = self.last_called.take() {
+            let mut background = Context::from_waker(&self.waker);
+            self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
+        }
+        loop {
+            if self.wake.take() {
+                self.drive::<Req, E>();
+            }
+            if !self.wake.register(cx.waker()) {
+                break;
             }
         }
     }
