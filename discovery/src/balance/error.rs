@@ -62,6 +62,16 @@ impl BalanceError {
         matches!(self, Self::Closed)
     }
 
+    /// True when the endpoint's service is one of this crate's connectors'
+    /// and the request was never sent because no connection could be made
+    /// ([`ConnectorError::is_connect`](crate::connect::ConnectorError::is_connect)):
+    /// safe to retry whatever the request's method.
+    pub fn is_connect(&self) -> bool {
+        self.inner_ref()
+            .and_then(|error| error.downcast_ref::<crate::connect::ConnectorError>())
+            .is_some_and(crate::connect::ConnectorError::is_connect)
+    }
+
     /// The endpoint service's error, if that is what this is.
     pub fn inner_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {

@@ -536,12 +536,17 @@ where
     {
         // Positions may move below: a reservation would name a stale one.
         self.reserved = false;
-        if let Some(pos) = self.last_called.take() {
-            let mut background = Context::from_waker(&self.waker);
-            self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
-        }
         loop {
             if self.wake.take() {
+                // Driving may move ready positions, so the endpoint called
+                // last is asked first. Without a wake it is left for the
+                // next `poll_ready`: asked now, it would answer before its
+                // request ended, and a request that then finds it broken
+                // would not be seen until its next pick.
+                if let Some(pos) = self.last_called.take() {
+                    let mut background = Context::from_waker(&self.waker);
+                    self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
+                }
                 self.drive::<Req, E>();
             }
             if !self.wake.register(cx.waker()) {
