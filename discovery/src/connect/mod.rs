@@ -4,8 +4,8 @@
 //!
 //! | feature | connector | endpoint service | for |
 //! |---|---|---|---|
-//! | `hyper` | [`HyperConnector`] | [`HyperEndpoint`] | `http::Request<B>` over one pooled hyper-util client (HTTP/1.1 and HTTP/2) |
-//! | `tonic` | [`TonicConnector`] | [`TonicEndpoint`] | a tonic `Channel` per endpoint, so `MyServiceClient::new(shared_balancer)` works |
+//! | `hyper` | `HyperConnector` | `HyperEndpoint` | `http::Request<B>` over one pooled hyper-util client (HTTP/1.1 and HTTP/2) |
+//! | `tonic` | `TonicConnector` | `TonicEndpoint` | a tonic `Channel` per endpoint, so `MyServiceClient::new(shared_balancer)` works |
 //!
 //! Both speak plain `http` only (no TLS), to the endpoint's [`SocketAddr`]:
 //! an endpoint's address is checked when it is connected (port 0 or an
