@@ -5,12 +5,21 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{
+    future::{Ready, ready},
+    io,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use futures_util::FutureExt;
 use orch_discovery::{
-    EndpointChange,
-    balance::{Algorithm, BalanceError, Balancer, SharedBalancer},
+    Endpoint, EndpointChange,
+    balance::{Algorithm, BalanceError, Balancer, SharedBalancer, connect_fn},
 };
 use support::{Fleet, changes, config, endpoint};
 use tower::{Service, ServiceExt};
@@ -203,4 +212,87 @@ async fn a_gone_driver_is_the_one_final_error() {
     let _ = driver.await;
     let err = send(&mut client).await.unwrap_err();
     assert!(err.is_closed(), "{err}");
+}
+
+/// An endpoint that answers its id, and can break while idle: breaking
+/// wakes the waker of its last `poll_ready`, as a watched connection does.
+#[derive(Clone)]
+struct Breakable {
+    id: &'static str,
+    broken: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Breakable {
+    fn new(id: &'static str) -> Self {
+        Self {
+            id,
+            broken: Arc::default(),
+            waker: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn break_now(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        if let Some(waker) = self.waker.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Service<()> for Breakable {
+    type Response = String;
+    type Error = io::Error;
+    type Future = Ready<Result<String, io::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.broken.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(io::Error::other("broken")));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok(self.id.to_owned()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_breaks_while_idle_is_evicted_before_its_next_pick() {
+    let (a, b) = (Breakable::new("e0"), Breakable::new("e1"));
+    let services = [a.clone(), b.clone()];
+    let connect = connect_fn(move |endpoint: &Endpoint| {
+        services
+            .iter()
+            .find(|s| s.id == endpoint.id().as_str())
+            .unwrap()
+            .clone()
+    });
+    let (tx, changes) = changes();
+    let config = config(Algorithm::RoundRobin).failfast_timeout(FAILFAST);
+    let mut client: Client = Balancer::with_config(&config, changes, connect)
+        .unwrap()
+        .into_shared();
+    tx.send(EndpointChange::Insert(endpoint("e0", 1))).unwrap();
+    tx.send(EndpointChange::Insert(endpoint("e1", 1))).unwrap();
+    let mut last = String::new();
+    for _ in 0..4 {
+        last = send(&mut client).await.unwrap();
+    }
+    assert_eq!(b.calls.load(Ordering::SeqCst), 2, "round robin alternates");
+
+    // The endpoint not called last breaks while nobody calls (the one
+    // called last is asked again at the next request anyway): the driver
+    // is woken, asks it, and evicts it, so no caller pays for finding out.
+    let (broken, healthy) = if last == "e0" { (&b, "e0") } else { (&a, "e1") };
+    broken.break_now();
+    settle().await;
+    for _ in 0..10 {
+        assert_eq!(send(&mut client).await.unwrap(), healthy);
+    }
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 2);
 }

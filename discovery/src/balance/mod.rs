@@ -11,6 +11,10 @@
 //!   connector (`MakeService`-style, asynchronous and fallible; [`connect_fn`]
 //!   for plain functions). A failed connect or a `poll_ready` error evicts
 //!   the service and reconnects after a backoff; a new address reconnects.
+//!   Each connected service is polled with a waker of its own, so a ready
+//!   endpoint that wakes it (its connection broke) is asked again at the
+//!   next background pass rather than at its next pick. The connectors in
+//!   [`connect`](crate::connect) (features `hyper` and `tonic`) do so.
 //! - **Removes are final.** Once a Remove is seen the endpoint is never
 //!   picked again (tower issue 856); requests in flight to it complete.
 //! - **Weights.** Candidates are drawn in proportion to weight and compared
@@ -475,7 +479,8 @@ where
         self.set
             .start_connects(&mut self.connector, &mut cx, &mut self.rng);
         self.set.poll_connecting(&mut cx, &mut self.rng);
-        self.set.poll_unready::<Req>(&mut cx, &mut self.rng);
+        self.set.poll_rechecks::<Req>(&mut self.rng);
+        self.set.poll_unready::<Req>(&mut self.rng);
         self.set.poll_health(&mut cx);
         self.set.publish();
     }
@@ -544,8 +549,7 @@ where
                 // request ended, and a request that then finds it broken
                 // would not be seen until its next pick.
                 if let Some(pos) = self.last_called.take() {
-                    let mut background = Context::from_waker(&self.waker);
-                    self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
+                    self.set.repoll::<Req>(pos, &mut self.rng);
                 }
                 self.drive::<Req, E>();
             }
@@ -574,10 +578,10 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
         if let Some(pos) = self.last_called.take() {
-            // Polled with the wake flag: if it is not ready, it joins the
-            // not-ready set, which that flag drives.
-            let mut background = Context::from_waker(&self.waker);
-            self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
+            // Polled with the endpoint's own waker, which drives the
+            // background work: if it is not ready, it joins the not-ready
+            // set; if it breaks later, it is asked again (`set/recheck.rs`).
+            self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {
             if self.wake.take() {

@@ -6,10 +6,7 @@ use std::{
     fmt,
     future::poll_fn,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -26,7 +23,10 @@ use hyper_util::{
 };
 use tower_service::Service;
 
-use super::{ConnectorError, tcp};
+use super::{
+    ConnectorError,
+    tcp::{self, Broken},
+};
 use crate::{Endpoint, balance::BoxError};
 
 /// The connect timeout of [`HyperConnector::new`]: 1 s, linkerd2-proxy's,
@@ -157,7 +157,7 @@ where
                 client,
                 authority,
                 address,
-                broken: Arc::new(AtomicBool::new(false)),
+                broken: Arc::new(Broken::default()),
             })
         })
     }
@@ -182,7 +182,7 @@ pub struct HyperEndpoint<B> {
     client: Client<HttpConnector, B>,
     authority: Authority,
     address: SocketAddr,
-    broken: Arc<AtomicBool>,
+    broken: Arc<Broken>,
 }
 
 impl<B> HyperEndpoint<B> {
@@ -222,7 +222,7 @@ impl<B> fmt::Debug for HyperEndpoint<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HyperEndpoint")
             .field("address", &self.address)
-            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .field("broken", &self.broken.get())
             .finish_non_exhaustive()
     }
 }
@@ -237,15 +237,15 @@ where
     type Error = ConnectorError;
     type Future = BoxFuture<'static, Result<Response<Incoming>, ConnectorError>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
-        if self.broken.load(Ordering::Acquire) {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
+        if self.broken.poll(cx.waker()) {
             return Poll::Ready(Err(self.broken_error()));
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if self.broken.load(Ordering::Acquire) {
+        if self.broken.get() {
             let error = self.broken_error();
             return Box::pin(async move { Err(error) });
         }
@@ -260,7 +260,7 @@ where
         Box::pin(async move {
             response.await.map_err(|error| {
                 if error.is_connect() {
-                    broken.store(true, Ordering::Release);
+                    broken.set();
                     tcp::connect_error(address, error)
                 } else {
                     ConnectorError::Request {

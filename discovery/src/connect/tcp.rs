@@ -1,7 +1,14 @@
 //! What both connectors share: checking an endpoint's address, and the TCP
 //! connector with its settings.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    task::Waker,
+    time::Duration,
+};
+
+use futures_util::task::AtomicWaker;
 
 use http::{Uri, uri::Authority};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,5 +72,33 @@ pub(crate) fn connect_error(
     ConnectorError::Connect {
         address,
         source: source.into(),
+    }
+}
+
+/// Set once the endpoint's connection failed (hyper: a request could not
+/// connect; tonic: the connection closed); never cleared, the balancer
+/// replaces the endpoint's service instead. Setting it wakes the waker of
+/// the endpoint's last `poll_ready`, which is the balancer's for that
+/// endpoint, so the balancer asks it again before its next pick.
+#[derive(Debug, Default)]
+pub(crate) struct Broken {
+    broken: AtomicBool,
+    balancer: AtomicWaker,
+}
+
+impl Broken {
+    pub(crate) fn set(&self) {
+        self.broken.store(true, Ordering::Release);
+        self.balancer.wake();
+    }
+
+    pub(crate) fn get(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Whether it broke, `waker` to be woken when it does.
+    pub(crate) fn poll(&self, waker: &Waker) -> bool {
+        self.balancer.register(waker);
+        self.get()
     }
 }

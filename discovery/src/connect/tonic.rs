@@ -19,8 +19,9 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{
-    ConnectorError, tcp,
-    watched::{Broken, WatchedConnector},
+    ConnectorError,
+    tcp::{self, Broken},
+    watched::WatchedConnector,
 };
 use crate::{Endpoint, balance::BoxError};
 
@@ -194,7 +195,7 @@ impl Service<Request<Body>> for TonicEndpoint {
     type Future = BoxFuture<'static, Result<Response<Body>, ConnectorError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
-        if self.broken.get() {
+        if self.broken.poll(cx.waker()) {
             return Poll::Ready(Err(self.broken_error()));
         }
         let address = self.address;

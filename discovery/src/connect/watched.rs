@@ -5,10 +5,7 @@
 use std::{
     io,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -21,22 +18,8 @@ use tokio::{
 };
 use tower_service::Service;
 
+use super::tcp::Broken;
 use crate::balance::BoxError;
-
-/// Set once the endpoint's connection closed or failed; never cleared (the
-/// balancer replaces the endpoint's service instead).
-#[derive(Debug, Default)]
-pub(crate) struct Broken(AtomicBool);
-
-impl Broken {
-    pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 /// Connects to one fixed address, whatever URI it is asked for, and hands
 /// out the connection watched; refuses to connect again once a connection
