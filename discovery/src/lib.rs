@@ -10,6 +10,16 @@
 //! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
 //! | [`connect`] | connectors for the balancer: `HyperConnector` (feature `hyper`) and `TonicConnector` (feature `tonic`), with [`ConnectorError`](connect::ConnectorError) telling a request never sent from one that failed |
 //! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
+//!
+//! # Features
+//!
+//! None is on by default; without them the crate needs neither hyper nor
+//! tonic.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `hyper` | `connect::HyperConnector`: the balancer over one pooled hyper-util client (HTTP/1.1, HTTP/2) |
+//! | `tonic` | `connect::TonicConnector`: a tonic `Channel` per endpoint, so `MyServiceClient::new(balancer.into_shared())` works |
 #![forbid(unsafe_code)]
 
 pub mod balance;

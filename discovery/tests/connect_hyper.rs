@@ -11,6 +11,7 @@ use std::{collections::HashMap, time::Duration};
 use axum::{Router, routing::get};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Builder, rt::TokioExecutor};
 use loopback::{Replica, discovery};
 use orch_discovery::{
     Endpoint,
@@ -167,6 +168,34 @@ async fn an_unsupported_scheme_is_a_typed_error_naming_it() {
         // Nothing was sent, nothing broke.
         endpoint.ready().await.unwrap();
         r0.kill();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_balanced_too() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (r0, r1) = (replica("r0").await, replica("r1").await);
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.http2_only(true);
+        let connector = HyperConnector::from_builder(&builder, Some(Duration::from_secs(1)));
+        let mut client: Client = Balancer::with_config(&config(), discovery(&[&r0, &r1]), connector)
+            .unwrap()
+            .into_shared();
+        let mut served: HashMap<String, usize> = HashMap::new();
+        for _ in 0..10 {
+            let request = http::Request::get("/who").body(Empty::new()).unwrap();
+            let response = client.ready().await.unwrap().call(request).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            *served
+                .entry(String::from_utf8(body.to_vec()).unwrap())
+                .or_default() += 1;
+        }
+        assert_eq!(served.len(), 2, "{served:?}");
+        r0.kill();
+        r1.kill();
     })
     .await
     .unwrap();
