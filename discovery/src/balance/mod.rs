@@ -206,7 +206,8 @@ use crate::{Endpoint, EndpointChange};
 /// # The `Service` contract
 ///
 /// - `poll_ready` applies the discovery changes that arrived, brings
-///   endpoints that became ready into the ready set, applies passive
+///   endpoints that became ready into the ready set, asks again ready
+///   endpoints whose service woke the balancer (evicting broken ones), applies passive
 ///   health (ejections and returns that are due) and returns `Ready` when
 ///   at least one endpoint is ready (every ready endpoint has answered
 ///   `Ready` to its own `poll_ready` since its last call). With none ready it

@@ -17,14 +17,27 @@
 //! Both connect eagerly: the connector's future resolves only once a TCP
 //! connection (with tonic, the HTTP/2 handshake too) succeeded, so an
 //! endpoint that refuses connections never enters rotation and is tried
-//! again after the balancer's reconnect backoff. Once in rotation, an
-//! endpoint service whose connection failed (hyper: a request could not
-//! connect; tonic: the connection closed or broke, tonic's own `Channel`
-//! would keep answering ready, grpc-rust issue 2839) fails the one call it
-//! gets at once with [`ConnectorError::Connect`] (never sent, safe to
-//! retry for any method) and answers its next `poll_ready` with an error:
-//! the balancer evicts it, routes around it, and reconnects after its
-//! backoff. Every other transport error is [`ConnectorError::Request`].
+//! again after the balancer's reconnect backoff.
+//!
+//! Once in rotation, an endpoint service whose connection failed (hyper: a
+//! request could not connect; tonic: the connection closed or broke, where
+//! tonic's own `Channel` would keep answering ready, grpc-rust issue 2839)
+//! marks itself broken and wakes the balancer: its next `poll_ready` fails,
+//! so the balancer evicts it, routes around it, and connects it again
+//! after its backoff. A [`SharedBalancer`](crate::balance::SharedBalancer)'s
+//! driver acts on that wake at once, so a replica whose connection closed
+//! while no request was on its way costs no caller anything. What a break
+//! can still cost:
+//!
+//! - a call picked before the break was noticed fails at once with
+//!   [`ConnectorError::Connect`]: never sent, safe to retry for any method;
+//! - a call already on the connection when it died fails with
+//!   [`ConnectorError::Request`]: it may have reached the server, so only
+//!   an idempotent request should be retried;
+//! - with hyper, a replica that dies between requests is found by the
+//!   first request that cannot connect to it (a `Connect` error; the pool
+//!   opens connections lazily).
+//!
 //! [`ConnectorError::is_connect`] (or
 //! [`BalanceError::is_connect`](crate::balance::BalanceError::is_connect))
 //! tells them apart.
