@@ -6,13 +6,25 @@
 //! | [`registry`] | [`Registry`]: the current endpoints of a service, with gap-free snapshots and change streams for any number of balancers |
 //! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
 //! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
-//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast) |
+//! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast); [`SharedBalancer`](balance::SharedBalancer): its `Clone` handle for many tasks, which survives any outage of the endpoints |
 //! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
+//! | [`connect`] | connectors for the balancer: `HyperConnector` (feature `hyper`) and `TonicConnector` (feature `tonic`), with [`ConnectorError`](connect::ConnectorError) telling a request never sent from one that failed |
 //! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
+//!
+//! # Features
+//!
+//! None is on by default; without them the crate needs neither hyper nor
+//! tonic.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `hyper` | `connect::HyperConnector`: the balancer over one pooled hyper-util client (HTTP/1.1, HTTP/2) |
+//! | `tonic` | `connect::TonicConnector`: a tonic `Channel` per endpoint, so `MyServiceClient::new(balancer.into_shared())` works |
 #![forbid(unsafe_code)]
 
 pub mod balance;
 mod config_error;
+pub mod connect;
 pub mod discover;
 pub mod endpoint;
 pub mod health;

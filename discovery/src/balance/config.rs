@@ -74,6 +74,12 @@ pub struct BalancerConfig {
     /// the panic threshold (50 %) and slow start (off). See
     /// [`HealthConfig`] and the [module docs](super#passive-health).
     pub health: HealthConfig,
+    /// Requests a [`SharedBalancer`](super::SharedBalancer) holds for its
+    /// driver before a caller's `poll_ready` waits (backpressure); at
+    /// least 1. Default 1024 (tower's `Buffer` leaves the bound to the
+    /// caller; 1024 covers bursts of a busy client without holding an
+    /// unbounded backlog while no endpoint is ready).
+    pub queue_capacity: usize,
 }
 
 /// How a [`Balancer`](super::Balancer) chooses the endpoint for a request.
@@ -235,6 +241,7 @@ impl Default for BalancerConfig {
             clock: ClockSource::default(),
             seed: None,
             health: HealthConfig::default(),
+            queue_capacity: 1024,
         }
     }
 }
@@ -282,6 +289,12 @@ impl BalancerConfig {
         self
     }
 
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    pub fn queue_capacity(mut self, requests: usize) -> Self {
+        self.queue_capacity = requests;
+        self
+    }
+
     /// Checks every field, naming the first bad one with the `balancer.`
     /// prefix (`balancer.reconnect.max`).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -290,6 +303,12 @@ impl BalancerConfig {
         }
         // Zero is allowed: fail at once when nothing is ready.
         at_most_a_year("balancer.failfast_timeout", self.failfast_timeout)?;
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::field(
+                "balancer.queue_capacity",
+                "must be at least 1",
+            ));
+        }
         self.algorithm.validate("balancer.algorithm")?;
         self.reconnect.validate("balancer.reconnect")?;
         self.health.validate_at("balancer.health")

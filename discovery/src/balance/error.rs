@@ -20,7 +20,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum BalanceError {
     /// No endpoint became ready within the fail-fast timeout: there were
     /// none, or every one was connecting, not ready, or broken. Returned
-    /// from `poll_ready`; the balancer stays usable.
+    /// from a [`Balancer`](super::Balancer)'s `poll_ready` (the balancer
+    /// stays usable), and by a [`SharedBalancer`](super::SharedBalancer)
+    /// as the error of each call made meanwhile.
     #[error("no ready endpoint within {waited:?} ({known} endpoint(s) known, none ready)")]
     NoEndpoints {
         /// The fail-fast timeout that ran out.
@@ -33,6 +35,12 @@ pub enum BalanceError {
     /// `Service` contract); no endpoint was called.
     #[error("balancer called without a ready endpoint reserved by poll_ready")]
     NotReady,
+    /// The driver task of a [`SharedBalancer`](super::SharedBalancer) is
+    /// gone (its runtime shut down, or it panicked): no request through
+    /// this handle can succeed again. The only error a `SharedBalancer`'s
+    /// `poll_ready` returns, because it is final.
+    #[error("the shared balancer's driver task is gone")]
+    Closed,
     /// The endpoint's service returned this error.
     #[error(transparent)]
     Inner(BoxError),
@@ -47,6 +55,21 @@ impl BalanceError {
     /// True for [`NoEndpoints`](Self::NoEndpoints).
     pub fn is_no_endpoints(&self) -> bool {
         matches!(self, Self::NoEndpoints { .. })
+    }
+
+    /// True for [`Closed`](Self::Closed).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// True when the endpoint's service is one of this crate's connectors'
+    /// and the request was never sent because no connection could be made
+    /// ([`ConnectorError::is_connect`](crate::connect::ConnectorError::is_connect)):
+    /// safe to retry whatever the request's method.
+    pub fn is_connect(&self) -> bool {
+        self.inner_ref()
+            .and_then(|error| error.downcast_ref::<crate::connect::ConnectorError>())
+            .is_some_and(crate::connect::ConnectorError::is_connect)
     }
 
     /// The endpoint service's error, if that is what this is.

@@ -11,6 +11,10 @@
 //!   connector (`MakeService`-style, asynchronous and fallible; [`connect_fn`]
 //!   for plain functions). A failed connect or a `poll_ready` error evicts
 //!   the service and reconnects after a backoff; a new address reconnects.
+//!   Each connected service is polled with a waker of its own, so a ready
+//!   endpoint that wakes it (its connection broke) is asked again at the
+//!   next background pass rather than at its next pick. The connectors in
+//!   [`connect`](crate::connect) (features `hyper` and `tonic`) do so.
 //! - **Removes are final.** Once a Remove is seen the endpoint is never
 //!   picked again (tower issue 856); requests in flight to it complete.
 //! - **Weights.** Candidates are drawn in proportion to weight and compared
@@ -96,10 +100,18 @@
 //! # Using it
 //!
 //! Like tower's `Balance`, a [`Balancer`] is a `Service` driven through
-//! `&mut self`; put it behind `tower::buffer::Buffer` to share it between
-//! tasks. Note that `Buffer` treats a `poll_ready` error as fatal, so with
-//! `Buffer` choose a fail-fast timeout that suits the whole client, or put a
-//! load-shedding layer between them.
+//! `&mut self`. To share it between tasks, turn it into a
+//! [`SharedBalancer`] with [`Balancer::into_shared`]: a cheap `Clone`
+//! handle (`Send + Sync + 'static`) over a driver task that owns the
+//! balancer. Its `poll_ready` fails only when the driver is gone; "no
+//! endpoint within the fail-fast timeout" is the error of each call made
+//! meanwhile, and once an endpoint is ready again the next call succeeds.
+//! It fits wherever a tower client goes: under the resilience layers, or
+//! as the channel of a tonic generated client
+//! (`MyServiceClient::new(shared)`). Do not put a `Balancer` behind
+//! `tower::buffer::Buffer`: `Buffer` takes the first `NoEndpoints` from
+//! `poll_ready` as fatal (tower issue 43), and the client stays failed
+//! after the endpoints are back.
 //!
 //! It needs a tokio runtime with the time driver (for backoff, fail-fast
 //! and passive-health timers).
@@ -136,6 +148,7 @@ mod key;
 mod metrics;
 mod rng;
 mod set;
+mod shared;
 mod state;
 mod strategy;
 mod wake;
@@ -163,6 +176,7 @@ pub use connect::{ConnectFn, connect_fn};
 pub use error::{BalanceError, BoxError};
 pub use future::ResponseFuture;
 pub use key::{HeaderKey, NoKey, RequestKey};
+pub use shared::{SharedBalancer, SharedResponseFuture};
 
 use clock::Clock;
 use future::Tracker;
@@ -192,7 +206,8 @@ use crate::{Endpoint, EndpointChange};
 /// # The `Service` contract
 ///
 /// - `poll_ready` applies the discovery changes that arrived, brings
-///   endpoints that became ready into the ready set, applies passive
+///   endpoints that became ready into the ready set, asks again ready
+///   endpoints whose service woke the balancer (evicting broken ones), applies passive
 ///   health (ejections and returns that are due) and returns `Ready` when
 ///   at least one endpoint is ready (every ready endpoint has answered
 ///   `Ready` to its own `poll_ready` since its last call). With none ready it
@@ -227,6 +242,8 @@ where
     failfast_timeout: Duration,
     /// The fail-fast deadline.
     failfast_timer: Timer,
+    /// Bound of the queue of a [`SharedBalancer`] made from this one.
+    queue_capacity: usize,
 }
 
 /// Where `poll_ready` is in waiting for an endpoint.
@@ -301,6 +318,7 @@ where
             failfast: FailFast::Idle,
             failfast_timeout: config.failfast_timeout,
             failfast_timer: Timer::default(),
+            queue_capacity: config.queue_capacity,
         })
     }
 }
@@ -373,6 +391,7 @@ where
             failfast: self.failfast,
             failfast_timeout: self.failfast_timeout,
             failfast_timer: self.failfast_timer,
+            queue_capacity: self.queue_capacity,
         }
     }
 
@@ -461,7 +480,8 @@ where
         self.set
             .start_connects(&mut self.connector, &mut cx, &mut self.rng);
         self.set.poll_connecting(&mut cx, &mut self.rng);
-        self.set.poll_unready::<Req>(&mut cx, &mut self.rng);
+        self.set.poll_rechecks::<Req>(&mut self.rng);
+        self.set.poll_unready::<Req>(&mut self.rng);
         self.set.poll_health(&mut cx);
         self.set.publish();
     }
@@ -501,6 +521,46 @@ where
     }
 }
 
+impl<D, M, K, H> Balancer<D, M, K, H>
+where
+    D: Stream<Item = EndpointChange> + Unpin,
+    M: Service<Endpoint>,
+    M::Error: Into<BoxError>,
+{
+    /// Background work without a request: what `poll_ready` does before it
+    /// looks for a ready endpoint, and `cx`'s task is woken by the next
+    /// progress (a connect, an endpoint ready again, a discovery change, a
+    /// health timer) even while endpoints are ready. The driver of a
+    /// [`SharedBalancer`] calls it while idle, so an endpoint that is ready
+    /// again is noticed before the next request (tower issue 824).
+    pub(crate) fn poll_background<Req, E>(&mut self, cx: &mut Context<'_>)
+    where
+        M::Response: Service<Req>,
+        <M::Response as Service<Req>>::Error: Into<BoxError>,
+        M::Future: Future<Output = Result<M::Response, E>>,
+        E: Into<BoxError>,
+    {
+        // Positions may move below: a reservation would name a stale one.
+        self.reserved = false;
+        loop {
+            if self.wake.take() {
+                // Driving may move ready positions, so the endpoint called
+                // last is asked first. Without a wake it is left for the
+                // next `poll_ready`: asked now, it would answer before its
+                // request ended, and a request that then finds it broken
+                // would not be seen until its next pick.
+                if let Some(pos) = self.last_called.take() {
+                    self.set.repoll::<Req>(pos, &mut self.rng);
+                }
+                self.drive::<Req, E>();
+            }
+            if !self.wake.register(cx.waker()) {
+                break;
+            }
+        }
+    }
+}
+
 impl<D, M, K, H, Req, E> Service<Req> for Balancer<D, M, K, H>
 where
     D: Stream<Item = EndpointChange> + Unpin,
@@ -519,10 +579,10 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
         if let Some(pos) = self.last_called.take() {
-            // Polled with the wake flag: if it is not ready, it joins the
-            // not-ready set, which that flag drives.
-            let mut background = Context::from_waker(&self.waker);
-            self.set.repoll::<Req>(pos, &mut background, &mut self.rng);
+            // Polled with the endpoint's own waker, which drives the
+            // background work: if it is not ready, it joins the not-ready
+            // set; if it breaks later, it is asked again (`set/recheck.rs`).
+            self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {
             if self.wake.take() {

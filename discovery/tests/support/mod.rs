@@ -16,7 +16,9 @@ use futures_util::{Stream, StreamExt, stream};
 use metrics_util::debugging::{DebugValue, Snapshotter};
 use orch_discovery::{
     Endpoint, EndpointChange, Weight,
-    balance::{Algorithm, BalanceError, BalancerConfig, ClockSource, ReconnectBackoff, connect_fn},
+    balance::{
+        Algorithm, BalanceError, BalancerConfig, ClockSource, ConnectFn, ReconnectBackoff, connect_fn,
+    },
 };
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
@@ -75,9 +77,7 @@ impl Fleet {
     }
 
     /// A connector that builds a [`Node`] per endpoint, at once.
-    pub fn connector(
-        &self,
-    ) -> impl Service<Endpoint, Response = Node, Error = std::convert::Infallible> + use<> {
+    pub fn connector(&self) -> ConnectFn<impl FnMut(&Endpoint) -> Node + Send + use<>> {
         let fleet = self.clone();
         connect_fn(move |endpoint: &Endpoint| Node {
             id: endpoint.id().to_string(),

@@ -20,6 +20,7 @@
 
 mod health;
 mod members;
+mod recheck;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,6 +48,7 @@ use crate::{ConfigError, Endpoint, EndpointChange, EndpointId, Weight};
 
 use members::Ramp;
 pub(crate) use members::{Member, Members, NOT_READY};
+use recheck::Rechecks;
 
 /// A ready endpoint: everything a request touches (its load state, weight,
 /// pick counter and the service itself), so a request never reads the
@@ -63,6 +65,8 @@ pub(crate) struct ReadySlot<S> {
     pub(crate) picks: Counter,
     /// The service, reserved by a `Ready` from its `poll_ready`.
     pub(crate) service: S,
+    /// What the service is polled with (see `recheck.rs`).
+    waker: Waker,
 }
 
 impl<S> ReadySlot<S> {
@@ -93,6 +97,9 @@ pub(crate) struct Entry<S> {
     /// The connected service while it is not ready (a ready one lives in
     /// its [`ReadySlot`]).
     service: Option<S>,
+    /// What the service is polled with, made when it connected (see
+    /// `recheck.rs`).
+    waker: Option<Waker>,
     stage: Stage,
     epoch: u64,
     /// Consecutive failures (connect or `poll_ready`) since it was last ready.
@@ -166,6 +173,7 @@ pub(crate) struct EndpointSet<S, F> {
     reconnect: ReconnectBackoff,
     metrics: BalancerMetrics,
     wake: Arc<WakeFlag>,
+    rechecks: Arc<Rechecks>,
 }
 
 impl<S, F> EndpointSet<S, F> {
@@ -206,6 +214,7 @@ impl<S, F> EndpointSet<S, F> {
             clock,
             reconnect: config.reconnect.clone(),
             metrics,
+            rechecks: Rechecks::new(Arc::clone(&wake)),
             wake,
         })
     }
@@ -308,6 +317,7 @@ impl<S, F> EndpointSet<S, F> {
             table_weight,
             picks: self.metrics.picks(endpoint.id()),
             service: None,
+            waker: None,
             stage: Stage::Queued,
             epoch,
             failures: 0,
@@ -433,7 +443,7 @@ impl<S, F> EndpointSet<S, F> {
         let Some(entry) = self.entries[key as usize].as_mut() else {
             return;
         };
-        let Some(service) = entry.service.take() else {
+        let (Some(service), Some(waker)) = (entry.service.take(), entry.waker.clone()) else {
             return;
         };
         if entry.ramp == Ramp::Waiting {
@@ -456,6 +466,7 @@ impl<S, F> EndpointSet<S, F> {
             key,
             picks: entry.picks.clone(),
             service,
+            waker,
         });
         entry.stage = Stage::Ready(pos);
         entry.failures = 0;
@@ -529,6 +540,7 @@ impl<S, F> EndpointSet<S, F> {
         self.metrics.evictions.increment(1);
         if let Some(entry) = self.entries[key as usize].as_mut() {
             entry.service = None;
+            entry.waker = None;
             tracing::debug!(
                 balancer = self.metrics.name(),
                 endpoint = %entry.endpoint.id(),
@@ -681,8 +693,10 @@ impl<S, F> EndpointSet<S, F> {
             }
             match result {
                 Ok(service) => {
+                    let waker = self.rechecks.waker(key, epoch);
                     if let Some(entry) = self.entries[key as usize].as_mut() {
                         entry.service = Some(service);
+                        entry.waker = Some(waker);
                     }
                     self.push_unready(key);
                 }
@@ -693,7 +707,7 @@ impl<S, F> EndpointSet<S, F> {
 
     /// Polls services in the not-ready set: `Ready` ones join the ready set,
     /// failed ones are evicted.
-    pub(crate) fn poll_unready<Req>(&mut self, cx: &mut Context<'_>, rng: &mut Rng)
+    pub(crate) fn poll_unready<Req>(&mut self, rng: &mut Rng)
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
@@ -701,14 +715,14 @@ impl<S, F> EndpointSet<S, F> {
         let mut i = 0;
         while i < self.unready.len() {
             let key = self.unready[i];
-            let Some(service) = self.entries[key as usize]
+            let Some((service, waker)) = self.entries[key as usize]
                 .as_mut()
-                .and_then(|e| e.service.as_mut())
+                .and_then(|e| e.service.as_mut().zip(e.waker.as_ref()))
             else {
                 self.remove_unready(i as u32);
                 continue;
             };
-            match service.poll_ready(cx) {
+            match service.poll_ready(&mut Context::from_waker(waker)) {
                 Poll::Pending => i += 1,
                 Poll::Ready(Ok(())) => {
                     self.remove_unready(i as u32);
@@ -722,11 +736,30 @@ impl<S, F> EndpointSet<S, F> {
         }
     }
 
+    /// Asks again every ready endpoint whose service woke the balancer
+    /// since the last pass (see `recheck.rs`).
+    pub(crate) fn poll_rechecks<Req>(&mut self, rng: &mut Rng)
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        for (key, epoch) in self.rechecks.take() {
+            let Some(entry) = self.entries.get(key as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            // Not ready: `poll_unready` asks it anyway. Another epoch: the
+            // service that woke is gone.
+            if let (true, Stage::Ready(pos)) = (entry.epoch == epoch, entry.stage) {
+                self.repoll::<Req>(pos as usize, rng);
+            }
+        }
+    }
+
     /// Asks the endpoint just called (at ready position `pos`) whether it
     /// can take another request: it stays ready, waits in the not-ready set,
     /// or is evicted.
     #[inline]
-    pub(crate) fn repoll<Req>(&mut self, pos: usize, cx: &mut Context<'_>, rng: &mut Rng)
+    pub(crate) fn repoll<Req>(&mut self, pos: usize, rng: &mut Rng)
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
@@ -734,7 +767,7 @@ impl<S, F> EndpointSet<S, F> {
         let Some(slot) = self.ready.get_mut(pos) else {
             return;
         };
-        match slot.service.poll_ready(cx) {
+        match slot.service.poll_ready(&mut Context::from_waker(&slot.waker)) {
             Poll::Ready(Ok(())) => {}
             Poll::Pending => {
                 let slot = self.remove_ready(pos as u32);

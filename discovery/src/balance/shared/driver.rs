@@ -1,0 +1,124 @@
+//! The task that owns a shared balancer: it takes requests off the queue
+//! one at a time, waits for the balancer to be ready for each, and hands
+//! the caller the endpoint's response future.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tower_service::Service;
+
+use super::super::{BalanceError, Balancer, BoxError, FailureClassifier, RequestKey};
+use super::future::BoxResponseFuture;
+use crate::{Endpoint, EndpointChange};
+
+/// A request on its way to the driver, and where its answer goes.
+pub(crate) struct Message<Req, Rsp> {
+    pub(crate) request: Req,
+    pub(crate) respond: oneshot::Sender<Result<BoxResponseFuture<Rsp>, BalanceError>>,
+}
+
+/// What the driver needs of a balancer besides `Service`: a way to keep its
+/// background work going between requests.
+pub(crate) trait Drive<Req>: Service<Req, Error = BalanceError> {
+    /// Applies background progress; `cx`'s task is woken by the next.
+    fn poll_background(&mut self, cx: &mut Context<'_>);
+}
+
+impl<D, M, K, H, Req, E> Drive<Req> for Balancer<D, M, K, H>
+where
+    D: Stream<Item = EndpointChange> + Unpin,
+    M: Service<Endpoint>,
+    M::Error: Into<BoxError>,
+    M::Future: Future<Output = Result<M::Response, E>>,
+    E: Into<BoxError>,
+    M::Response: Service<Req>,
+    <M::Response as Service<Req>>::Error: Into<BoxError>,
+    K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
+    H: RequestKey<Req>,
+{
+    fn poll_background(&mut self, cx: &mut Context<'_>) {
+        Balancer::poll_background::<Req, E>(self, cx);
+    }
+}
+
+/// The driver future: runs until every handle is gone and the queue is
+/// empty.
+pub(crate) struct Driver<B, Req, Rsp> {
+    balancer: B,
+    requests: mpsc::Receiver<Message<Req, Rsp>>,
+    /// Taken off the queue, waiting for the balancer to be ready.
+    current: Option<Message<Req, Rsp>>,
+}
+
+// Nothing in the driver is pinned: the balancer is polled through `&mut`.
+impl<B, Req, Rsp> Unpin for Driver<B, Req, Rsp> {}
+
+impl<B, Req, Rsp> Driver<B, Req, Rsp> {
+    pub(crate) fn new(balancer: B, requests: mpsc::Receiver<Message<Req, Rsp>>) -> Self {
+        Self {
+            balancer,
+            requests,
+            current: None,
+        }
+    }
+}
+
+impl<B, Req, Rsp> Future for Driver<B, Req, Rsp>
+where
+    B: Drive<Req, Response = Rsp>,
+    B::Future: Future<Output = Result<Rsp, BalanceError>> + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if this.current.is_none() {
+                match this.requests.poll_recv(cx) {
+                    Poll::Ready(Some(message)) => {
+                        // The caller dropped its future: never send it.
+                        if !message.respond.is_closed() {
+                            this.current = Some(message);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        tracing::debug!("every shared balancer handle is gone; driver ends");
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {
+                        // Idle: keep connects, discovery and health moving,
+                        // and be woken when they progress.
+                        this.balancer.poll_background(cx);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let ready = match this.balancer.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ready) => ready,
+            };
+            let Some(message) = this.current.take() else {
+                continue;
+            };
+            let reply = match ready {
+                Ok(()) if message.respond.is_closed() => {
+                    // The reservation stays for the next request.
+                    continue;
+                }
+                Ok(()) => Ok(Box::pin(this.balancer.call(message.request)) as BoxResponseFuture<Rsp>),
+                // `NoEndpoints`: this call's answer; the balancer stays
+                // usable and the next request asks it again.
+                Err(error) => Err(error),
+            };
+            // A caller that left meanwhile drops the future, which ends the
+            // request's in-flight count.
+            let _ = message.respond.send(reply);
+        }
+    }
+}
