@@ -35,7 +35,7 @@ use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryC
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt, buffer::Buffer};
+use tower::{Layer, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -120,8 +120,8 @@ async fn ask(addr: SocketAddr, line: &str) -> Result<String, BoxError> {
 }
 
 /// The client of the API replicas: a balancer over the registry's endpoints
-/// (one line-protocol connection per call), behind a `Buffer` so it can be
-/// shared, wrapped in the resilience stack. `attempts` counts what reached
+/// (one line-protocol connection per call), as a shared handle that any
+/// task can clone and that no outage leaves failed, wrapped in the resilience stack. `attempts` counts what reached
 /// the network.
 fn api_client(
     registry: &Registry,
@@ -146,7 +146,7 @@ fn api_client(
         .name("api")
         .algorithm(Algorithm::peak_ewma().default_rtt(Duration::from_millis(1)));
     let balancer = Balancer::with_config(&config, registry.changes(), connect)?;
-    let shared = Buffer::new(balancer, 64);
+    let shared = balancer.into_shared();
     let stack = ResilienceLayer::builder()
         .overall_timeout(Duration::from_secs(3))
         .retry(RetryConfig::default().max_attempts(3))
