@@ -47,8 +47,8 @@ pub use breaker::{
 };
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 pub use classify::{
-    Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
-    classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
+    Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome,
+    ProtocolClassifier, Pushback, classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
 };
 pub use clock::ClockSource;
 pub use config::ConfigError;

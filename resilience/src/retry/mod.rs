@@ -140,6 +140,7 @@ pub mod future;
 mod give_up;
 mod layer;
 mod policy;
+mod rebuild;
 mod replay;
 mod throttle;
 
@@ -159,6 +160,7 @@ pub use self::{
     config::{BackoffConfig, BackoffKind, Jitter, RetryBudgetConfig, RetryConfig, RetryThrottleConfig},
     future::ResponseFuture,
     layer::RetryLayer,
+    rebuild::{RebuildBodies, RebuildBody, RebuildRequest},
     replay::{CloneRequest, Prepared, Replay},
     throttle::RetryThrottle,
 };

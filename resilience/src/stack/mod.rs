@@ -32,272 +32,76 @@
 //!
 //! The service of the stack requires the inner service to be `Clone` (retry,
 //! hedging and the bulkhead each need a fresh ready copy for later work):
-//! wrap a non-`Clone` client in `tower::buffer::Buffer`.
+//! wrap a non-`Clone` client in `tower::buffer::Buffer`. A tonic `Channel`
+//! and a hyper-util `Client` are `Clone` already.
+//!
+//! # HTTP and gRPC
+//!
+//! Retry keeps a copy of each request for the next attempt, by cloning it.
+//! An `http::Request` whose body is a stream (tonic's `Body`, hyper's
+//! `Incoming`, boxed bodies) is not `Clone`:
+//! [`buffer_bodies`](ResilienceBuilder::buffer_bodies) reads such a body
+//! into memory up to a limit and replays it, and the inner service receives
+//! the caller's body type again, so a stack fits around a tonic `Channel`
+//! as it is. Hedging sends copies of `Clone` requests and is refused with
+//! buffered bodies (a compile error naming `.buffer_bodies`).
+//!
+//! With the default safety rules ([`HttpSafety`](crate::HttpSafety)) the
+//! default classifier is [`ProtocolClassifier`](crate::ProtocolClassifier):
+//! HTTP statuses (429, 502, 503 and 504 retryable, other 5xx failures), or
+//! the `grpc-status` of gRPC responses (`UNAVAILABLE` retryable), so the
+//! breaker and retry agree with the safety rules about what `http` traffic
+//! means. [`ResilienceLayer::http`] and [`ResilienceLayer::grpc`] choose
+//! classifier, safety and body buffering together.
+//!
+//! # From configuration
+//!
+//! [`StackConfig`] is the whole stack as plain `serde` data (timeouts and
+//! every layer's config, each optional);
+//! [`build_from_config`](ResilienceBuilder::build_from_config) builds it
+//! over the builder's classifier, safety and body handling, each layer
+//! present or not at run time.
 //!
 //! The builder records which layers are enabled in its type: a layer that is
 //! not enabled is `tower_layer::Identity` and costs nothing, not even a
 //! branch, and the service type names each enabled layer once.
 
+mod choice;
+mod config;
+mod optional;
 mod overall;
+mod presets;
+mod slot;
 
 use std::time::Duration;
 
-use tower_layer::{Identity, Layer, Stack};
+use tower_layer::{Layer, Stack};
 
+pub use choice::{BodyReplay, Chosen, ClassifierChoice, DefaultClassifierOf, SafetyDefault};
+pub use config::StackConfig;
+pub use optional::{Optional, OptionalLayer, future::OptionalFuture};
 pub use overall::{OverallTimeoutLayer, OverallTimeoutService, future::OverallTimeoutFuture};
+pub use presets::{GRPC_BODY_BUFFER_LIMIT, GrpcBuilder, HttpBuilder};
+pub use slot::{AttemptTimeout, BreakerChoice, Off, OverallTimeout, Plan, Slot};
 
 use crate::{
-    BulkheadConfig, BulkheadLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, ConfigError,
-    DefaultClassifier, ErrorClasses, FallbackLayer, HedgeConfig, HedgeLayer, HttpSafety, RateLimitConfig,
-    RateLimitLayer, RetryConfig, RetryLayer, TimeoutLayer, config::check,
+    BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, ConfigError, ErrorClasses, FallbackLayer, HedgeConfig,
+    HttpSafety, RateLimitConfig, RetryConfig,
+    retry::{BufferBodies, CloneRequest, RebuildBodies},
 };
-
-/// A slot of the builder whose layer is not enabled.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Off;
-
-/// The overall timeout slot, once set.
-#[derive(Debug, Clone, Copy)]
-pub struct OverallTimeout(Duration);
-
-/// The attempt timeout slot, once set.
-#[derive(Debug, Clone, Copy)]
-pub struct AttemptTimeout(Duration);
-
-/// The breaker slot, once set: a config (validated at build) or a shared breaker.
-#[derive(Debug, Clone)]
-pub enum BreakerChoice {
-    /// A new breaker from this config.
-    Config(CircuitBreakerConfig),
-    /// An existing breaker, shared.
-    Shared(CircuitBreaker),
-}
-
-/// What [`ResilienceBuilder::build`] knows when it turns slots into layers.
-#[derive(Debug)]
-pub struct Plan<C, Q> {
-    classifier: C,
-    safety: Q,
-    overall_timeout: Option<Duration>,
-    attempt_timeout: Option<Duration>,
-    /// Retry is enabled and enforces the overall timeout as its deadline.
-    retry_holds_deadline: bool,
-}
-
-/// A builder slot: either [`Off`] or the config of one layer.
-///
-/// Implemented for the slot types of [`ResilienceBuilder`]; not meant to be
-/// implemented elsewhere.
-pub trait Slot<C, Q> {
-    /// The layer the slot becomes ([`Identity`] when off).
-    type Layer;
-
-    /// Checks the config, building nothing.
-    fn validate(&self, plan: &Plan<C, Q>) -> Result<(), ConfigError>;
-
-    /// Builds the layer; called only after every slot validated.
-    fn into_layer(self, plan: &Plan<C, Q>) -> Result<Self::Layer, ConfigError>;
-
-    /// Whether the slot enables a layer.
-    fn is_on(&self) -> bool {
-        true
-    }
-
-    /// The duration of a timeout slot.
-    fn timeout(&self) -> Option<Duration> {
-        None
-    }
-
-    /// The breaker of a breaker slot's layer.
-    fn breaker_of(layer: &Self::Layer) -> Option<CircuitBreaker> {
-        let _ = layer;
-        None
-    }
-}
-
-impl<C, Q> Slot<C, Q> for Off {
-    type Layer = Identity;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        Ok(())
-    }
-
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<Identity, ConfigError> {
-        Ok(Identity::new())
-    }
-
-    fn is_on(&self) -> bool {
-        false
-    }
-}
-
-impl<C, Q> Slot<C, Q> for OverallTimeout {
-    type Layer = OverallTimeoutLayer;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        check::non_zero_duration("stack.overall_timeout", self.0)
-    }
-
-    fn into_layer(self, plan: &Plan<C, Q>) -> Result<OverallTimeoutLayer, ConfigError> {
-        // With retry, its deadline (the same duration) bounds the call.
-        Ok(OverallTimeoutLayer(
-            (!plan.retry_holds_deadline).then(|| TimeoutLayer::overall(self.0)),
-        ))
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        Some(self.0)
-    }
-}
-
-impl<C, Q> Slot<C, Q> for AttemptTimeout {
-    type Layer = TimeoutLayer;
-
-    fn validate(&self, plan: &Plan<C, Q>) -> Result<(), ConfigError> {
-        check::non_zero_duration("stack.attempt_timeout", self.0)?;
-        if plan.overall_timeout.is_some_and(|overall| self.0 > overall) {
-            return Err(ConfigError::field(
-                "stack.attempt_timeout",
-                "must not be longer than the overall timeout",
-            ));
-        }
-        Ok(())
-    }
-
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<TimeoutLayer, ConfigError> {
-        Ok(TimeoutLayer::attempt(self.0))
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        Some(self.0)
-    }
-}
-
-impl<F, C, Q> Slot<C, Q> for FallbackLayer<F> {
-    type Layer = FallbackLayer<F>;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        Ok(())
-    }
-
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<Self, ConfigError> {
-        Ok(self)
-    }
-}
-
-impl RetryConfig {
-    /// This config with the stack's timeouts: the overall timeout becomes the
-    /// deadline; setting one here and on the stack is refused.
-    fn with_plan<C, Q>(&self, plan: &Plan<C, Q>) -> Result<RetryConfig, ConfigError> {
-        let mut config = self.clone();
-        if let Some(deadline) = plan.overall_timeout {
-            if config.overall_timeout.is_some() {
-                return Err(ConfigError::field(
-                    "retry.overall_timeout",
-                    "set either here or as the stack's overall timeout, not both",
-                ));
-            }
-            config.overall_timeout = Some(deadline);
-        }
-        if plan.attempt_timeout.is_some() && config.attempt_timeout.is_some() {
-            return Err(ConfigError::field(
-                "retry.attempt_timeout",
-                "set either here or as the stack's attempt timeout, not both",
-            ));
-        }
-        Ok(config)
-    }
-}
-
-impl<C: Clone, Q: Clone> Slot<C, Q> for RetryConfig {
-    type Layer = RetryLayer<C, Q>;
-
-    fn validate(&self, plan: &Plan<C, Q>) -> Result<(), ConfigError> {
-        self.with_plan(plan)?.validate()
-    }
-
-    fn into_layer(self, plan: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        let layer = RetryLayer::new(self.with_plan(plan)?)?
-            .classifier(plan.classifier.clone())
-            .safety(plan.safety.clone());
-        // The attempt timeout sits below the breaker; the retry layer only
-        // needs its length to plan attempts against the deadline.
-        Ok(match plan.attempt_timeout {
-            Some(limit) => layer.plan_attempts(limit),
-            None => layer,
-        })
-    }
-}
-
-impl<C: Clone, Q: Clone> Slot<C, Q> for HedgeConfig {
-    type Layer = HedgeLayer<C, Q>;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        HedgeConfig::validate(self)
-    }
-
-    fn into_layer(self, plan: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        Ok(HedgeLayer::new(self)?
-            .classifier(plan.classifier.clone())
-            .safety(plan.safety.clone()))
-    }
-}
-
-impl<C: Clone, Q> Slot<C, Q> for BreakerChoice {
-    type Layer = CircuitBreakerLayer<C>;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        match self {
-            BreakerChoice::Config(config) => config.validate(),
-            BreakerChoice::Shared(_) => Ok(()),
-        }
-    }
-
-    fn into_layer(self, plan: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        let layer = match self {
-            BreakerChoice::Config(config) => CircuitBreakerLayer::new(config)?,
-            BreakerChoice::Shared(breaker) => CircuitBreakerLayer::shared(breaker),
-        };
-        Ok(layer.classifier(plan.classifier.clone()))
-    }
-
-    fn breaker_of(layer: &Self::Layer) -> Option<CircuitBreaker> {
-        Some(layer.breaker().clone())
-    }
-}
-
-impl<C, Q> Slot<C, Q> for RateLimitConfig {
-    type Layer = RateLimitLayer;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        RateLimitConfig::validate(self)
-    }
-
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        RateLimitLayer::new(self)
-    }
-}
-
-impl<C, Q> Slot<C, Q> for BulkheadConfig {
-    type Layer = BulkheadLayer;
-
-    fn validate(&self, _: &Plan<C, Q>) -> Result<(), ConfigError> {
-        BulkheadConfig::validate(self)
-    }
-
-    fn into_layer(self, _: &Plan<C, Q>) -> Result<Self::Layer, ConfigError> {
-        BulkheadLayer::new(self)
-    }
-}
 
 /// Collects the layers to enable; [`build`](Self::build) validates them all
 /// and assembles a [`ResilienceLayer`].
 ///
-/// `C` is the classifier shared by breaker, retry and hedging, `Q` the
-/// request safety rules of retry and hedging (default [`HttpSafety`]: a stack
-/// with retry or hedging over non-HTTP requests needs
-/// [`safety`](Self::safety)). The other parameters are the slots, in stack
-/// order; each is [`Off`] until its method is called.
+/// `C` is the classifier shared by breaker, retry and hedging (default
+/// [`SafetyDefault`]: the safety rules' own, [`ProtocolClassifier`](crate::ProtocolClassifier)
+/// under [`HttpSafety`], [`DefaultClassifier`](crate::DefaultClassifier)
+/// under `AlwaysSafe` or `safety_fn`), `Q` the request safety rules of retry
+/// and hedging (default [`HttpSafety`]: a stack over non-HTTP types needs
+/// [`safety`](Self::safety) or [`classifier`](Self::classifier)). The
+/// parameters after it are the slots, in stack order; each is [`Off`] until
+/// its method is called. `R` is how retry keeps requests for another
+/// attempt: [`CloneRequest`] until [`buffer_bodies`](Self::buffer_bodies).
 ///
 /// ```
 /// use std::time::Duration;
@@ -321,7 +125,7 @@ impl<C, Q> Slot<C, Q> for BulkheadConfig {
 #[derive(Debug, Clone)]
 #[must_use = "call build() to get the layer"]
 pub struct ResilienceBuilder<
-    C = DefaultClassifier,
+    C = SafetyDefault,
     Q = HttpSafety,
     Fb = Off,
     Ov = Off,
@@ -331,6 +135,7 @@ pub struct ResilienceBuilder<
     Rl = Off,
     Bh = Off,
     At = Off,
+    R = CloneRequest,
 > {
     classifier: C,
     safety: Q,
@@ -342,15 +147,16 @@ pub struct ResilienceBuilder<
     rate_limit: Rl,
     bulkhead: Bh,
     attempt: At,
+    replay: R,
 }
 
-impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> {
+impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
     /// Answers errors of the given classes with `fallback` (outermost layer).
     pub fn fallback<F>(
         self,
         on: impl Into<ErrorClasses>,
         fallback: F,
-    ) -> ResilienceBuilder<C, Q, FallbackLayer<F>, Ov, Rt, Hd, Br, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, FallbackLayer<F>, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -362,6 +168,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -370,7 +177,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn overall_timeout(
         self,
         timeout: Duration,
-    ) -> ResilienceBuilder<C, Q, Fb, OverallTimeout, Rt, Hd, Br, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, OverallTimeout, Rt, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -382,6 +189,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -389,7 +197,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn retry(
         self,
         config: RetryConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, RetryConfig, Hd, Br, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, RetryConfig, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -401,6 +209,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -408,7 +217,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn hedge(
         self,
         config: HedgeConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, HedgeConfig, Br, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, HedgeConfig, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -420,6 +229,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -427,7 +237,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn circuit_breaker(
         self,
         config: CircuitBreakerConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -439,6 +249,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -447,7 +258,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn shared_breaker(
         self,
         breaker: CircuitBreaker,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -459,6 +270,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -466,7 +278,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn rate_limit(
         self,
         config: RateLimitConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, RateLimitConfig, Bh, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, RateLimitConfig, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -478,6 +290,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: config,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -485,7 +298,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn bulkhead(
         self,
         config: BulkheadConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, BulkheadConfig, At> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, BulkheadConfig, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -497,6 +310,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: config,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
@@ -505,7 +319,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
     pub fn attempt_timeout(
         self,
         timeout: Duration,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, AttemptTimeout> {
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, AttemptTimeout, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
@@ -517,13 +331,15 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: AttemptTimeout(timeout),
+            replay: self.replay,
         }
     }
 
-    /// The classifier of breaker, retry and hedging.
-    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<C2, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> {
+    /// The classifier of breaker, retry and hedging. Without one, the stack
+    /// uses its safety rules' default (see [`DefaultClassifierOf`]).
+    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<Chosen<C2>, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
-            classifier,
+            classifier: Chosen(classifier),
             safety: self.safety,
             fallback: self.fallback,
             overall: self.overall,
@@ -533,11 +349,12 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
         }
     }
 
     /// The rules saying which requests retry and hedging may repeat.
-    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> {
+    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety,
@@ -549,6 +366,73 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
             rate_limit: self.rate_limit,
             bulkhead: self.bulkhead,
             attempt: self.attempt,
+            replay: self.replay,
+        }
+    }
+}
+
+impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+    /// Retries `http::Request`s whose bodies are streams (not `Clone`:
+    /// tonic's `Body`, `BoxBody`, `UnsyncBoxBody`) by buffering bodies of up
+    /// to `max_bytes` in memory and replaying them; the inner service
+    /// receives each attempt's request with the caller's body type
+    /// ([`RebuildBody`](crate::retry::RebuildBody)), so the stack wraps a
+    /// tonic `Channel` as it is.
+    ///
+    /// A body larger than `max_bytes` is sent once, intact, and the call is
+    /// not retried (`NotRetried { reason: BodyTooLarge }`); an unsafe
+    /// request is never buffered. See [`BufferBodies`] for the exact rules.
+    /// Without retry, nothing is buffered. Hedging cannot be combined with
+    /// it: hedges are copies of `Clone` requests.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+    /// use orch_resilience::{ResilienceLayer, RetryConfig};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let stack = ResilienceLayer::builder()
+    ///     .retry(RetryConfig::default())
+    ///     .buffer_bodies(64 * 1024)
+    ///     .build()?;
+    /// // The client takes the same body type the caller sends.
+    /// let client = service_fn(|request: http::Request<Body>| async move {
+    ///     let sent = request.into_body().collect().await.unwrap().to_bytes();
+    ///     Ok::<_, std::io::Error>(http::Response::new(sent))
+    /// });
+    /// let request = http::Request::put("/items/7").body(Full::new(Bytes::from("x")).boxed_unsync())?;
+    /// let response = stack.layer(client).oneshot(request).await?;
+    /// assert_eq!(response.into_body(), "x");
+    /// # Ok(()) }
+    /// ```
+    pub fn buffer_bodies(self, max_bytes: u64) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, RebuildBodies> {
+        self.with_replay(RebuildBodies::new(max_bytes))
+    }
+
+    /// Like [`buffer_bodies`](Self::buffer_bodies), for bodies that cannot be
+    /// rebuilt (hyper's `Incoming`): the services below retry receive
+    /// `http::Request<ReplayBody<B>>` (build the client for that body type).
+    /// Without retry, they receive the caller's request unchanged.
+    pub fn buffer_bodies_raw(self, max_bytes: u64) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, BufferBodies> {
+        self.with_replay(BufferBodies::new(max_bytes))
+    }
+
+    fn with_replay<R2>(self, replay: R2) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R2> {
+        ResilienceBuilder {
+            classifier: self.classifier,
+            safety: self.safety,
+            fallback: self.fallback,
+            overall: self.overall,
+            retry: self.retry,
+            hedge: self.hedge,
+            breaker: self.breaker,
+            rate_limit: self.rate_limit,
+            bulkhead: self.bulkhead,
+            attempt: self.attempt,
+            replay,
         }
     }
 }
@@ -557,16 +441,29 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, H
 type Chain<Fb, Ov, Rt, Hd, Br, Rl, Bh, At> =
     Stack<At, Stack<Bh, Stack<Rl, Stack<Br, Stack<Hd, Stack<Rt, Stack<Ov, Fb>>>>>>>;
 
-impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
+/// The layers a builder's slots become, innermost first.
+type Built<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> = Chain<
+    <Fb as Slot<C, Q, R>>::Layer,
+    <Ov as Slot<C, Q, R>>::Layer,
+    <Rt as Slot<C, Q, R>>::Layer,
+    <Hd as Slot<C, Q, R>>::Layer,
+    <Br as Slot<C, Q, R>>::Layer,
+    <Rl as Slot<C, Q, R>>::Layer,
+    <Bh as Slot<C, Q, R>>::Layer,
+    <At as Slot<C, Q, R>>::Layer,
+>;
+
+impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R>
 where
-    Fb: Slot<C, Q>,
-    Ov: Slot<C, Q>,
-    Rt: Slot<C, Q>,
-    Hd: Slot<C, Q>,
-    Br: Slot<C, Q>,
-    Rl: Slot<C, Q>,
-    Bh: Slot<C, Q>,
-    At: Slot<C, Q>,
+    C: ClassifierChoice<Q>,
+    Fb: Slot<C::Classifier, Q, R>,
+    Ov: Slot<C::Classifier, Q, R>,
+    Rt: Slot<C::Classifier, Q, R>,
+    Hd: Slot<C::Classifier, Q, R>,
+    Br: Slot<C::Classifier, Q, R>,
+    Rl: Slot<C::Classifier, Q, R>,
+    Bh: Slot<C::Classifier, Q, R>,
+    At: Slot<C::Classifier, Q, R>,
 {
     /// Validates every enabled layer's config and assembles the stack.
     ///
@@ -575,17 +472,11 @@ where
     /// as `stack.<field>`. Nothing is built unless everything is valid
     /// (building a breaker or a limiter registers its metrics).
     #[allow(clippy::type_complexity)]
-    pub fn build(
-        self,
-    ) -> Result<
-        ResilienceLayer<
-            Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer>,
-        >,
-        ConfigError,
-    > {
+    pub fn build(self) -> Result<ResilienceLayer<Built<C::Classifier, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>>, ConfigError> {
         let plan = Plan {
-            classifier: self.classifier,
+            classifier: self.classifier.into_classifier(),
             safety: self.safety,
+            replay: self.replay,
             overall_timeout: self.overall.timeout(),
             attempt_timeout: self.attempt.timeout(),
             retry_holds_deadline: self.retry.is_on(),
@@ -635,25 +526,6 @@ where
 pub struct ResilienceLayer<L> {
     chain: L,
     breaker: Option<CircuitBreaker>,
-}
-
-impl ResilienceLayer<Identity> {
-    /// Starts a stack with no layer enabled, the default classifier and HTTP
-    /// safety rules.
-    pub fn builder() -> ResilienceBuilder {
-        ResilienceBuilder {
-            classifier: DefaultClassifier,
-            safety: HttpSafety::default(),
-            fallback: Off,
-            overall: Off,
-            retry: Off,
-            hedge: Off,
-            breaker: Off,
-            rate_limit: Off,
-            bulkhead: Off,
-            attempt: Off,
-        }
-    }
 }
 
 impl<L> ResilienceLayer<L> {
