@@ -25,10 +25,10 @@ use std::{
 use http::Request;
 use metrics_util::debugging::DebuggingRecorder;
 use orch_resilience::{
-    AlwaysSafe, BreakerState, BulkheadConfig, DefaultClassifier, CircuitBreakerConfig, CircuitRejection, ConfigError,
-    ErrorClass, ErrorClasses, FallbackValue, HedgeConfig, HedgeDelay, IDEMPOTENCY_KEY, NotRetriedReason,
-    Outcome, RateLimitConfig, ResilienceError, ResilienceLayer, RetryConfig, TimeoutKind, classify_error,
-    classify_fn, retry::BackoffConfig,
+    AlwaysSafe, BreakerState, BulkheadConfig, CircuitBreakerConfig, CircuitRejection, ConfigError,
+    DefaultClassifier, ErrorClass, ErrorClasses, FallbackValue, HedgeConfig, HedgeDelay, IDEMPOTENCY_KEY,
+    NotRetriedReason, Outcome, RateLimitConfig, ResilienceError, ResilienceLayer, RetryConfig, TimeoutKind,
+    classify_error, classify_fn, retry::BackoffConfig,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};

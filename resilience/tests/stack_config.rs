@@ -60,9 +60,15 @@ fn unknown_keys_are_rejected_at_every_level() {
     let top = serde_json::from_str::<StackConfig>(r#"{ "retries": {} }"#).unwrap_err();
     assert!(top.to_string().contains("unknown field `retries`"), "{top}");
     let nested = serde_json::from_str::<StackConfig>(r#"{ "retry": { "max_attempt": 2 } }"#).unwrap_err();
-    assert!(nested.to_string().contains("unknown field `max_attempt`"), "{nested}");
+    assert!(
+        nested.to_string().contains("unknown field `max_attempt`"),
+        "{nested}"
+    );
     let bad_duration = serde_json::from_str::<StackConfig>(r#"{ "overall_timeout": "soon" }"#).unwrap_err();
-    assert!(bad_duration.to_string().contains("overall_timeout") || bad_duration.is_data(), "{bad_duration}");
+    assert!(
+        bad_duration.to_string().contains("overall_timeout") || bad_duration.is_data(),
+        "{bad_duration}"
+    );
 }
 
 #[test]
@@ -70,10 +76,22 @@ fn bad_values_are_refused_with_their_path() {
     let safe = || ResilienceLayer::builder().safety(AlwaysSafe);
     let build = |json: &str| field_of(safe().build_from_config(&parse(json), "resilience"));
 
-    assert_eq!(build(r#"{ "retry": { "max_attempts": 0 } }"#), "resilience.retry.max_attempts");
-    assert_eq!(build(r#"{ "breaker": { "minimum_calls": 0 } }"#), "resilience.breaker.minimum_calls");
-    assert_eq!(build(r#"{ "bulkhead": { "max_concurrent": 0 } }"#), "resilience.bulkhead.max_concurrent");
-    assert_eq!(build(r#"{ "overall_timeout": "0s" }"#), "resilience.overall_timeout");
+    assert_eq!(
+        build(r#"{ "retry": { "max_attempts": 0 } }"#),
+        "resilience.retry.max_attempts"
+    );
+    assert_eq!(
+        build(r#"{ "breaker": { "minimum_calls": 0 } }"#),
+        "resilience.breaker.minimum_calls"
+    );
+    assert_eq!(
+        build(r#"{ "bulkhead": { "max_concurrent": 0 } }"#),
+        "resilience.bulkhead.max_concurrent"
+    );
+    assert_eq!(
+        build(r#"{ "overall_timeout": "0s" }"#),
+        "resilience.overall_timeout"
+    );
     assert_eq!(
         build(r#"{ "overall_timeout": "1s", "attempt_timeout": "2s" }"#),
         "resilience.attempt_timeout"
@@ -83,13 +101,17 @@ fn bad_values_are_refused_with_their_path() {
         build(r#"{ "overall_timeout": "1s", "retry": { "overall_timeout": "1s" } }"#),
         "resilience.retry.overall_timeout"
     );
-    assert_eq!(build(r#"{ "body_buffer_limit": 1024 }"#), "resilience.body_buffer_limit");
+    assert_eq!(
+        build(r#"{ "body_buffer_limit": 1024 }"#),
+        "resilience.body_buffer_limit"
+    );
     // At the root of a configuration tree, paths have no prefix.
     let root = safe().build_from_config(&parse(r#"{ "retry": { "max_attempts": 0 } }"#), "");
     assert_eq!(field_of(root), "retry.max_attempts");
 
     // Over buffered bodies, hedging is refused, and the limit must be positive.
-    let grpc = |json: &str| field_of(ResilienceLayer::grpc(AlwaysSafe).build_from_config(&parse(json), "svc"));
+    let grpc =
+        |json: &str| field_of(ResilienceLayer::grpc(AlwaysSafe).build_from_config(&parse(json), "svc"));
     assert_eq!(grpc(r#"{ "hedge": {} }"#), "svc.hedge");
     assert_eq!(grpc(r#"{ "body_buffer_limit": 0 }"#), "svc.body_buffer_limit");
 }
@@ -123,7 +145,11 @@ async fn a_good_config_builds_a_working_stack() {
     });
     let start = Instant::now();
     assert_eq!(stack.layer(inner).oneshot(1).await.unwrap(), 2);
-    assert_eq!(start.elapsed(), Duration::from_millis(110), "attempt timeout, then one 10 ms delay");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(110),
+        "attempt timeout, then one 10 ms delay"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let breaker = stack.breaker().unwrap();
     assert_eq!(breaker.name(), "configured");
@@ -157,12 +183,20 @@ async fn a_configured_grpc_style_stack_buffers_with_the_configured_limit() {
             Ok::<_, Infallible>(Response::builder().status(503).body(body).unwrap())
         }
     });
-    let small = Request::put("/a").body(Full::new(Bytes::from_static(b"abc")).boxed_unsync()).unwrap();
+    let small = Request::put("/a")
+        .body(Full::new(Bytes::from_static(b"abc")).boxed_unsync())
+        .unwrap();
     let response = stack.layer(inner.clone()).oneshot(small).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(calls.swap(0, Ordering::SeqCst), 3, "3 bytes fit the configured 4: retried");
+    assert_eq!(
+        calls.swap(0, Ordering::SeqCst),
+        3,
+        "3 bytes fit the configured 4: retried"
+    );
 
-    let large = Request::put("/a").body(Full::new(Bytes::from_static(b"abcdef")).boxed_unsync()).unwrap();
+    let large = Request::put("/a")
+        .body(Full::new(Bytes::from_static(b"abcdef")).boxed_unsync())
+        .unwrap();
     let response = stack.layer(inner).oneshot(large).await.unwrap();
     assert_eq!(response.into_body(), "abcdef", "sent whole");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "6 bytes do not fit: sent once");

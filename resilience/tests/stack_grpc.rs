@@ -169,10 +169,17 @@ where
     <S::ResponseBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     let mut client = tonic::client::Grpc::new(service);
-    client.ready().await.map_err(|e| Status::unknown(e.into().to_string()))?;
+    client
+        .ready()
+        .await
+        .map_err(|e| Status::unknown(e.into().to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/test.Echo/Get");
     let response = client
-        .unary(tonic::Request::new(Bytes::from_static(message.as_bytes())), path, RawCodec)
+        .unary(
+            tonic::Request::new(Bytes::from_static(message.as_bytes())),
+            path,
+            RawCodec,
+        )
         .await?;
     Ok(response.into_inner())
 }
@@ -206,11 +213,19 @@ async fn the_builder_wraps_a_tonic_body_service_and_retries_unavailable() {
 
     let response = service.oneshot(grpc_request(b"sku-7")).await.unwrap();
 
-    assert_eq!(response.headers().get("grpc-status"), None, "the third attempt answered");
+    assert_eq!(
+        response.headers().get("grpc-status"),
+        None,
+        "the third attempt answered"
+    );
     assert_eq!(message_of(response.into_body()).await, "sku-7");
     assert_eq!(inner.calls(), 3);
     let m = stack.breaker().unwrap().metrics();
-    assert_eq!((m.calls, m.failures), (3, 2), "the breaker counted both UNAVAILABLEs");
+    assert_eq!(
+        (m.calls, m.failures),
+        (3, 2),
+        "the breaker counted both UNAVAILABLEs"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,13 +253,23 @@ async fn grpc_calls_are_posts_so_http_safety_retries_only_keyed_ones() {
         .unwrap();
 
     let inner = Scripted::new([Code::Unavailable]);
-    let response = stack.layer(inner.clone()).oneshot(grpc_request(b"x")).await.unwrap();
-    assert_eq!(response.headers()["grpc-status"], "14", "an unkeyed POST is sent once");
+    let response = stack
+        .layer(inner.clone())
+        .oneshot(grpc_request(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["grpc-status"],
+        "14",
+        "an unkeyed POST is sent once"
+    );
     assert_eq!(inner.calls(), 1);
 
     let inner = Scripted::new([Code::Unavailable]);
     let mut keyed = grpc_request(b"y");
-    keyed.headers_mut().insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k-1"));
+    keyed
+        .headers_mut()
+        .insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k-1"));
     let response = stack.layer(inner.clone()).oneshot(keyed).await.unwrap();
     assert_eq!(message_of(response.into_body()).await, "y");
     assert_eq!(inner.calls(), 2);
@@ -328,7 +353,11 @@ async fn a_tonic_channel_through_the_grpc_preset_retries_unavailable_from_a_real
     assert_eq!(refused.calls(), 1);
     assert_eq!(server.calls(), server_calls);
     let m = stack.breaker().unwrap().metrics();
-    assert_eq!((m.calls, m.failures), (4, 2), "UNAVAILABLE counts, INVALID_ARGUMENT does not");
+    assert_eq!(
+        (m.calls, m.failures),
+        (4, 2),
+        "UNAVAILABLE counts, INVALID_ARGUMENT does not"
+    );
 }
 
 // Service-fn style inner services work too (no named type needed).
@@ -340,7 +369,11 @@ async fn a_service_fn_over_tonic_bodies_is_wrapped() {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let message = message_of(request.into_body()).await;
-            Ok::<_, std::io::Error>(if n == 0 { trailers_only(Code::Unavailable) } else { answer(message) })
+            Ok::<_, std::io::Error>(if n == 0 {
+                trailers_only(Code::Unavailable)
+            } else {
+                answer(message)
+            })
         }
     });
     let stack = ResilienceLayer::grpc(AlwaysSafe).retry(retry(2)).build().unwrap();

@@ -32,6 +32,7 @@ fn retry(max_attempts: u32) -> RetryConfig {
 }
 
 /// Answers call n (from 0) with `statuses[n]`, then 200 with the request body.
+#[allow(clippy::type_complexity)]
 fn scripted<B>(
     statuses: Vec<u16>,
 ) -> (
@@ -77,12 +78,20 @@ async fn by_default_a_get_answered_503_is_retried_and_an_unkeyed_post_is_not() {
     let stack = ResilienceLayer::builder().retry(retry(3)).build().unwrap();
 
     let (inner, calls) = scripted::<String>(vec![503]);
-    let response = stack.layer(inner).oneshot(request(Method::GET, None)).await.unwrap();
+    let response = stack
+        .layer(inner)
+        .oneshot(request(Method::GET, None))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     let (inner, calls) = scripted::<String>(vec![503]);
-    let response = stack.layer(inner).oneshot(request(Method::POST, None)).await.unwrap();
+    let response = stack
+        .layer(inner)
+        .oneshot(request(Method::POST, None))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "sent once");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -102,7 +111,11 @@ async fn the_http_preset_retries_only_retryable_statuses() {
     let stack = ResilienceLayer::http().retry(retry(3)).build().unwrap();
     for (status, want_calls) in [(429, 2), (502, 2), (503, 2), (504, 2), (500, 1), (404, 1)] {
         let (inner, calls) = scripted::<String>(vec![status]);
-        let _ = stack.layer(inner).oneshot(request(Method::GET, None)).await.unwrap();
+        let _ = stack
+            .layer(inner)
+            .oneshot(request(Method::GET, None))
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), want_calls, "status {status}");
     }
 }
@@ -151,9 +164,17 @@ async fn streaming_bodies_are_buffered_and_the_client_gets_its_body_type() {
         .build()
         .unwrap();
     let (inner, calls) = scripted::<BoxedBody>(vec![503, 502]);
-    let response = stack.layer(inner).oneshot(streaming(Method::PUT, "v2")).await.unwrap();
+    let response = stack
+        .layer(inner)
+        .oneshot(streaming(Method::PUT, "v2"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.into_body(), "v2", "the third attempt carried the whole body");
+    assert_eq!(
+        response.into_body(),
+        "v2",
+        "the third attempt carried the whole body"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
@@ -177,7 +198,11 @@ async fn raw_buffering_hands_replay_bodies_to_the_client() {
             Ok::<_, Infallible>(Response::builder().status(status).body(body).unwrap())
         }
     });
-    let response = stack.layer(inner).oneshot(streaming(Method::GET, "q")).await.unwrap();
+    let response = stack
+        .layer(inner)
+        .oneshot(streaming(Method::GET, "q"))
+        .await
+        .unwrap();
     assert_eq!(response.into_body(), "q");
     assert_eq!(*seen.lock().unwrap(), [true, true]);
 }
@@ -194,7 +219,9 @@ async fn serve(statuses: &[u16]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let counter = Arc::clone(&calls);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let statuses = Arc::clone(&statuses);
             let counter = Arc::clone(&counter);
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -222,8 +249,7 @@ async fn serve(statuses: &[u16]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 async fn a_hyper_client_through_the_http_preset_retries_a_503_from_a_real_server() {
     let (address, calls) = serve(&[503]).await;
     let client: hyper_util::client::legacy::Client<_, BoxedBody> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let stack = ResilienceLayer::http()
         .overall_timeout(Duration::from_secs(10))
         .retry(retry(3))
@@ -241,7 +267,10 @@ async fn a_hyper_client_through_the_http_preset_retries_a_503_from_a_real_server
         .unwrap();
 
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "count=2");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "count=2"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     let (address, calls) = serve(&[503]).await;
@@ -252,6 +281,10 @@ async fn a_hyper_client_through_the_http_preset_retries_a_503_from_a_real_server
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "an unkeyed POST is sent once");
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "an unkeyed POST is sent once"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

@@ -111,6 +111,9 @@ mod tests {
             .body(())
             .unwrap_or_default();
         let c = ProtocolClassifier::default();
-        assert_eq!(Classify::<_, std::io::Error>::classify(&c, Ok(&plain)), Outcome::Success);
+        assert_eq!(
+            Classify::<_, std::io::Error>::classify(&c, Ok(&plain)),
+            Outcome::Success
+        );
     }
 }

@@ -44,6 +44,22 @@ use crate::error::{BoxError, NotRetriedReason};
 /// assert_eq!(rebuilt.collect().await.unwrap().to_bytes(), "hi");
 /// # }
 /// ```
+///
+/// A body of another type is named by the compiler, with the way out:
+///
+/// ```compile_fail,E0277
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use orch_resilience::{ResilienceLayer, RetryConfig};
+/// use tower::{Layer, Service, service_fn};
+///
+/// fn check<S: Service<http::Request<Full<Bytes>>>>(_: S) {}
+/// let stack = ResilienceLayer::http().retry(RetryConfig::default()).buffer_bodies(1024).build().unwrap();
+/// // error: request bodies of type `Full<Bytes>` cannot be rebuilt after buffering
+/// check(stack.layer(service_fn(|_: http::Request<Full<Bytes>>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(()))
+/// })));
+/// ```
 #[diagnostic::on_unimplemented(
     message = "request bodies of type `{Self}` cannot be rebuilt after buffering",
     label = "`.buffer_bodies(..)` hands the inner service this body type back, and cannot make one",

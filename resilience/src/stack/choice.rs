@@ -29,6 +29,20 @@ pub struct Chosen<C>(pub(super) C);
 
 /// Safety rules that imply a classifier: the one a stack uses when none is
 /// named.
+///
+/// Rules of one's own imply none; the stack then needs a classifier:
+///
+/// ```compile_fail,E0277
+/// use orch_resilience::{RequestSafety, ResilienceLayer, RetryConfig};
+///
+/// #[derive(Clone)]
+/// struct ReadsOnly;
+/// impl RequestSafety<u32> for ReadsOnly {
+///     fn is_safe(&self, request: &u32) -> bool { *request < 100 }
+/// }
+/// // error: the safety rules `ReadsOnly` do not imply a classifier
+/// let stack = ResilienceLayer::builder().safety(ReadsOnly).retry(RetryConfig::default()).build();
+/// ```
 #[diagnostic::on_unimplemented(
     message = "the safety rules `{Self}` do not imply a classifier",
     label = "no classifier was chosen for this stack",

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptTimeout, BodyReplay, BreakerChoice, Built, ClassifierChoice, Off, OverallTimeout, ResilienceBuilder,
-    ResilienceLayer, Slot,
+    Assembled, AttemptTimeout, BodyReplay, BreakerChoice, ClassifierChoice, Off, OverallTimeout,
+    ResilienceBuilder, ResilienceLayer, Slot,
 };
 use crate::{BulkheadConfig, CircuitBreakerConfig, ConfigError, HedgeConfig, RateLimitConfig, RetryConfig};
 
@@ -82,7 +82,7 @@ pub struct StackConfig {
 }
 
 /// The layers of a stack built from a [`StackConfig`], innermost first.
-pub type ConfiguredChain<C, Q, R, Fb> = Built<
+pub type ConfiguredChain<C, Q, R, Fb> = Assembled<
     C,
     Q,
     R,
@@ -96,19 +96,7 @@ pub type ConfiguredChain<C, Q, R, Fb> = Built<
     Option<AttemptTimeout>,
 >;
 
-impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off, R>
-where
-    R: BodyReplay,
-    C: ClassifierChoice<Q>,
-    Fb: Slot<C::Classifier, Q, R>,
-    Option<OverallTimeout>: Slot<C::Classifier, Q, R>,
-    Option<RetryConfig>: Slot<C::Classifier, Q, R>,
-    R::HedgeSlot: Slot<C::Classifier, Q, R>,
-    Option<BreakerChoice>: Slot<C::Classifier, Q, R>,
-    Option<RateLimitConfig>: Slot<C::Classifier, Q, R>,
-    Option<BulkheadConfig>: Slot<C::Classifier, Q, R>,
-    Option<AttemptTimeout>: Slot<C::Classifier, Q, R>,
-{
+impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off, R> {
     /// Builds the stack `config` describes over this builder's classifier,
     /// safety rules, body handling and fallback (no layer may be enabled on
     /// the builder itself). Layers are in the order of the
@@ -125,7 +113,19 @@ where
         self,
         config: &StackConfig,
         path: &str,
-    ) -> Result<ResilienceLayer<ConfiguredChain<C::Classifier, Q, R, Fb>>, ConfigError> {
+    ) -> Result<ResilienceLayer<ConfiguredChain<C, Q, R, Fb>>, ConfigError>
+    where
+        R: BodyReplay,
+        C: ClassifierChoice<Q>,
+        Fb: Slot<C::Classifier, Q, R>,
+        Option<OverallTimeout>: Slot<C::Classifier, Q, R>,
+        Option<RetryConfig>: Slot<C::Classifier, Q, R>,
+        R::HedgeSlot: Slot<C::Classifier, Q, R>,
+        Option<BreakerChoice>: Slot<C::Classifier, Q, R>,
+        Option<RateLimitConfig>: Slot<C::Classifier, Q, R>,
+        Option<BulkheadConfig>: Slot<C::Classifier, Q, R>,
+        Option<AttemptTimeout>: Slot<C::Classifier, Q, R>,
+    {
         self.configured(config).map_err(|error| at_path(error, path))
     }
 
@@ -133,7 +133,19 @@ where
     fn configured(
         self,
         config: &StackConfig,
-    ) -> Result<ResilienceLayer<ConfiguredChain<C::Classifier, Q, R, Fb>>, ConfigError> {
+    ) -> Result<ResilienceLayer<ConfiguredChain<C, Q, R, Fb>>, ConfigError>
+    where
+        R: BodyReplay,
+        C: ClassifierChoice<Q>,
+        Fb: Slot<C::Classifier, Q, R>,
+        Option<OverallTimeout>: Slot<C::Classifier, Q, R>,
+        Option<RetryConfig>: Slot<C::Classifier, Q, R>,
+        R::HedgeSlot: Slot<C::Classifier, Q, R>,
+        Option<BreakerChoice>: Slot<C::Classifier, Q, R>,
+        Option<RateLimitConfig>: Slot<C::Classifier, Q, R>,
+        Option<BulkheadConfig>: Slot<C::Classifier, Q, R>,
+        Option<AttemptTimeout>: Slot<C::Classifier, Q, R>,
+    {
         let replay = match config.body_buffer_limit {
             None => self.replay,
             Some(0) => return Err(ConfigError::field("body_buffer_limit", "must be greater than zero")),
@@ -167,5 +179,9 @@ fn at_path(error: ConfigError, path: &str) -> ConfigError {
     let error = match error {
         ConfigError::InvalidField { reason, .. } => ConfigError::field(unprefixed, reason),
     };
-    if path.is_empty() { error } else { error.within(path) }
+    if path.is_empty() {
+        error
+    } else {
+        error.within(path)
+    }
 }

@@ -66,6 +66,9 @@
 //! not enabled is `tower_layer::Identity` and costs nothing, not even a
 //! branch, and the service type names each enabled layer once.
 
+// The builder is type-state: its types name every slot, and are long by design.
+#![allow(clippy::type_complexity)]
+
 mod choice;
 mod config;
 mod optional;
@@ -73,7 +76,7 @@ mod overall;
 mod presets;
 mod slot;
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use tower_layer::{Layer, Stack};
 
@@ -85,8 +88,8 @@ pub use presets::{GRPC_BODY_BUFFER_LIMIT, GrpcBuilder, HttpBuilder};
 pub use slot::{AttemptTimeout, BreakerChoice, Off, OverallTimeout, Plan, Slot};
 
 use crate::{
-    BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, ConfigError, ErrorClasses, FallbackLayer, HedgeConfig,
-    HttpSafety, RateLimitConfig, RetryConfig,
+    BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, ConfigError, ErrorClasses, FallbackLayer,
+    HedgeConfig, HttpSafety, RateLimitConfig, RetryConfig,
     retry::{BufferBodies, CloneRequest, RebuildBodies},
 };
 
@@ -337,7 +340,10 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
 
     /// The classifier of breaker, retry and hedging. Without one, the stack
     /// uses its safety rules' default (see [`DefaultClassifierOf`]).
-    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<Chosen<C2>, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+    pub fn classifier<C2>(
+        self,
+        classifier: C2,
+    ) -> ResilienceBuilder<Chosen<C2>, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
         ResilienceBuilder {
             classifier: Chosen(classifier),
             safety: self.safety,
@@ -408,7 +414,10 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
     /// assert_eq!(response.into_body(), "x");
     /// # Ok(()) }
     /// ```
-    pub fn buffer_bodies(self, max_bytes: u64) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, RebuildBodies> {
+    pub fn buffer_bodies(
+        self,
+        max_bytes: u64,
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, RebuildBodies> {
         self.with_replay(RebuildBodies::new(max_bytes))
     }
 
@@ -416,7 +425,10 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
     /// rebuilt (hyper's `Incoming`): the services below retry receive
     /// `http::Request<ReplayBody<B>>` (build the client for that body type).
     /// Without retry, they receive the caller's request unchanged.
-    pub fn buffer_bodies_raw(self, max_bytes: u64) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, BufferBodies> {
+    pub fn buffer_bodies_raw(
+        self,
+        max_bytes: u64,
+    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, BufferBodies> {
         self.with_replay(BufferBodies::new(max_bytes))
     }
 
@@ -441,19 +453,11 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
 type Chain<Fb, Ov, Rt, Hd, Br, Rl, Bh, At> =
     Stack<At, Stack<Bh, Stack<Rl, Stack<Br, Stack<Hd, Stack<Rt, Stack<Ov, Fb>>>>>>>;
 
-/// The layers a builder's slots become, innermost first.
-type Built<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> = Chain<
-    <Fb as Slot<C, Q, R>>::Layer,
-    <Ov as Slot<C, Q, R>>::Layer,
-    <Rt as Slot<C, Q, R>>::Layer,
-    <Hd as Slot<C, Q, R>>::Layer,
-    <Br as Slot<C, Q, R>>::Layer,
-    <Rl as Slot<C, Q, R>>::Layer,
-    <Bh as Slot<C, Q, R>>::Layer,
-    <At as Slot<C, Q, R>>::Layer,
->;
-
-impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R>
+/// The layers a builder's slots become, innermost first: what
+/// [`ResilienceBuilder::build`] assembles, inside the [`ResilienceLayer`].
+///
+/// Its parameters are the builder's; it names each layer through its slot.
+pub struct Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
 where
     C: ClassifierChoice<Q>,
     Fb: Slot<C::Classifier, Q, R>,
@@ -465,6 +469,103 @@ where
     Bh: Slot<C::Classifier, Q, R>,
     At: Slot<C::Classifier, Q, R>,
 {
+    chain: Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer>,
+}
+
+impl<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
+where
+    C: ClassifierChoice<Q>,
+    Fb: Slot<C::Classifier, Q, R>,
+    Ov: Slot<C::Classifier, Q, R>,
+    Rt: Slot<C::Classifier, Q, R>,
+    Hd: Slot<C::Classifier, Q, R>,
+    Br: Slot<C::Classifier, Q, R>,
+    Rl: Slot<C::Classifier, Q, R>,
+    Bh: Slot<C::Classifier, Q, R>,
+    At: Slot<C::Classifier, Q, R>,
+{
+    /// The layers, innermost first, as nested `tower_layer::Stack`s.
+    #[allow(clippy::type_complexity)]
+    pub fn get_ref(
+        &self,
+    ) -> &Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer> {
+        &self.chain
+    }
+}
+
+impl<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> Clone for Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
+where
+    C: ClassifierChoice<Q>,
+    Fb: Slot<C::Classifier, Q, R>,
+    Ov: Slot<C::Classifier, Q, R>,
+    Rt: Slot<C::Classifier, Q, R>,
+    Hd: Slot<C::Classifier, Q, R>,
+    Br: Slot<C::Classifier, Q, R>,
+    Rl: Slot<C::Classifier, Q, R>,
+    Bh: Slot<C::Classifier, Q, R>,
+    At: Slot<C::Classifier, Q, R>,
+    Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer>: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+        }
+    }
+}
+
+impl<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> fmt::Debug
+    for Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
+where
+    C: ClassifierChoice<Q>,
+    Fb: Slot<C::Classifier, Q, R>,
+    Ov: Slot<C::Classifier, Q, R>,
+    Rt: Slot<C::Classifier, Q, R>,
+    Hd: Slot<C::Classifier, Q, R>,
+    Br: Slot<C::Classifier, Q, R>,
+    Rl: Slot<C::Classifier, Q, R>,
+    Bh: Slot<C::Classifier, Q, R>,
+    At: Slot<C::Classifier, Q, R>,
+    Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer>: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assembled").field("chain", &self.chain).finish()
+    }
+}
+
+impl<S, C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At> Layer<S>
+    for Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>
+where
+    C: ClassifierChoice<Q>,
+    Fb: Slot<C::Classifier, Q, R>,
+    Ov: Slot<C::Classifier, Q, R>,
+    Rt: Slot<C::Classifier, Q, R>,
+    Hd: Slot<C::Classifier, Q, R>,
+    Br: Slot<C::Classifier, Q, R>,
+    Rl: Slot<C::Classifier, Q, R>,
+    Bh: Slot<C::Classifier, Q, R>,
+    At: Slot<C::Classifier, Q, R>,
+    Chain<Fb::Layer, Ov::Layer, Rt::Layer, Hd::Layer, Br::Layer, Rl::Layer, Bh::Layer, At::Layer>: Layer<S>,
+{
+    type Service = <Chain<
+        Fb::Layer,
+        Ov::Layer,
+        Rt::Layer,
+        Hd::Layer,
+        Br::Layer,
+        Rl::Layer,
+        Bh::Layer,
+        At::Layer,
+    > as Layer<S>>::Service;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.chain.layer(inner)
+    }
+}
+
+// The bounds sit on the method, not the impl, so that a slot that cannot be
+// built is reported with its trait's diagnostic rather than as "`build`
+// exists but its trait bounds were not satisfied".
+impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
     /// Validates every enabled layer's config and assembles the stack.
     ///
     /// Errors name the field with the layer's prefix (`retry.max_attempts`,
@@ -472,7 +573,20 @@ where
     /// as `stack.<field>`. Nothing is built unless everything is valid
     /// (building a breaker or a limiter registers its metrics).
     #[allow(clippy::type_complexity)]
-    pub fn build(self) -> Result<ResilienceLayer<Built<C::Classifier, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>>, ConfigError> {
+    pub fn build(
+        self,
+    ) -> Result<ResilienceLayer<Assembled<C, Q, R, Fb, Ov, Rt, Hd, Br, Rl, Bh, At>>, ConfigError>
+    where
+        C: ClassifierChoice<Q>,
+        Fb: Slot<C::Classifier, Q, R>,
+        Ov: Slot<C::Classifier, Q, R>,
+        Rt: Slot<C::Classifier, Q, R>,
+        Hd: Slot<C::Classifier, Q, R>,
+        Br: Slot<C::Classifier, Q, R>,
+        Rl: Slot<C::Classifier, Q, R>,
+        Bh: Slot<C::Classifier, Q, R>,
+        At: Slot<C::Classifier, Q, R>,
+    {
         let plan = Plan {
             classifier: self.classifier.into_classifier(),
             safety: self.safety,
@@ -516,7 +630,10 @@ where
                 ),
             ),
         );
-        Ok(ResilienceLayer { chain, breaker })
+        Ok(ResilienceLayer {
+            chain: Assembled { chain },
+            breaker,
+        })
     }
 }
 
@@ -529,7 +646,7 @@ pub struct ResilienceLayer<L> {
 }
 
 impl<L> ResilienceLayer<L> {
-    /// The layers, innermost first, as nested `tower_layer::Stack`s.
+    /// The assembled layers ([`Assembled`] for a built stack).
     pub fn get_ref(&self) -> &L {
         &self.chain
     }

@@ -55,6 +55,16 @@ pub struct Plan<C, Q, R = CloneRequest> {
 
 /// A builder slot: either [`Off`] or the config of one layer.
 ///
+/// A slot that cannot be part of the stack is named by the compiler, with
+/// what to change; hedging over buffered bodies, for example:
+///
+/// ```compile_fail,E0277
+/// use orch_resilience::{HedgeConfig, ResilienceLayer};
+///
+/// // error: `HedgeConfig` cannot be a layer of this stack (.., requests replayed by `RebuildBodies`)
+/// let stack = ResilienceLayer::builder().hedge(HedgeConfig::default()).buffer_bodies(1024).build();
+/// ```
+///
 /// Implemented for the slot types of [`ResilienceBuilder`] (and `Option`s of
 /// them, for stacks built from a [`StackConfig`](super::StackConfig)); not
 /// meant to be implemented elsewhere. `R` is how retry makes each attempt's
