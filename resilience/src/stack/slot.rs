@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tower_layer::Identity;
 
+#[allow(unused_imports)] // for doc links
+use super::ResilienceBuilder;
 use super::{OverallTimeoutLayer, optional::OptionalLayer};
 use crate::{
     BulkheadConfig, BulkheadLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, ConfigError,
