@@ -27,8 +27,9 @@
 //! may be repeated and [`ProtocolClassifier`] what a response means (HTTP
 //! statuses, or `grpc-status` for gRPC). [`ResilienceLayer::http`] and
 //! [`ResilienceLayer::grpc`] choose classifier, safety rules and body
-//! handling together; [`ResilienceBuilder::buffer_bodies`] lets retry repeat
-//! requests whose bodies are streams (tonic's, boxed bodies), so a stack
+//! handling together; [`ResilienceBuilder::buffer_bodies`] lets retry and
+//! hedging repeat requests whose bodies are streams (tonic's, boxed
+//! bodies), so a stack
 //! wraps a tonic `Channel` or a hyper client as it is:
 //!
 //! ```
@@ -59,7 +60,7 @@
 //! Retry and hedging need to know what the traffic is; a wrong or missing
 //! choice is a compile error that names what to pick (a classifier that
 //! cannot read the responses, safety rules that cannot judge the requests,
-//! a body that cannot be replayed, hedging over buffered bodies).
+//! a body that cannot be replayed, hedging over `buffer_bodies_raw`).
 //!
 //! # Configuration
 //!

@@ -109,11 +109,18 @@ fn bad_values_are_refused_with_their_path() {
     let root = safe().build_from_config(&parse(r#"{ "retry": { "max_attempts": 0 } }"#), "");
     assert_eq!(field_of(root), "retry.max_attempts");
 
-    // Over buffered bodies, hedging is refused, and the limit must be positive.
-    let grpc =
-        |json: &str| field_of(ResilienceLayer::grpc(AlwaysSafe).build_from_config(&parse(json), "svc"));
-    assert_eq!(grpc(r#"{ "hedge": {} }"#), "svc.hedge");
-    assert_eq!(grpc(r#"{ "body_buffer_limit": 0 }"#), "svc.body_buffer_limit");
+    // Over buffered bodies the limit must be positive; hedging is refused
+    // where bodies reach the service as `ReplayBody`s, allowed where rebuilt.
+    let grpc = |json: &str| ResilienceLayer::grpc(AlwaysSafe).build_from_config(&parse(json), "svc");
+    assert_eq!(
+        field_of(grpc(r#"{ "body_buffer_limit": 0 }"#)),
+        "svc.body_buffer_limit"
+    );
+    assert!(grpc(r#"{ "hedge": {} }"#).is_ok());
+    let raw = ResilienceLayer::http()
+        .buffer_bodies_raw(1024)
+        .build_from_config(&parse(r#"{ "hedge": {} }"#), "svc");
+    assert_eq!(field_of(raw), "svc.hedge");
 }
 
 #[tokio::test(start_paused = true)]

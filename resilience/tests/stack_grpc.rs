@@ -22,8 +22,8 @@ use bytes::{Buf, BufMut, Bytes};
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use orch_resilience::{
-    AlwaysSafe, CircuitBreakerConfig, HttpSafety, IDEMPOTENCY_KEY, ResilienceLayer, RetryConfig,
-    retry::BackoffConfig,
+    AlwaysSafe, CircuitBreakerConfig, HedgeConfig, HedgeDelay, HttpSafety, IDEMPOTENCY_KEY, ResilienceLayer,
+    RetryConfig, retry::BackoffConfig,
 };
 use tonic::{
     Code, Status,
@@ -379,4 +379,84 @@ async fn a_service_fn_over_tonic_bodies_is_wrapped() {
     let stack = ResilienceLayer::grpc(AlwaysSafe).retry(retry(2)).build().unwrap();
     assert_eq!(echo(stack.layer(inner), "fn").await.unwrap(), "fn");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+// ===== hedging over tonic bodies =====
+
+type Reply = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// A service whose call n (from 0) answers the request's message after
+/// `delays[n]` (then at once), counting calls.
+fn delayed(
+    delays: Vec<Duration>,
+) -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = Reply> + Clone + Send,
+    Arc<AtomicUsize>,
+) {
+    let delays = Arc::new(delays);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let service = service_fn(move |request: Request<Body>| -> Reply {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let delay = delays.get(n).copied().unwrap_or_default();
+        Box::pin(async move {
+            let message = message_of(request.into_body()).await;
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(answer(message))
+        })
+    });
+    (service, calls)
+}
+
+fn hedge_after(delay: Duration) -> HedgeConfig {
+    HedgeConfig::default()
+        .delay(HedgeDelay::fixed(delay))
+        .max_hedged_attempts(1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_call_with_a_tonic_body_is_hedged_and_the_hedge_carries_the_whole_body() {
+    let stack = ResilienceLayer::grpc(AlwaysSafe)
+        .hedge(hedge_after(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let (inner, calls) = delayed(vec![Duration::from_secs(3600)]);
+    let start = tokio::time::Instant::now();
+
+    let reply = echo(stack.layer(inner), "hedged").await.unwrap();
+
+    assert_eq!(reply, "hedged");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(50),
+        "the hedge answered at once"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsafe_or_oversized_tonic_requests_are_not_hedged() {
+    // An unkeyed POST under HTTP rules is sent once and waited for.
+    let stack = ResilienceLayer::grpc(HttpSafety::default())
+        .hedge(hedge_after(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let (inner, calls) = delayed(vec![Duration::from_millis(200)]);
+    let start = tokio::time::Instant::now();
+    assert_eq!(echo(stack.layer(inner), "once").await.unwrap(), "once");
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A body over the buffer limit streams through once.
+    let stack = ResilienceLayer::grpc(AlwaysSafe)
+        .buffer_bodies(4)
+        .hedge(hedge_after(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let (inner, calls) = delayed(vec![Duration::from_millis(200)]);
+    assert_eq!(
+        echo(stack.layer(inner), "larger than four").await.unwrap(),
+        "larger than four"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

@@ -306,8 +306,10 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
     /// A body larger than `max_bytes` is sent once, intact, and the call is
     /// not retried (`NotRetried { reason: BodyTooLarge }`); an unsafe
     /// request is never buffered. See [`BufferBodies`] for the exact rules.
-    /// Without retry, nothing is buffered. Hedging cannot be combined with
-    /// it: hedges are copies of `Clone` requests.
+    /// Without retry or hedging, nothing is buffered. With hedging, a safe
+    /// request's body is read before the primary attempt and each hedge
+    /// sends a copy; an unsafe request or a body over the limit is sent
+    /// once and not hedged ([`HedgeBuffer`](super::HedgeBuffer)).
     ///
     /// ```
     /// use bytes::Bytes;
@@ -342,7 +344,9 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
     /// Like [`buffer_bodies`](Self::buffer_bodies), for bodies that cannot be
     /// rebuilt (hyper's `Incoming`): the services below retry receive
     /// `http::Request<ReplayBody<B>>` (build the client for that body type).
-    /// Without retry, they receive the caller's request unchanged.
+    /// Without retry, they receive the caller's request unchanged. Hedging
+    /// cannot be enabled with it (a compile error): a request sent once
+    /// would reach the service as another type.
     pub fn buffer_bodies_raw(
         self,
         max_bytes: u64,

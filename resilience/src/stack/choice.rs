@@ -98,10 +98,10 @@ impl<C: Clone, Q> ClassifierChoice<Q> for Chosen<C> {
 ///
 /// What a [`StackConfig`](super::StackConfig) may change depends on it: a
 /// `body_buffer_limit` only where bodies are buffered, a `hedge` only where
-/// requests are cloned.
+/// requests are cloned or bodies rebuilt.
 pub trait BodyReplay: Clone + Send + Sync + 'static {
-    /// The hedge slot of a stack built from a config: an optional hedge over
-    /// `Clone` requests, never one over buffered bodies.
+    /// The hedge slot of a stack built from a config: an optional hedge, or
+    /// none at all over bodies handed on as `ReplayBody`s.
     type HedgeSlot;
 
     /// The largest body that is buffered; `None` when requests are cloned.
@@ -132,19 +132,20 @@ impl BodyReplay for CloneRequest {
     }
 }
 
-/// Buffered bodies are not `Clone`, so hedging (which sends copies) is refused.
+/// Bodies handed on as `ReplayBody`s cannot be hedged: a request sent once
+/// would reach the service with another type.
 fn no_hedge(hedge: Option<HedgeConfig>) -> Result<Off, ConfigError> {
     match hedge {
         None => Ok(Off),
         Some(_) => Err(ConfigError::field(
             "stack.hedge",
-            "cannot hedge requests whose bodies are buffered (hedging sends copies of `Clone` requests); use retry",
+            "cannot hedge requests whose bodies reach the service as `ReplayBody`s (`buffer_bodies_raw`); use `buffer_bodies`, or retry",
         )),
     }
 }
 
 impl BodyReplay for RebuildBodies {
-    type HedgeSlot = Off;
+    type HedgeSlot = Option<HedgeConfig>;
 
     fn buffer_limit(&self) -> Option<u64> {
         Some(self.max_bytes())
@@ -154,8 +155,8 @@ impl BodyReplay for RebuildBodies {
         Some(Self::new(limit))
     }
 
-    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Off, ConfigError> {
-        no_hedge(hedge)
+    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Option<HedgeConfig>, ConfigError> {
+        Ok(hedge)
     }
 }
 

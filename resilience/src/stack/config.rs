@@ -27,7 +27,7 @@ use crate::{BulkheadConfig, CircuitBreakerConfig, ConfigError, HedgeConfig, Rate
 /// | `overall_timeout` | none | bounds the whole call, all attempts included |
 /// | `attempt_timeout` | none | bounds one attempt (inside the breaker, which counts it as a failure); at most `overall_timeout` |
 /// | `retry` | off | a [`RetryConfig`]; set timeouts here at the top, not in it |
-/// | `hedge` | off | a [`HedgeConfig`]; not with `retry`, not over buffered bodies |
+/// | `hedge` | off | a [`HedgeConfig`]; not with `retry`, nor with `buffer_bodies_raw` |
 /// | `breaker` | off | a [`CircuitBreakerConfig`] |
 /// | `rate_limit` | off | a [`RateLimitConfig`] |
 /// | `bulkhead` | off | a [`BulkheadConfig`] |
@@ -106,7 +106,7 @@ impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off,
     /// (where the config sits in the service's configuration tree; `""` for
     /// the root): `resilience.retry.max_attempts`,
     /// `resilience.attempt_timeout`. Rules of the stack as a whole name
-    /// their field too: `hedge` with `retry` or over buffered bodies,
+    /// their field too: `hedge` with `retry` or with `buffer_bodies_raw`,
     /// `body_buffer_limit` on a builder that clones requests.
     #[allow(clippy::type_complexity)]
     pub fn build_from_config(

@@ -43,8 +43,11 @@
 //! [`buffer_bodies`](ResilienceBuilder::buffer_bodies) reads such a body
 //! into memory up to a limit and replays it, and the inner service receives
 //! the caller's body type again, so a stack fits around a tonic `Channel`
-//! as it is. Hedging sends copies of `Clone` requests and is refused with
-//! buffered bodies (a compile error naming `.buffer_bodies`).
+//! as it is. Hedging works over buffered bodies too: a safe request's body
+//! is read before the primary attempt and each hedge gets a copy (see
+//! [`HedgeBuffer`]); with
+//! [`buffer_bodies_raw`](ResilienceBuilder::buffer_bodies_raw) it is
+//! refused (a compile error saying so).
 //!
 //! With the default safety rules ([`HttpSafety`](crate::HttpSafety)), the
 //! default classifier is [`ProtocolClassifier`](crate::ProtocolClassifier):
@@ -73,6 +76,7 @@ mod assembled;
 mod builder;
 mod choice;
 mod config;
+mod hedge_bodies;
 mod optional;
 mod overall;
 mod presets;
@@ -84,6 +88,9 @@ pub use assembled::Assembled;
 pub use builder::ResilienceBuilder;
 pub use choice::{BodyReplay, Chosen, ClassifierChoice, DefaultClassifierOf, SafetyDefault};
 pub use config::{ConfiguredChain, StackConfig};
+pub use hedge_bodies::{
+    BufferedOnly, HedgeBodiesLayer, HedgeBody, HedgeBuffer, HedgeBufferFuture, UnwrapBody, UnwrapBodyFuture,
+};
 pub use optional::{Optional, OptionalLayer, future::OptionalFuture};
 pub use overall::{OverallTimeoutLayer, OverallTimeoutService, future::OverallTimeoutFuture};
 pub use presets::{GRPC_BODY_BUFFER_LIMIT, GrpcBuilder, HttpBuilder};

@@ -84,7 +84,8 @@ impl ResilienceLayer<Identity> {
     /// | safety | `safety`, the caller's | every gRPC call is a `POST`: only the caller knows which methods may run twice (`AlwaysSafe`, `safety_fn` over the path, or `HttpSafety` for calls carrying an `idempotency-key`) |
     /// | bodies | buffered up to [`GRPC_BODY_BUFFER_LIMIT`] and rebuilt | tonic's request bodies are streams; the `Channel` gets `tonic::body::Body` back (feature `tonic`) |
     ///
-    /// Hedging cannot be enabled on it (bodies are buffered, not `Clone`).
+    /// Hedging may be enabled instead of retry: safe requests' bodies are
+    /// buffered before the primary attempt and copied for each hedge.
     /// Change the limit with [`buffer_bodies`](ResilienceBuilder::buffer_bodies).
     ///
     /// ```

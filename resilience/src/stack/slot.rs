@@ -14,11 +14,17 @@ use tower_layer::Identity;
 
 #[allow(unused_imports)] // for doc links
 use super::ResilienceBuilder;
-use super::{OverallTimeoutLayer, optional::OptionalLayer};
+use super::{
+    OverallTimeoutLayer,
+    hedge_bodies::{BufferedOnly, HedgeBodiesLayer},
+    optional::OptionalLayer,
+};
 use crate::{
     BulkheadConfig, BulkheadLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, ConfigError,
     FallbackLayer, HedgeConfig, HedgeLayer, RateLimitConfig, RateLimitLayer, RetryConfig, RetryLayer,
-    TimeoutLayer, config::check, retry::CloneRequest,
+    TimeoutLayer,
+    config::check,
+    retry::{BufferBodies, CloneRequest, RebuildBodies},
 };
 
 /// A slot of the builder whose layer is not enabled.
@@ -58,13 +64,13 @@ pub struct Plan<C, Q, R = CloneRequest> {
 /// A builder slot: either [`Off`] or the config of one layer.
 ///
 /// A slot that cannot be part of the stack is named by the compiler, with
-/// what to change; hedging over buffered bodies, for example:
+/// what to change; hedging over bodies handed on as `ReplayBody`s, for example:
 ///
 /// ```compile_fail,E0277
 /// use orch_resilience::{HedgeConfig, ResilienceLayer};
 ///
-/// // error: `HedgeConfig` cannot be a layer of this stack (.., requests replayed by `RebuildBodies`)
-/// let stack = ResilienceLayer::builder().hedge(HedgeConfig::default()).buffer_bodies(1024).build();
+/// // error: `HedgeConfig` cannot be a layer of this stack (.., requests replayed by `BufferBodies`)
+/// let stack = ResilienceLayer::builder().hedge(HedgeConfig::default()).buffer_bodies_raw(1024).build();
 /// ```
 ///
 /// Implemented for the slot types of [`ResilienceBuilder`] (and `Option`s of
@@ -74,7 +80,7 @@ pub struct Plan<C, Q, R = CloneRequest> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a layer of this stack (classifier `{C}`, safety `{Q}`, requests replayed by `{R}`)",
     label = "not a layer of this stack",
-    note = "hedging (`HedgeConfig`) sends copies of `Clone` requests and cannot be combined with `.buffer_bodies(..)`: use retry for streaming bodies, or send `Clone` requests and drop `buffer_bodies`",
+    note = "hedging (`HedgeConfig`) sends copies of `Clone` requests or of bodies buffered by `.buffer_bodies(..)`, and cannot be combined with `.buffer_bodies_raw(..)`: use `.buffer_bodies(..)`, or retry",
     note = "the classifier and the safety rules must be `Clone`"
 )]
 pub trait Slot<C, Q, R = CloneRequest> {
@@ -219,8 +225,9 @@ impl<C: Clone, Q: Clone, R: Clone> Slot<C, Q, R> for RetryConfig {
     }
 }
 
-// Only over `Clone` requests: hedging sends copies, and a buffered
-// streaming body is not one (see the trait's diagnostic).
+// Over `Clone` requests, and over bodies buffered and rebuilt (the hedge
+// then copies buffered bodies); not over `buffer_bodies_raw`, whose inner
+// service takes another request type when a request is not hedged.
 impl<C: Clone, Q: Clone> Slot<C, Q, CloneRequest> for HedgeConfig {
     type Layer = HedgeLayer<C, Q>;
 
@@ -232,6 +239,24 @@ impl<C: Clone, Q: Clone> Slot<C, Q, CloneRequest> for HedgeConfig {
         Ok(HedgeLayer::new(self)?
             .classifier(plan.classifier.clone())
             .safety(plan.safety.clone()))
+    }
+}
+
+impl<C: Clone, Q: Clone> Slot<C, Q, RebuildBodies> for HedgeConfig {
+    type Layer = HedgeBodiesLayer<C, Q>;
+
+    fn validate(&self, _: &Plan<C, Q, RebuildBodies>) -> Result<(), ConfigError> {
+        HedgeConfig::validate(self)
+    }
+
+    fn into_layer(self, plan: &Plan<C, Q, RebuildBodies>) -> Result<Self::Layer, ConfigError> {
+        Ok(HedgeBodiesLayer {
+            hedge: HedgeLayer::new(self)?
+                .classifier(plan.classifier.clone())
+                .safety(BufferedOnly),
+            safety: plan.safety.clone(),
+            buffer: BufferBodies::new(plan.replay.max_bytes()),
+        })
     }
 }
 
