@@ -53,6 +53,10 @@ fn every_field_deserializes_with_human_readable_durations() {
     assert_eq!(config.body_buffer_limit, Some(65536));
     assert!(config.hedge.is_none());
     assert_eq!(parse("{}"), StackConfig::default(), "every field is optional");
+
+    // What a service writes out, it reads back.
+    let written = serde_json::to_string(&config).unwrap();
+    assert_eq!(parse(&written), config);
 }
 
 #[test]

@@ -460,3 +460,32 @@ async fn unsafe_or_oversized_tonic_requests_are_not_hedged() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_added_before_buffering_is_on_the_primary_and_its_hedge() {
+    let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&keys);
+    let inner = service_fn(move |request: Request<Body>| -> Reply {
+        let mut seen = seen.lock().unwrap();
+        let first = seen.is_empty();
+        seen.push(request.headers().get(IDEMPOTENCY_KEY).cloned());
+        Box::pin(async move {
+            let message = message_of(request.into_body()).await;
+            if first {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok::<_, Infallible>(answer(message))
+        })
+    });
+    let stack = ResilienceLayer::grpc(HttpSafety::default().add_idempotency_key(true))
+        .hedge(hedge_after(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+
+    assert_eq!(echo(stack.layer(inner), "keyed").await.unwrap(), "keyed");
+
+    let keys = keys.lock().unwrap();
+    assert_eq!(keys.len(), 2, "primary and hedge");
+    assert!(keys[0].is_some(), "a key was added");
+    assert_eq!(keys[0], keys[1], "the same key on both");
+}
