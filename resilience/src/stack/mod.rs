@@ -35,6 +35,10 @@
 //! wrap a non-`Clone` client in `tower::buffer::Buffer`. A tonic `Channel`
 //! and a hyper-util `Client` are `Clone` already.
 //!
+//! The builder records which layers are enabled in its type: a layer that is
+//! not enabled is `tower_layer::Identity` and costs nothing, not even a
+//! branch, and the service type names each enabled layer once.
+//!
 //! # HTTP and gRPC
 //!
 //! Retry keeps a copy of each request for the next attempt, by cloning it.
@@ -63,11 +67,24 @@
 //! every layer's config, each optional);
 //! [`build_from_config`](ResilienceBuilder::build_from_config) builds it
 //! over the builder's classifier, safety and body handling, each layer
-//! present or not at run time.
+//! present or not at run time (an [`OptionalLayer`]: one branch per call).
 //!
-//! The builder records which layers are enabled in its type: a layer that is
-//! not enabled is `tower_layer::Identity` and costs nothing, not even a
-//! branch, and the service type names each enabled layer once.
+//! # When it does not compile
+//!
+//! The traits a stack needs carry diagnostics that name what to choose: a
+//! classifier that cannot read the responses ([`Classify`](crate::Classify)),
+//! safety rules that cannot judge the requests
+//! ([`RequestSafety`](crate::RequestSafety)), safety rules with no default
+//! classifier ([`DefaultClassifierOf`]), a body `buffer_bodies` cannot hand
+//! back ([`RebuildBody`](crate::retry::RebuildBody)), a layer the stack
+//! cannot hold ([`Slot`]). `build` reports them where it is called. A
+//! method call on the built service (`oneshot`, `ready`) only says that
+//! "its trait bounds were not satisfied"; passing the service where a
+//! `Service` is required (a generated client's constructor, a function
+//! with a `Service<Req>` bound) shows the message. A streaming body without
+//! `buffer_bodies` shows as "`Body: Clone` is not satisfied, required for
+//! `CloneRequest` to implement `Replay<..>`": call
+//! [`buffer_bodies`](ResilienceBuilder::buffer_bodies).
 
 // The builder is type-state: its types name every slot, and are long by design.
 #![allow(clippy::type_complexity)]
