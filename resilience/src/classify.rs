@@ -7,11 +7,15 @@
 //! result means, so they agree. Classifiers are generic parameters, not trait
 //! objects, so the closed-breaker fast path stays inlined.
 
+mod protocol;
+
 use std::{any::Any, fmt, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 
 use crate::error::ResilienceError;
+
+pub use protocol::ProtocolClassifier;
 
 /// What one result of the protected service means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,7 +59,25 @@ pub enum Pushback {
 /// error type is `E`.
 ///
 /// Implemented by [`DefaultClassifier`], [`HttpClassifier`],
-/// [`GrpcClassifier`] and closures wrapped by [`classify_fn`].
+/// [`GrpcClassifier`], [`ProtocolClassifier`] and closures wrapped by
+/// [`classify_fn`].
+///
+/// A classifier that cannot read the service's responses says so at
+/// compile time:
+///
+/// ```compile_fail,E0277
+/// use orch_resilience::{Classify, HttpClassifier};
+///
+/// fn needs<C: Classify<u32, std::io::Error>>(_: C) {}
+/// // error: `HttpClassifier` cannot classify results of a service answering `u32`
+/// needs(HttpClassifier::default());
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify results of a service answering `{Res}` (errors `{E}`)",
+    label = "this classifier does not read `{Res}`",
+    note = "`HttpClassifier`, `GrpcClassifier` and `ProtocolClassifier` read `http::Response`s; `DefaultClassifier` reads any response (every `Ok` is a success); `classify_fn(|result| ..)` decides with a closure",
+    note = "a `ResilienceLayer` stack with the default `HttpSafety` classifies with `ProtocolClassifier`: over responses that are not `http::Response`s, choose `.classifier(DefaultClassifier)` or `.safety(AlwaysSafe)` (whose default classifier is `DefaultClassifier`)"
+)]
 pub trait Classify<Res, E>: Clone + Send + Sync + 'static {
     /// What `result` means.
     fn classify(&self, result: Result<&Res, &E>) -> Outcome;
@@ -108,7 +130,7 @@ pub fn classify_error<E: 'static>(error: &E) -> Outcome {
 }
 
 /// The pushback an error carries: a rate limiter's wait.
-fn error_pushback<E: 'static>(error: &E) -> Pushback {
+pub(crate) fn error_pushback<E: 'static>(error: &E) -> Pushback {
     match (error as &dyn Any).downcast_ref::<ResilienceError>() {
         Some(ResilienceError::RateLimited { wait, .. }) => Pushback::After(*wait),
         _ => Pushback::None,

@@ -20,6 +20,58 @@
 //! | hedging | [`hedge`] | latency tracker |
 //! | fallback | [`fallback`] | none |
 //! | all of them, in order | [`stack`] | as above |
+//!
+//! # HTTP and gRPC clients
+//!
+//! Over `http` types the stack's defaults agree: [`HttpSafety`] decides what
+//! may be repeated and [`ProtocolClassifier`] what a response means (HTTP
+//! statuses, or `grpc-status` for gRPC). [`ResilienceLayer::http`] and
+//! [`ResilienceLayer::grpc`] choose classifier, safety rules and body
+//! handling together; [`ResilienceBuilder::buffer_bodies`] lets retry and
+//! hedging repeat requests whose bodies are streams (tonic's, boxed
+//! bodies), so a stack
+//! wraps a tonic `Channel` or a hyper client as it is:
+//!
+//! ```
+//! # #[cfg(feature = "tonic")] fn main() -> Result<(), orch_resilience::ConfigError> {
+//! use std::time::Duration;
+//! use orch_resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
+//! use tower::{Layer, Service};
+//!
+//! fn grpc_client<S>(channel: S) -> Result<impl Service<http::Request<tonic::body::Body>> + Clone, orch_resilience::ConfigError>
+//! where
+//!     S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+//!     S::Error: Into<orch_resilience::BoxError>,
+//!     S::Future: Send,
+//! {
+//!     let stack = ResilienceLayer::grpc(AlwaysSafe) // every method of this service is a read
+//!         .overall_timeout(Duration::from_secs(2))
+//!         .retry(RetryConfig::default())
+//!         .circuit_breaker(CircuitBreakerConfig::default().name("inventory"))
+//!         .attempt_timeout(Duration::from_millis(500))
+//!         .build()?;
+//!     // `InventoryClient::new(stack.layer(channel))` with a generated client.
+//!     Ok(stack.layer(channel))
+//! }
+//! # Ok(()) }
+//! # #[cfg(not(feature = "tonic"))] fn main() {}
+//! ```
+//!
+//! Retry and hedging need to know what the traffic is; a wrong or missing
+//! choice is a compile error that names what to pick (a classifier that
+//! cannot read the responses, safety rules that cannot judge the requests,
+//! a body that cannot be replayed, hedging over `buffer_bodies_raw`).
+//!
+//! # Configuration
+//!
+//! [`StackConfig`] is the whole stack as `serde` data, built by
+//! [`ResilienceBuilder::build_from_config`]; errors name the field's path
+//! (`resilience.retry.max_attempts`) and unknown keys are rejected.
+//!
+//! # Features
+//!
+//! - `tonic`: replay `tonic::body::Body` request bodies
+//!   ([`retry::RebuildBody`]), for the `grpc` preset over a tonic `Channel`.
 #![forbid(unsafe_code)]
 
 mod classify;
@@ -47,8 +99,8 @@ pub use breaker::{
 };
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 pub use classify::{
-    Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, Pushback,
-    classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
+    Classify, ClassifyFn, DefaultClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome,
+    ProtocolClassifier, Pushback, classify_error, classify_fn, grpc_pushback, grpc_status, retry_after,
 };
 pub use clock::ClockSource;
 pub use config::ConfigError;
@@ -63,5 +115,5 @@ pub use retry::{
 pub use safety::{
     AlwaysSafe, HttpSafety, IDEMPOTENCY_KEY, RequestSafety, SafetyFn, is_idempotent_method, safety_fn,
 };
-pub use stack::{ResilienceBuilder, ResilienceLayer};
+pub use stack::{ResilienceBuilder, ResilienceLayer, StackConfig};
 pub use timeout::{Timeout, TimeoutConfig, TimeoutLayer};

@@ -17,6 +17,23 @@ use http::{HeaderName, HeaderValue, Method};
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Decides whether a request may be repeated.
+///
+/// There is no rule for arbitrary request types, so a retry or hedging layer
+/// over them does not compile until its user says which requests are safe:
+///
+/// ```compile_fail,E0277
+/// use orch_resilience::{HttpSafety, RequestSafety};
+///
+/// fn needs<Q: RequestSafety<u32>>(_: Q) {}
+/// // error: requests of type `u32` cannot be judged safe to repeat by `HttpSafety`
+/// needs(HttpSafety::default());
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "requests of type `{Req}` cannot be judged safe to repeat by `{Self}`",
+    label = "`{Self}` does not know whether a `{Req}` may be sent twice",
+    note = "choose `.safety(AlwaysSafe)` when every request may be repeated (reads, or writes the server deduplicates), or `.safety(safety_fn(|request| ..))` to decide per request",
+    note = "`HttpSafety` (the default) judges `http::Request`s: idempotent methods and requests with an `Idempotency-Key` are safe"
+)]
 pub trait RequestSafety<Req>: Clone + Send + Sync + 'static {
     /// True when sending `request` twice has the effect of sending it once.
     fn is_safe(&self, request: &Req) -> bool;

@@ -26,9 +26,9 @@ use http::Request;
 use metrics_util::debugging::DebuggingRecorder;
 use orch_resilience::{
     AlwaysSafe, BreakerState, BulkheadConfig, CircuitBreakerConfig, CircuitRejection, ConfigError,
-    ErrorClass, ErrorClasses, FallbackValue, HedgeConfig, HedgeDelay, IDEMPOTENCY_KEY, NotRetriedReason,
-    Outcome, RateLimitConfig, ResilienceError, ResilienceLayer, RetryConfig, TimeoutKind, classify_error,
-    classify_fn, retry::BackoffConfig,
+    DefaultClassifier, ErrorClass, ErrorClasses, FallbackValue, HedgeConfig, HedgeDelay, IDEMPOTENCY_KEY,
+    NotRetriedReason, Outcome, RateLimitConfig, ResilienceError, ResilienceLayer, RetryConfig, TimeoutKind,
+    classify_error, classify_fn, retry::BackoffConfig,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -678,7 +678,13 @@ async fn a_bad_inner_layer_config_builds_no_outer_layer() {
 
 #[tokio::test(start_paused = true)]
 async fn http_safety_retries_get_but_not_a_post_without_idempotency_key() {
-    let layer = ResilienceLayer::builder().retry(retry(3)).build().unwrap();
+    // The scripted service answers `u32`, not `http::Response`s: the default
+    // classifier under `HttpSafety` (`ProtocolClassifier`) cannot read those.
+    let layer = ResilienceLayer::builder()
+        .retry(retry(3))
+        .classifier(DefaultClassifier)
+        .build()
+        .unwrap();
 
     let (inner, calls) = scripted::<Request<()>>([Step::Fail], Step::Ok(1));
     let post = Request::post("/orders").body(()).unwrap();

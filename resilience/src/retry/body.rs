@@ -232,6 +232,15 @@ impl<B> ReplayBody<B> {
     pub fn is_buffered(&self) -> bool {
         matches!(self.kind, BodyKind::Replay { .. })
     }
+
+    /// A fresh replay of the same buffered body, from its first byte; `None`
+    /// for a body that streams through (it can be read once).
+    pub(crate) fn replay_again(&self) -> Option<Self> {
+        match &self.kind {
+            BodyKind::Replay { body, .. } => Some(Self::buffered(Arc::clone(body))),
+            BodyKind::Stream { .. } => None,
+        }
+    }
 }
 
 impl<B> Body for ReplayBody<B>

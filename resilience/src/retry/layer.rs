@@ -83,10 +83,10 @@ impl<P> RetryLayer<GrpcClassifier, P> {
     /// retried, `grpc-retry-pushback-ms` is honoured). Every gRPC call is an
     /// HTTP POST, so `safety` must say which methods are safe to repeat
     /// (`safety_fn` over the path, or `AlwaysSafe`). tonic's request bodies
-    /// are streams: add [`buffer_bodies`](Self::buffer_bodies), and since a
-    /// tonic `Channel` takes `http::Request<tonic::body::Body>`, turn the
-    /// replayed body back into one below this layer (for example
-    /// `ServiceBuilder::map_request(|r: http::Request<_>| r.map(tonic::body::Body::new))`).
+    /// are streams: add `.replay(RebuildBodies::new(limit))` (feature
+    /// `tonic`), which buffers them and hands the `Channel` a
+    /// `tonic::body::Body` again ([`RebuildBodies`](super::RebuildBodies)), or
+    /// use the whole stack's preset, `ResilienceLayer::grpc`.
     ///
     /// Only trailers-only responses (how servers send immediate errors such
     /// as `UNAVAILABLE`) carry their status in the headers the classifier

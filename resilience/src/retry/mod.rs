@@ -29,7 +29,8 @@
 //!    stays unsafe is sent once.
 //! 3. **Prepare.** The [`Replay`] keeps what later attempts need: a clone
 //!    of the request ([`CloneRequest`]), or the buffered body
-//!    ([`BufferBodies`]). Nothing is kept for a request sent once.
+//!    ([`BufferBodies`]; [`RebuildBodies`] also hands the service the
+//!    caller's body type back). Nothing is kept for a request sent once.
 //! 4. **Attempt.** The request is sent. With `attempt_timeout`, an attempt
 //!    still running after it is cancelled and its result is
 //!    `Timeout { kind: Attempt }`. With `overall_timeout`, the call ends with
@@ -140,6 +141,7 @@ pub mod future;
 mod give_up;
 mod layer;
 mod policy;
+mod rebuild;
 mod replay;
 mod throttle;
 
@@ -159,6 +161,7 @@ pub use self::{
     config::{BackoffConfig, BackoffKind, Jitter, RetryBudgetConfig, RetryConfig, RetryThrottleConfig},
     future::ResponseFuture,
     layer::RetryLayer,
+    rebuild::{RebuildBodies, RebuildBody, RebuildRequest},
     replay::{CloneRequest, Prepared, Replay},
     throttle::RetryThrottle,
 };

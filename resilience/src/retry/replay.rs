@@ -26,6 +26,12 @@ use crate::error::{BoxError, NotRetriedReason};
 /// 3. Before each retry, [`replay`](Self::replay) makes the next request
 ///    from the source, or says why it cannot (the call then ends with
 ///    `NotRetried { reason }`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot make the attempts of requests of type `{Req}`",
+    label = "this retry or stack cannot repeat a `{Req}`",
+    note = "`CloneRequest` (the default) clones each request, so `{Req}` must be `Clone`",
+    note = "an `http::Request` whose body is a stream (tonic, hyper `Incoming`, boxed bodies) is not `Clone`: call `.buffer_bodies(limit)` on the builder (or the retry layer), or use the preset `ResilienceLayer::grpc(..)`"
+)]
 pub trait Replay<Req>: Clone + Send + Sync + 'static {
     /// The request the inner service receives.
     type Request;
