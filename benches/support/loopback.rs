@@ -51,14 +51,19 @@ impl Contender {
         F: Fn(u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        Self { name, call: Arc::new(move |i| Box::pin(call(i))) }
+        Self {
+            name,
+            call: Arc::new(move |i| Box::pin(call(i))),
+        }
     }
 }
 
 // ===== servers =====
 
 async fn listener() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
     let addr = listener.local_addr().expect("a bound listener has an address");
     (listener, addr)
 }
@@ -80,7 +85,10 @@ impl Payments for Charger {
         request: tonic::Request<ChargeRequest>,
     ) -> Result<tonic::Response<ChargeReply>, tonic::Status> {
         let order = request.into_inner().order_id;
-        Ok(tonic::Response::new(ChargeReply { charge_id: order, served_by: String::new() }))
+        Ok(tonic::Response::new(ChargeReply {
+            charge_id: order,
+            served_by: String::new(),
+        }))
     }
 }
 
@@ -99,7 +107,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn http_request(authority: &str) -> Request<Full<Bytes>> {
     let uri = format!("http://{authority}/charge");
-    Request::post(uri).body(Full::new(Bytes::from_static(b"{}"))).expect("a valid request")
+    Request::post(uri)
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("a valid request")
 }
 
 async fn read_http(response: Response<hyper::body::Incoming>) -> Result<(), BoxError> {
@@ -125,7 +135,51 @@ pub async fn http_contenders() -> Vec<Contender> {
             async move { read_http(response.await?).await }
         })
     };
-    vec![direct, tower_http(&client, &addrs)]
+    vec![direct, orch_http(&addrs), tower_http(&client, &addrs)]
+}
+
+/// The replicas as a discovery stream that stays open (a stream that ends
+/// would be a closed registry).
+fn endpoints(
+    addrs: &[SocketAddr],
+) -> impl futures_util::Stream<Item = orch::discovery::EndpointChange> + use<> {
+    use futures_util::StreamExt;
+    use orch::discovery::{Endpoint, EndpointChange};
+
+    let inserts: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| EndpointChange::Insert(Endpoint::new(format!("replica-{i}"), *addr)))
+        .collect();
+    futures_util::stream::iter(inserts).chain(futures_util::stream::pending())
+}
+
+/// orch's client: the shared balancer over the hyper connector, under the
+/// resilience stack.
+fn orch_http(addrs: &[SocketAddr]) -> Contender {
+    use orch::discovery::{balance::Balancer, connect::HyperConnector};
+    use orch::resilience::{CircuitBreakerConfig, HttpClassifier, ResilienceLayer, RetryConfig};
+    use tower::{Layer, ServiceExt};
+
+    let balancer = Balancer::new(endpoints(addrs), HyperConnector::new()).into_shared();
+    let stack = ResilienceLayer::builder()
+        .classifier(HttpClassifier::default())
+        .overall_timeout(Duration::from_secs(3))
+        .retry(RetryConfig::default().max_attempts(3))
+        .circuit_breaker(CircuitBreakerConfig::default().name("bench"))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .expect("a valid stack")
+        .layer(balancer);
+    Contender::new("orch", move |_| {
+        orch_http_call(stack.clone().oneshot(http_request("replica")))
+    })
+}
+
+async fn orch_http_call<E: Into<BoxError>>(
+    call: impl Future<Output = Result<Response<hyper::body::Incoming>, E>>,
+) -> Result<(), BoxError> {
+    read_http(call.await.map_err(Into::into)?).await
 }
 
 /// tower's balancer over one service per replica, shared through `Buffer`,
@@ -155,7 +209,9 @@ fn tower_http(client: &HttpClient, addrs: &[SocketAddr]) -> Contender {
         .retry(RetryServerErrors { left: 2 })
         .timeout(Duration::from_secs(1))
         .service(shared);
-    Contender::new("tower", move |_| tower_http_call(stack.clone().oneshot(http_request("replica"))))
+    Contender::new("tower", move |_| {
+        tower_http_call(stack.clone().oneshot(http_request("replica")))
+    })
 }
 
 /// One call of the tower HTTP peer, its error boxed outside the closure
@@ -182,7 +238,9 @@ impl<E> tower::retry::Policy<Request<Full<Bytes>>, Response<hyper::body::Incomin
         _: &mut Request<Full<Bytes>>,
         result: &mut Result<Response<hyper::body::Incoming>, E>,
     ) -> Option<Self::Future> {
-        let failed = result.as_ref().map_or(true, |response| response.status().is_server_error());
+        let failed = result
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
         (failed && self.left > 0).then(|| {
             self.left -= 1;
             std::future::ready(())
@@ -201,7 +259,10 @@ impl<E> tower::retry::Policy<Request<Full<Bytes>>, Response<hyper::body::Incomin
 // ===== gRPC clients =====
 
 fn charge(i: u64) -> ChargeRequest {
-    ChargeRequest { order_id: format!("order-{i}"), amount_cents: 100 }
+    ChargeRequest {
+        order_id: format!("order-{i}"),
+        amount_cents: 100,
+    }
 }
 
 pub async fn grpc_contenders() -> Vec<Contender> {
@@ -225,7 +286,30 @@ pub async fn grpc_contenders() -> Vec<Contender> {
     for addr in &addrs {
         channels.push(channel(*addr).await);
     }
-    vec![direct, tower_grpc(channels)]
+    vec![direct, orch_grpc(&addrs), tower_grpc(channels)]
+}
+
+/// orch's client: the shared balancer over the tonic connector, under the
+/// resilience stack's gRPC preset.
+fn orch_grpc(addrs: &[SocketAddr]) -> Contender {
+    use orch::discovery::{balance::Balancer, connect::TonicConnector};
+    use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
+    use tower::Layer;
+
+    let template = tonic::transport::Endpoint::from_static("http://payments");
+    let connector = TonicConnector::new(template).expect("a plain http template");
+    let balancer = Balancer::new(endpoints(addrs), connector).into_shared();
+    // Every charge in the benchmark is safe to repeat.
+    let stack = ResilienceLayer::grpc(AlwaysSafe)
+        .overall_timeout(Duration::from_secs(3))
+        .retry(RetryConfig::default().max_attempts(3))
+        .circuit_breaker(CircuitBreakerConfig::default().name("bench-grpc"))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .expect("a valid stack")
+        .layer(balancer);
+    let client = PaymentsClient::new(stack);
+    Contender::new("orch", move |i| charge_with(client.clone(), i))
 }
 
 /// tower's balancer over one tonic `Channel` per replica, shared through
@@ -319,7 +403,11 @@ async fn run(contender: &Contender, concurrency: usize, requests: usize) -> Run 
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Run { p50: at(0.50), p99: at(0.99), per_second: requests as f64 / elapsed.as_secs_f64() }
+    Run {
+        p50: at(0.50),
+        p99: at(0.99),
+        per_second: requests as f64 / elapsed.as_secs_f64(),
+    }
 }
 
 /// One line of the table: a contender's median run.
@@ -364,20 +452,35 @@ pub async fn measure(
         let p50 = median(&mut runs, |r| r.p50.as_secs_f64());
         let p99 = median(&mut runs, |r| r.p99.as_secs_f64());
         let per_second = median(&mut runs, |r| r.per_second);
-        let run = Run { p50: Duration::from_secs_f64(p50), p99: Duration::from_secs_f64(p99), per_second };
-        table.lines.push(Line { protocol, concurrency, contender: contender.name, run });
+        let run = Run {
+            p50: Duration::from_secs_f64(p50),
+            p99: Duration::from_secs_f64(p99),
+            per_second,
+        };
+        table.lines.push(Line {
+            protocol,
+            concurrency,
+            contender: contender.name,
+            run,
+        });
     }
 }
 
 impl Table {
     pub fn print(&self) {
-        println!("| protocol | concurrency | client | p50 | p99 | requests/s | p50 / direct | throughput / direct |");
+        println!(
+            "| protocol | concurrency | client | p50 | p99 | requests/s | p50 / direct | throughput / direct |"
+        );
         println!("|---|---|---|---|---|---|---|---|");
         for line in &self.lines {
             let direct = self
                 .lines
                 .iter()
-                .find(|d| d.protocol == line.protocol && d.concurrency == line.concurrency && d.contender == "direct")
+                .find(|d| {
+                    d.protocol == line.protocol
+                        && d.concurrency == line.concurrency
+                        && d.contender == "direct"
+                })
                 .map_or(line.run, |d| d.run);
             println!(
                 "| {} | {} | {} | {:.1} µs | {:.1} µs | {:.0} | {:.3} | {:.3} |",
