@@ -5,10 +5,12 @@
 //! unknown keys: [`SupervisorPolicy`](crate::SupervisorPolicy) and
 //! [`ChildPolicy`](crate::ChildPolicy) here, the resilience stack's and the
 //! balancer's configs in their crates. A service gathers the ones it uses
-//! into one struct of its own and loads it with a [`ConfigLoader`]: files
-//! first (TOML, or JSON by extension), in the order given, then environment
-//! variables with the service's prefix, each later source overriding the
-//! earlier ones key by key.
+//! into one struct of its own and loads it with a [`ConfigLoader`]: the
+//! defaults set in code first, then files (TOML, or JSON by extension) in
+//! the order given, then environment variables with the service's prefix,
+//! each later source overriding the earlier ones key by key. Key by key
+//! matters: setting only `resilience.retry.max_attempts` in the environment
+//! keeps every other default of `resilience`.
 //!
 //! An environment variable names a key by its path, upper case, with `__`
 //! between levels: with the prefix `ORDERS`, `ORDERS__RESILIENCE__RETRY__MAX_ATTEMPTS=5`
@@ -49,16 +51,17 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Json, Toml};
+use figment::providers::{Format, Json, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, error::Kind, util::nest};
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 
 /// Loads one configuration tree from files and prefixed environment
 /// variables: see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct ConfigLoader {
     prefix: String,
+    defaults: Option<Result<Value, String>>,
     files: Vec<ConfigFile>,
     vars: Option<Vec<(String, String)>>,
 }
@@ -76,9 +79,18 @@ impl ConfigLoader {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            defaults: None,
             files: Vec::new(),
             vars: None,
         }
+    }
+
+    /// Starts from `defaults` (usually `&MyConfig::default()`, or a
+    /// service's own choice of defaults), which files and the environment
+    /// then override key by key.
+    pub fn defaults<T: Serialize>(mut self, defaults: &T) -> Self {
+        self.defaults = Some(Value::serialize(defaults).map_err(|error| error.to_string()));
+        self
     }
 
     /// Reads `path`, which must exist: TOML, or JSON when its extension is
@@ -118,6 +130,11 @@ impl ConfigLoader {
     /// own tree struct the same attribute).
     pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigLoadError> {
         let mut figment = Figment::new();
+        match &self.defaults {
+            Some(Ok(defaults)) => figment = figment.merge(Serialized::defaults(defaults)),
+            Some(Err(error)) => return Err(ConfigLoadError::defaults(error)),
+            None => {}
+        }
         for file in &self.files {
             if !file.path.exists() {
                 if file.required {
@@ -229,6 +246,16 @@ impl ConfigLoadError {
     /// Every problem found.
     pub fn issues(&self) -> &[ConfigIssue] {
         &self.issues
+    }
+
+    fn defaults(message: &str) -> Self {
+        Self {
+            issues: vec![ConfigIssue {
+                path: String::new(),
+                message: format!("the defaults could not be serialised: {message}"),
+                origin: Some("ConfigLoader::defaults".to_owned()),
+            }],
+        }
     }
 
     fn missing_file(path: &Path) -> Self {

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use orch_core::{ChildPolicy, SupervisorPolicy, config::ConfigLoader};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceConfig {
     #[serde(default)]
@@ -101,4 +101,22 @@ fn a_required_file_must_exist_and_an_optional_one_may_not() {
         .load()
         .unwrap();
     assert_eq!(config.replicas, 1);
+}
+
+#[test]
+fn defaults_in_code_are_overridden_key_by_key() {
+    let mut defaults = ServiceConfig {
+        supervisor: SupervisorPolicy::default(),
+        api: ChildPolicy::default(),
+        replicas: 3,
+    };
+    defaults.api.drain_delay = Duration::from_secs(2);
+    let config: ServiceConfig = ConfigLoader::new("ORDERS")
+        .defaults(&defaults)
+        .with_vars([("ORDERS__API__SHUTDOWN_GRACE", "7s")])
+        .load()
+        .unwrap();
+    assert_eq!(config.replicas, 3);
+    assert_eq!(config.api.drain_delay, Duration::from_secs(2));
+    assert_eq!(config.api.shutdown_grace, Duration::from_secs(7));
 }
