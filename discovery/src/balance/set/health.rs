@@ -149,11 +149,14 @@ impl<S, F> EndpointSet<S, F> {
         }
     }
 
-    /// Panic mode when fewer than the threshold's share of the known
-    /// endpoints are healthy (ready and not ejected).
+    /// Panic mode when fewer than the threshold's share of the ready
+    /// endpoints are healthy (not ejected). Panic mode only decides whether
+    /// ejected endpoints may be picked, so it weighs ejections among the
+    /// endpoints that could be picked: endpoints still connecting (every one
+    /// of them, just after start) are not a reason to panic.
     pub(super) fn refresh_panic(&mut self) {
-        let healthy = self.ready.len().saturating_sub(self.ready_ejected);
-        let total = self.ids.len();
+        let total = self.ready.len();
+        let healthy = total.saturating_sub(self.ready_ejected);
         if let Some(panic) = self.health.refresh_panic(healthy, total) {
             // Panic mode is availability: picks read one flag either way.
             for entry in self.entries.iter().flatten().filter(|e| e.ejected) {
