@@ -1,13 +1,25 @@
-//! orch: resilient microservices for tokio and tower.
+//! orch: resilient microservices for tokio and tower, served with axum or
+//! tonic and called with hyper or tonic.
 //!
 //! This facade re-exports the workspace's crates so one dependency brings
 //! them all:
 //!
-//! - [`core`] (`orch-core`): the embedded supervisor, health probes,
-//!   lifecycle events and the `Scaler` seam.
-//! - [`resilience`] (`orch-resilience`): resilience layers (not yet built).
-//! - [`discovery`] (`orch-discovery`): registry and load balancing (not yet built).
-//! - [`versioning`] (`orch-versioning`): versioned contracts (not yet built).
+//! - [`core`] (`orch-core`): the embedded supervisor (trees, replica
+//!   groups, restarts with backoff), health probes, lifecycle events, the
+//!   `Scaler` seam, served axum and tonic children, configuration loading.
+//! - [`resilience`] (`orch-resilience`): tower layers for retry with
+//!   budgets, circuit breaking, timeouts, bulkheads, rate limits, hedging
+//!   and fallback, composed by `ResilienceLayer` with HTTP and gRPC presets.
+//! - [`discovery`] (`orch-discovery`): the endpoint registry and its
+//!   sources, the client-side balancer and its hyper and tonic connectors.
+//! - [`versioning`] (`orch-versioning`): reserved for versioned contracts;
+//!   empty today.
+//!
+//! Cargo features: `http` (HTTP probes, served axum children, the hyper
+//! connector), `grpc` (gRPC health probes, served tonic children, the tonic
+//! connector, replay of tonic bodies), `config` (`orch::core::config`),
+//! `backoff` (the unmaintained `backoff` crate's policies as restart
+//! backoff). The README's quick start shows the whole client path.
 #![forbid(unsafe_code)]
 
 pub use orch_core as core;
