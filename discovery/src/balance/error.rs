@@ -72,6 +72,16 @@ impl BalanceError {
             .is_some_and(crate::connect::ConnectorError::is_connect)
     }
 
+    /// True when the endpoint's service is one of this crate's connectors'
+    /// and the request or the endpoint is malformed
+    /// ([`ConnectorError::is_invalid_input`](crate::connect::ConnectorError::is_invalid_input)):
+    /// not the endpoint's failure, and not worth retrying.
+    pub fn is_invalid_input(&self) -> bool {
+        self.inner_ref()
+            .and_then(|error| error.downcast_ref::<crate::connect::ConnectorError>())
+            .is_some_and(crate::connect::ConnectorError::is_invalid_input)
+    }
+
     /// The endpoint service's error, if that is what this is.
     pub fn inner_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {

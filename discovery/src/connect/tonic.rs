@@ -159,6 +159,11 @@ impl Service<Endpoint> for TonicConnector {
 /// [`BalanceError`](crate::balance::BalanceError) (ask it
 /// [`is_connect`](crate::balance::BalanceError::is_connect)); other
 /// errors keep tonic's own status mapping.
+///
+/// Its responses count against the endpoint as
+/// [`HttpFailures`](crate::balance::HttpFailures) says (a trailers-only
+/// `UNAVAILABLE`, an HTTP 5xx or 429) with the balancer's default
+/// classifier too.
 #[derive(Clone)]
 pub struct TonicEndpoint {
     channel: Channel,
