@@ -1,6 +1,7 @@
 //! The hyper connector over real loopback servers: requests balanced over
 //! three axum replicas, a killed replica routed around, typed errors for
-//! bad addresses and schemes.
+//! bad addresses and schemes, a 503 replica losing its traffic and a bad
+//! request ejecting nobody with the default classifier.
 #![cfg(feature = "hyper")]
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
@@ -8,14 +9,14 @@ mod loopback;
 
 use std::{collections::HashMap, time::Duration};
 
-use axum::{Router, routing::get};
+use axum::{Router, http::StatusCode, routing::get};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Builder, rt::TokioExecutor};
 use loopback::{Replica, discovery};
 use orch_discovery::{
     Endpoint,
-    balance::{Algorithm, BalanceError, Balancer, BalancerConfig, SharedBalancer},
+    balance::{Algorithm, BalanceError, Balancer, BalancerConfig, SharedBalancer, failure_fn},
     connect::{ConnectorError, HyperConnector},
 };
 use tower::{Service, ServiceExt};
@@ -196,6 +197,149 @@ async fn http2_with_prior_knowledge_is_balanced_too() {
         assert_eq!(served.len(), 2, "{served:?}");
         r0.kill();
         r1.kill();
+    })
+    .await
+    .unwrap();
+}
+
+/// A replica that answers every request with 503 (its name as the body),
+/// as a replica shedding load or failing its dependencies does: fast.
+async fn sick_replica(name: &'static str) -> Replica {
+    let router = Router::new().route(
+        "/who",
+        get(move || async move { (StatusCode::SERVICE_UNAVAILABLE, name) }),
+    );
+    Replica::serve(name, router).await
+}
+
+/// A balancer over `replicas` with [`config`] and the default classifier,
+/// once every replica is connected (so round robin's counts are exact).
+async fn connected<D>(changes: D, replicas: usize) -> Balancer<D, HyperConnector<Empty<Bytes>>>
+where
+    D: futures_util::Stream<Item = orch_discovery::EndpointChange> + Unpin,
+{
+    let mut balancer = Balancer::with_config(&config(), changes, HyperConnector::new()).unwrap();
+    while balancer.ready_len() < replicas {
+        ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut balancer)
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    balancer
+}
+
+/// Sends `n` GETs of `uri` through `balancer`, one at a time; the status
+/// each replica answered with, by replica, and the errors.
+async fn tally<S>(balancer: &mut S, n: usize, uri: &str) -> (HashMap<String, Vec<u16>>, Vec<BalanceError>)
+where
+    S: Service<
+            http::Request<Empty<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = BalanceError,
+        >,
+{
+    let mut answers: HashMap<String, Vec<u16>> = HashMap::new();
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        let request = http::Request::get(uri).body(Empty::new()).unwrap();
+        match balancer.ready().await.unwrap().call(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let name = String::from_utf8(body.to_vec()).unwrap();
+                answers.entry(name).or_default().push(status);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    (answers, errors)
+}
+
+#[tokio::test]
+async fn a_replica_answering_503_loses_its_share_without_a_classifier() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (r0, r1, sick) = (
+            replica("r0").await,
+            replica("r1").await,
+            sick_replica("sick").await,
+        );
+
+        // Counting errors only, as the classifier did before: round robin
+        // gives the sick replica its third, and nothing ejects it.
+        let errors_only = failure_fn(|result: Result<&http::Response<_>, &_>| result.is_err());
+        let mut balancer = connected(discovery(&[&r0, &r1, &sick]), 3)
+            .await
+            .classify_with(errors_only);
+        let (answers, errors) = tally(&mut balancer, 60, "/who").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(answers["sick"].len(), 20, "{answers:?}");
+        assert_eq!(balancer.ejected_len(), 0);
+
+        // The default classifier reads the hyper connector's responses:
+        // the fifth 503 in a row ejects the replica (outlier detection),
+        // so it answers five of the sixty, then none.
+        let mut balancer = connected(discovery(&[&r0, &r1, &sick]), 3).await;
+        let (answers, errors) = tally(&mut balancer, 60, "/who").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(answers["sick"], [503; 5], "{answers:?}");
+        assert_eq!(answers["r0"].len() + answers["r1"].len(), 55, "{answers:?}");
+        assert_eq!(balancer.ejected_len(), 1);
+
+        // The default algorithm (P2C over peak-EWMA) on top: failures are
+        // load too, and the sick replica is out after at most five.
+        let config = BalancerConfig::default().name("http-p2c").seed(7);
+        let mut balancer =
+            Balancer::with_config(&config, discovery(&[&r0, &r1, &sick]), HyperConnector::new()).unwrap();
+        let (answers, errors) = tally(&mut balancer, 100, "/who").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        let sick_answers = answers.get("sick").map_or(0, Vec::len);
+        assert!(sick_answers <= 5, "{answers:?}");
+        r0.kill();
+        r1.kill();
+        sick.kill();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_request_ejects_no_replica_and_says_it_is_not_retryable() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (r0, r1, r2) = (replica("r0").await, replica("r1").await, replica("r2").await);
+
+        // Were input errors the endpoint's failures, ten `https` requests
+        // in a row to each replica would eject one of them.
+        let counted = failure_fn(|result: Result<&http::Response<_>, &_>| result.is_err());
+        let mut balancer = connected(discovery(&[&r0, &r1, &r2]), 3)
+            .await
+            .classify_with(counted);
+        let (_, errors) = tally(&mut balancer, 30, "https://r0/who").await;
+        assert_eq!(errors.len(), 30);
+        tally(&mut balancer, 3, "/who").await;
+        assert_eq!(balancer.ejected_len(), 1, "the contrast holds");
+
+        // With the default classifier they count against nobody.
+        let mut balancer = connected(discovery(&[&r0, &r1, &r2]), 3).await;
+        let (answers, errors) = tally(&mut balancer, 30, "https://r0/who").await;
+        assert!(answers.is_empty(), "never sent: {answers:?}");
+        assert_eq!(errors.len(), 30);
+        for error in &errors {
+            assert!(error.is_invalid_input(), "{error}");
+            assert!(!error.is_connect(), "{error}");
+            // What a layer that cannot name `ConnectorError` sees: std's
+            // `InvalidInput` in the source chain.
+            let kind = std::error::Error::source(error)
+                .and_then(|e| e.downcast_ref::<std::io::Error>())
+                .map(std::io::Error::kind);
+            assert_eq!(kind, Some(std::io::ErrorKind::InvalidInput), "{error}");
+        }
+        let (answers, errors) = tally(&mut balancer, 30, "/who").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(balancer.ejected_len(), 0);
+        assert_eq!(answers.len(), 3, "every replica still serves: {answers:?}");
+        r0.kill();
+        r1.kill();
+        r2.kill();
     })
     .await
     .unwrap();

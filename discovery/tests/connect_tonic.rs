@@ -1,12 +1,15 @@
 //! The tonic connector over real loopback servers: a generated gRPC client
 //! (`grpc.health.v1`) over two replicas through a shared balancer, a
-//! killed replica routed around and evicted, typed errors for bad input.
+//! killed replica routed around and evicted, typed errors for bad input,
+//! and `UNAVAILABLE` (not `UNKNOWN`) when no endpoint can take a call.
 #![cfg(feature = "tonic")]
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 mod loopback;
 
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use loopback::{Replica, discovery};
 use orch_discovery::{
@@ -171,4 +174,77 @@ async fn bad_input_is_a_typed_error_naming_the_field() {
         .unwrap_err();
     assert_eq!(error.field_name(), Some("endpoint.address"));
     assert!(!error.is_connect());
+}
+
+/// Checks any service through `balancer` shared: the status it fails with.
+async fn status_through<D>(balancer: Balancer<D, TonicConnector>) -> tonic::Status
+where
+    D: futures_util::Stream<Item = orch_discovery::EndpointChange> + Unpin + Send + 'static,
+{
+    let mut client = HealthClient::new(balancer.into_shared());
+    client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect_err("no endpoint to answer")
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_endpoint_is_unavailable_to_a_generated_client() {
+    // Discovery knows nothing, and never will.
+    let changes = futures_util::stream::pending();
+    let config = config().failfast_timeout(Duration::from_millis(500));
+    let balancer = Balancer::with_config(&config, changes, TonicConnector::default()).unwrap();
+    let status = status_through(balancer).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The balancer's own error stays one `source` away.
+    let error = std::error::Error::source(&status)
+        .and_then(|e| e.downcast_ref::<BalanceError>())
+        .unwrap_or_else(|| panic!("the balancer's error: {status:?}"));
+    assert!(
+        matches!(error, BalanceError::NoEndpoints { known: 0, .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn endpoints_that_cannot_connect_are_unavailable_to_a_generated_client() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        // A port nobody listens on: every connect is refused, so the
+        // endpoint never enters rotation.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let changes = futures_util::stream::iter([orch_discovery::EndpointChange::Insert(Endpoint::new(
+            "gone", address,
+        ))])
+        .chain(futures_util::stream::pending());
+        let config = config().failfast_timeout(Duration::from_millis(300));
+        let balancer = Balancer::with_config(&config, changes, TonicConnector::default()).unwrap();
+        let status = status_through(balancer).await;
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let error = std::error::Error::source(&status)
+            .and_then(|e| e.downcast_ref::<BalanceError>())
+            .unwrap();
+        assert!(
+            matches!(error, BalanceError::NoEndpoints { known: 1, .. }),
+            "{error}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_balancers_other_errors_keep_their_codes() {
+    // A broken `Service` contract or a driver gone do not heal by
+    // retrying: not `UNAVAILABLE`.
+    for error in [BalanceError::NotReady, BalanceError::Closed] {
+        let status = tonic::Status::from_error(Box::new(error));
+        assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    }
+    let status = tonic::Status::from_error(Box::new(BalanceError::NoEndpoints {
+        waited: Duration::from_secs(3),
+        known: 2,
+    }));
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }

@@ -43,6 +43,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// TCP connection, so an endpoint that refuses connections stays out of
 /// rotation until it accepts them; the pooled client opens its own.
 ///
+/// A balancer over it needs no classifier to see HTTP failures: its
+/// default, [`ErrorsAreFailures`](crate::balance::ErrorsAreFailures),
+/// reads this connector's `http::Response<Incoming>` as
+/// [`HttpFailures`](crate::balance::HttpFailures) does, so a 5xx or a 429
+/// raises the replica's load and counts towards its ejection, while a
+/// request the connector refuses unsent
+/// ([`ConnectorError::UnsupportedScheme`]) counts against nobody. Map the
+/// responses to another type in a layer around the endpoint service and
+/// they are no longer recognised: then say
+/// `.classify_with(HttpFailures)`.
+///
 /// ```
 /// use http_body_util::Empty;
 /// use bytes::Bytes;

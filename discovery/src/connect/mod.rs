@@ -41,6 +41,23 @@
 //! [`ConnectorError::is_connect`] (or
 //! [`BalanceError::is_connect`](crate::balance::BalanceError::is_connect))
 //! tells them apart.
+//!
+//! # What counts against an endpoint
+//!
+//! With the balancer's default classifier
+//! ([`ErrorsAreFailures`](crate::balance::ErrorsAreFailures)) and with
+//! [`HttpFailures`](crate::balance::HttpFailures):
+//!
+//! - a transport error ([`ConnectorError::Connect`],
+//!   [`ConnectorError::Request`]) is the endpoint's failure;
+//! - so is a response with status 5xx or 429, or a trailers-only gRPC
+//!   `UNAVAILABLE`: a replica that answers 503 fast gets less traffic,
+//!   not more, and five in a row eject it (outlier detection);
+//! - an input error ([`ConnectorError::is_invalid_input`]: an `https`
+//!   request URI, a malformed endpoint address) is not: the caller's
+//!   mistake ejects no healthy replica. Retrying it cannot help either; its
+//!   source is an `io::Error` of kind `InvalidInput` for layers that cannot
+//!   name [`ConnectorError`].
 
 mod error;
 #[cfg(feature = "hyper")]

@@ -157,8 +157,15 @@ impl Service<Endpoint> for TonicConnector {
 /// failure is the status `UNAVAILABLE`, whose
 /// [`source`](std::error::Error::source) is the
 /// [`BalanceError`](crate::balance::BalanceError) (ask it
-/// [`is_connect`](crate::balance::BalanceError::is_connect)); other
-/// errors keep tonic's own status mapping.
+/// [`is_connect`](crate::balance::BalanceError::is_connect)), and so is a
+/// balancer with no ready endpoint
+/// ([`BalanceError::NoEndpoints`](crate::balance::BalanceError::NoEndpoints));
+/// other errors keep tonic's own status mapping.
+///
+/// Its responses count against the endpoint as
+/// [`HttpFailures`](crate::balance::HttpFailures) says (a trailers-only
+/// `UNAVAILABLE`, an HTTP 5xx or 429) with the balancer's default
+/// classifier too.
 #[derive(Clone)]
 pub struct TonicEndpoint {
     channel: Channel,

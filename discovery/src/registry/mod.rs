@@ -28,12 +28,14 @@
 mod error;
 mod state;
 mod stream;
+mod wait;
 
 pub use error::RegistryError;
 pub use stream::{ChangeStream, RegistrySubscription};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use state::{Queued, State};
@@ -329,6 +331,53 @@ impl Registry {
         let current = state.endpoints.values().cloned().map(Queued::Insert).collect();
         drop(state);
         ChangeStream::new(self.shared().clone(), id, current)
+    }
+
+    /// Waits until the registry's endpoints satisfy `predicate`, and
+    /// resolves to that set (every endpoint, in id order).
+    ///
+    /// The predicate is asked about the current set at once, then again
+    /// after each edit (an edit that changes nothing is not seen; a
+    /// [`replace_all`](Self::replace_all) is seen whole, never half
+    /// applied). It follows a [`subscribe`](Self::subscribe)ption, so it
+    /// sleeps until a change arrives: no polling, no timer. A waiter that
+    /// falls behind the subscriber buffer catches up from the difference
+    /// (see [`ChangeStream`]): it may skip intermediate sets, never the
+    /// current one.
+    ///
+    /// The future is `'static` (it holds a handle to the registry) and
+    /// `Send` when `predicate` is. While it waits the registry's change
+    /// streams do not end. It waits as long as the predicate stays false;
+    /// bound it with `tokio::time::timeout`. Dropping it unsubscribes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use orch_discovery::{Endpoint, Registry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = Registry::new("api");
+    /// let source = registry.clone();
+    /// tokio::spawn(async move {
+    ///     for i in 1..=3 {
+    ///         let address = format!("127.0.0.1:808{i}").parse().unwrap();
+    ///         source.upsert(Endpoint::new(format!("api-{i}"), address));
+    ///     }
+    /// });
+    /// let ready = tokio::time::timeout(
+    ///     Duration::from_secs(5),
+    ///     registry.wait_until(|endpoints: &[Endpoint]| endpoints.len() >= 3),
+    /// )
+    /// .await
+    /// .expect("three replicas within 5 s");
+    /// assert_eq!(ready[0].id().as_str(), "api-1");
+    /// # }
+    /// ```
+    pub fn wait_until<P>(&self, predicate: P) -> impl Future<Output = Vec<Endpoint>> + use<P>
+    where
+        P: FnMut(&[Endpoint]) -> bool,
+    {
+        wait::wait_until(self.clone(), predicate)
     }
 
     /// Applies `changes` to the locked state, notifies subscribers once the
