@@ -113,8 +113,11 @@ impl<Res, E: 'static> Classify<Res, E> for DefaultClassifier {
     }
 }
 
-/// The default meaning of an error: our own errors by their kind, any other
-/// error (a connection reset, a transport error) as retryable.
+/// The default meaning of an error: our own errors by their kind, an error
+/// caused by the request itself (an `io::Error` of kind `InvalidInput` in
+/// its source chain, as orch-discovery's connectors report a malformed
+/// address or an unsupported scheme) as rejected, any other error (a
+/// connection reset, a transport error) as retryable.
 pub fn classify_error<E: 'static>(error: &E) -> Outcome {
     let Some(own) = (error as &dyn Any).downcast_ref::<ResilienceError>() else {
         return Outcome::Retryable;
@@ -123,10 +126,22 @@ pub fn classify_error<E: 'static>(error: &E) -> Outcome {
         ResilienceError::CircuitOpen { .. }
         | ResilienceError::BulkheadFull { .. }
         | ResilienceError::RateLimited { .. } => Outcome::Rejected,
+        // The same request would fail the same way on every attempt, and
+        // says nothing about the service's health.
+        ResilienceError::Inner(inner) if is_invalid_input(inner.as_ref()) => Outcome::Rejected,
         ResilienceError::Timeout { .. } | ResilienceError::Inner(_) => Outcome::Retryable,
         // An inner retry layer already gave up; repeating its whole loop multiplies load.
         ResilienceError::BudgetExhausted { .. } | ResilienceError::NotRetried { .. } => Outcome::Failure,
     }
+}
+
+/// Whether `error` or one of its sources is an `io::Error` of kind
+/// `InvalidInput`.
+fn is_invalid_input(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidInput)
+    })
 }
 
 /// The pushback an error carries: a rate limiter's wait.
@@ -464,6 +479,34 @@ mod tests {
     }
 
     type R = Result<http::Response<()>, std::io::Error>;
+
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bad endpoint address")
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_caused_by_the_request_is_rejected_not_retried() {
+        let inner = |kind| ResilienceError::Inner(Box::new(Wrapping(std::io::Error::new(kind, "x"))));
+        assert_eq!(
+            classify_error(&inner(std::io::ErrorKind::InvalidInput)),
+            Outcome::Rejected
+        );
+        assert_eq!(
+            classify_error(&inner(std::io::ErrorKind::ConnectionReset)),
+            Outcome::Retryable
+        );
+    }
 
     #[test]
     fn http_statuses() {
