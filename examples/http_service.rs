@@ -55,7 +55,7 @@ use orch::core::{
 };
 use orch::discovery::{
     Registry, SupervisorSource,
-    balance::{Algorithm, Balancer, BalancerConfig, HttpFailures},
+    balance::{Algorithm, Balancer, BalancerConfig},
     connect::HyperConnector,
 };
 use orch::resilience::{CircuitBreakerConfig, HttpSafety, ResilienceLayer, RetryConfig, StackConfig};
@@ -210,11 +210,9 @@ struct Load {
 /// one shared client, and hangs one replica a third of the way through.
 async fn run_load(config: &ExampleConfig, registry: &Registry) -> Result<Load, BoxError> {
     let connector = HyperConnector::<Full<Bytes>>::new();
-    // HttpFailures makes a 5xx count as the replica's failure, so that a
-    // sick replica loses its share of traffic rather than drawing more.
-    let balancer = Balancer::with_config(&config.balancer, registry.changes(), connector)?
-        .classify_with(HttpFailures)
-        .into_shared();
+    // Over the hyper connector the balancer counts a 5xx as the replica's
+    // failure by default, so a sick replica loses its share of traffic.
+    let balancer = Balancer::with_config(&config.balancer, registry.changes(), connector)?.into_shared();
     // The HTTP preset, with the layers the configuration enables, adding
     // an Idempotency-Key to every POST so that it may be retried.
     let stack = ResilienceLayer::http()
@@ -299,11 +297,7 @@ async fn hang_replica(addr: SocketAddr) -> Result<(), BoxError> {
 
 /// Waits (at most 20 s) until the registry holds `n` endpoints.
 async fn wait_for_replicas(registry: &Registry, n: usize) -> Result<(), BoxError> {
-    let wait = async {
-        while registry.snapshot().len() != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
+    let wait = registry.wait_until(move |endpoints| endpoints.len() == n);
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .map_err(|_| "replicas never became ready")?;

@@ -14,11 +14,7 @@ use axum::{Router, routing::get};
 use bytes::Bytes;
 use http_body_util::Full;
 use orch::core::{ChildSpec, HttpProbe, ProbeSpec, Supervisor, SupervisorSpec};
-use orch::discovery::{
-    Registry, SupervisorSource,
-    balance::{Balancer, HttpFailures},
-    connect::HyperConnector,
-};
+use orch::discovery::{Registry, SupervisorSource, balance::Balancer, connect::HyperConnector};
 use orch::resilience::{CircuitBreakerConfig, ResilienceLayer, RetryConfig};
 use tower::{Layer, ServiceExt};
 
@@ -37,9 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .start(&supervisor, &registry)
         .await?;
     // 3. A balancer connects each replica with hyper; clones share it.
-    let balancer = Balancer::new(registry.changes(), HyperConnector::<Full<Bytes>>::new())
-        .classify_with(HttpFailures)
-        .into_shared();
+    let balancer = Balancer::new(registry.changes(), HyperConnector::<Full<Bytes>>::new()).into_shared();
     // 4. Timeouts, retries with a budget and a circuit breaker around it.
     let client = ResilienceLayer::http()
         .overall_timeout(Duration::from_secs(2))

@@ -350,11 +350,7 @@ impl Running {
 
     /// Waits (at most [`WAIT`]) until the registry's size satisfies `ok`.
     pub async fn wait_for_endpoints(&self, ok: impl Fn(usize) -> bool) {
-        let wait = async {
-            while !ok(self.registry.len()) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
+        let wait = self.registry.wait_until(move |endpoints| ok(endpoints.len()));
         tokio::time::timeout(WAIT, wait)
             .await
             .unwrap_or_else(|_| panic!("registry stuck at {} endpoints", self.registry.len()));
@@ -363,11 +359,10 @@ impl Running {
     /// Waits (at most [`WAIT`]) until the endpoint `id` left the registry.
     pub async fn wait_for_removal(&self, id: &str) {
         let id = orch::discovery::EndpointId::new(id);
-        let wait = async {
-            while self.registry.contains(&id) {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        };
+        let gone = id.clone();
+        let wait = self
+            .registry
+            .wait_until(move |endpoints| endpoints.iter().all(|e| e.id() != &gone));
         tokio::time::timeout(WAIT, wait)
             .await
             .unwrap_or_else(|_| panic!("{id:?} never left the registry"));
