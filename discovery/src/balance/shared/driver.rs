@@ -1,10 +1,12 @@
-//! The task that owns a shared balancer: it takes requests off the queue
-//! one at a time, waits for the balancer to be ready for each, and hands
-//! the caller the endpoint's response future.
+//! The task that drives a shared balancer: it takes the calls that could
+//! not go at once off the queue, one at a time, waits for the balancer to
+//! be ready for each, and hands the caller the endpoint's response future;
+//! while idle, it keeps the balancer's background work going.
 
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -13,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
 use super::super::{BalanceError, Balancer, BoxError, FailureClassifier, RequestKey};
+use super::fast::Shared;
 use super::future::BoxResponseFuture;
 use crate::{Endpoint, EndpointChange};
 
@@ -47,9 +50,9 @@ where
 }
 
 /// The driver future: runs until every handle is gone and the queue is
-/// empty.
+/// empty, or until a panic poisoned the balancer's lock.
 pub(crate) struct Driver<B, Req, Rsp> {
-    balancer: B,
+    shared: Arc<Shared<B>>,
     requests: mpsc::Receiver<Message<Req, Rsp>>,
     /// Taken off the queue, waiting for the balancer to be ready.
     current: Option<Message<Req, Rsp>>,
@@ -59,9 +62,9 @@ pub(crate) struct Driver<B, Req, Rsp> {
 impl<B, Req, Rsp> Unpin for Driver<B, Req, Rsp> {}
 
 impl<B, Req, Rsp> Driver<B, Req, Rsp> {
-    pub(crate) fn new(balancer: B, requests: mpsc::Receiver<Message<Req, Rsp>>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<B>>, requests: mpsc::Receiver<Message<Req, Rsp>>) -> Self {
         Self {
-            balancer,
+            shared,
             requests,
             current: None,
         }
@@ -82,7 +85,12 @@ where
                 match this.requests.poll_recv(cx) {
                     Poll::Ready(Some(message)) => {
                         // The caller dropped its future: never send it.
-                        if !message.respond.is_closed() {
+                        if message.respond.is_closed() {
+                            let Some(mut inner) = this.shared.lock_for_driver(cx.waker()) else {
+                                return poisoned();
+                            };
+                            answered(&mut inner.queued);
+                        } else {
                             this.current = Some(message);
                         }
                         continue;
@@ -94,31 +102,72 @@ where
                     Poll::Pending => {
                         // Idle: keep connects, discovery and health moving,
                         // and be woken when they progress.
-                        this.balancer.poll_background(cx);
+                        let Some(mut inner) = this.shared.lock_for_driver(cx.waker()) else {
+                            return poisoned();
+                        };
+                        if let Some(balancer) = inner.balancer.as_mut() {
+                            balancer.poll_background(cx);
+                        }
                         return Poll::Pending;
                     }
                 }
             }
-            let ready = match this.balancer.poll_ready(cx) {
+            let Some(mut guard) = this.shared.lock_for_driver(cx.waker()) else {
+                return poisoned();
+            };
+            // Through `&mut Inner`, so the balancer and the count borrow
+            // apart.
+            let inner = &mut *guard;
+            // Only `Drop` takes the balancer out, so it is here.
+            let Some(balancer) = inner.balancer.as_mut() else {
+                return Poll::Ready(());
+            };
+            let ready = match balancer.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(ready) => ready,
             };
             let Some(message) = this.current.take() else {
                 continue;
             };
+            answered(&mut inner.queued);
             let reply = match ready {
                 Ok(()) if message.respond.is_closed() => {
                     // The reservation stays for the next request.
                     continue;
                 }
-                Ok(()) => Ok(Box::pin(this.balancer.call(message.request)) as BoxResponseFuture<Rsp>),
+                Ok(()) => Ok(Box::pin(balancer.call(message.request)) as BoxResponseFuture<Rsp>),
                 // `NoEndpoints`: this call's answer; the balancer stays
                 // usable and the next request asks it again.
                 Err(error) => Err(error),
             };
+            // Unlocked first: the caller may be woken on the other thread
+            // and go straight back to the lock for its next call.
+            drop(guard);
             // A caller that left meanwhile drops the future, which ends the
             // request's in-flight count.
             let _ = message.respond.send(reply);
         }
     }
+}
+
+impl<B, Req, Rsp> Drop for Driver<B, Req, Rsp> {
+    /// Drops the balancer (and with it the connections and the discovery
+    /// stream) with the driver, as when the driver owned it: handles that
+    /// outlive an aborted driver get [`BalanceError::Closed`], never a
+    /// balancer that nobody drives.
+    fn drop(&mut self) {
+        drop(self.shared.close());
+    }
+}
+
+/// One queued call less: the driver answered it or skipped it.
+fn answered(queued: &mut usize) {
+    debug_assert!(*queued > 0, "every queued call was counted");
+    *queued = queued.saturating_sub(1);
+}
+
+/// A panic poisoned the balancer's lock: end, and the handles get `Closed`.
+fn poisoned() -> Poll<()> {
+    tracing::error!("a panic while the shared balancer was in use; driver ends");
+    Poll::Ready(())
 }

@@ -1,5 +1,6 @@
-//! The response future of a shared balancer: first the driver's answer,
-//! then the endpoint's response, polled in the caller's task.
+//! The response future of a shared balancer: the endpoint's response,
+//! polled in the caller's task, after the driver's answer when the call
+//! had to wait for it.
 
 use std::{
     fmt,
@@ -18,10 +19,12 @@ pub(crate) type BoxResponseFuture<Rsp> = Pin<Box<dyn Future<Output = Result<Rsp,
 
 /// The response future of a [`SharedBalancer`](super::SharedBalancer).
 ///
-/// It waits for the driver to send the request to an endpoint (or to
-/// answer [`BalanceError::NoEndpoints`]), then for the endpoint's response.
-/// Dropping it cancels the request: the driver skips a request whose
-/// future is gone, and a request already sent is dropped with it.
+/// When the call went to the driver, it waits for the driver to send the
+/// request to an endpoint (or to answer [`BalanceError::NoEndpoints`]);
+/// then, or at once when the call was sent in the caller's task, for the
+/// endpoint's response. Dropping it cancels the request: the driver skips
+/// a request whose future is gone, and a request already sent is dropped
+/// with it.
 pub struct SharedResponseFuture<Rsp> {
     state: State<Rsp>,
 }
@@ -36,6 +39,13 @@ impl<Rsp> SharedResponseFuture<Rsp> {
     pub(crate) fn waiting(reply: oneshot::Receiver<Result<BoxResponseFuture<Rsp>, BalanceError>>) -> Self {
         Self {
             state: State::Waiting(reply),
+        }
+    }
+
+    /// Called in the caller's task: only the endpoint's response is left.
+    pub(crate) fn sent(future: BoxResponseFuture<Rsp>) -> Self {
+        Self {
+            state: State::Sent(future),
         }
     }
 

@@ -5,19 +5,25 @@
 //! `poll_ready` error as final (tower's contract, tower issue 43): after the
 //! first [`BalanceError::NoEndpoints`] every later call fails, even once
 //! the replicas are back. A [`SharedBalancer`] is built the same way (a
-//! driver task owns the balancer; handles send it requests over a bounded
-//! queue) with two differences: "no endpoint within the fail-fast timeout"
-//! is the error of each call made meanwhile, never of `poll_ready`, and the
-//! driver keeps the balancer's background work going while no request
-//! comes, so an endpoint that is ready again is noticed at once (tower
-//! issue 824).
+//! driver task runs the balancer; handles send it requests over a bounded
+//! queue) with three differences: "no endpoint within the fail-fast
+//! timeout" is the error of each call made meanwhile, never of
+//! `poll_ready`; the driver keeps the balancer's background work going
+//! while no request comes, so an endpoint that is ready again is noticed at
+//! once (tower issue 824); and a call that need not wait skips the queue
+//! (the `fast` module): the handle and the driver share the balancer behind
+//! a lock, and when no call is queued and an endpoint is ready, the handle
+//! calls the balancer itself, in the caller's task, without the two task
+//! wake-ups of a hop through the driver.
 
 mod driver;
+mod fast;
 mod future;
 
 use std::{
     fmt,
     future::Future,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -32,6 +38,7 @@ use crate::{Endpoint, EndpointChange};
 pub use future::SharedResponseFuture;
 
 use driver::{Driver, Message};
+use fast::{FastCall, FastPath, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -78,22 +85,36 @@ use driver::{Driver, Message};
 ///   requests wait there); while the queue is full it returns `Pending`,
 ///   which is the backpressure. It fails only with
 ///   [`BalanceError::Closed`], when the driver is gone: that is final.
+/// - `call` sends the request at once, in the caller's task, when no
+///   earlier call waits in the queue and an endpoint is ready (the place
+///   reserved in the queue is given back). Otherwise the request joins the
+///   queue, and the driver sends the queued requests in order as
+///   endpoints become ready: first come, first served. A `call` without a
+///   `Ready` from `poll_ready` before it sends nothing and its future fails
+///   with [`BalanceError::NotReady`].
 /// - Each call's future fails with [`BalanceError::NoEndpoints`] when the
 ///   balancer found no ready endpoint within its fail-fast timeout (the
-///   timeout runs from when the driver first waited, as in [`Balancer`],
+///   timeout runs from when the first call found none, as in [`Balancer`],
 ///   not per request, and calls fail at once after it until an endpoint is
 ///   ready again). The next call after an endpoint is ready succeeds.
 /// - Dropping a call's future cancels it: before the driver reaches it,
 ///   it is skipped, never sent; after, the endpoint's future is dropped.
 /// - When the last handle is dropped (clones included), the driver ends
 ///   once the queued requests are answered, and drops the balancer with its
-///   connections.
+///   connections. A driver that is dropped early (its task aborted, or a
+///   panic while the balancer was in use) drops it too, and every handle
+///   answers [`BalanceError::Closed`] from then on.
 ///
-/// Cost per call over a [`Balancer`] used directly: one message through a
-/// tokio channel, one `oneshot` back, and one boxed response future (which
-/// the caller's task polls, as with `Buffer`).
+/// Cost per call over a [`Balancer`] used directly, when an endpoint is
+/// ready: a place reserved in the queue and given back, one uncontended
+/// lock, and one boxed response future. Calls that wait go through the
+/// driver: one message through a tokio channel and one `oneshot` back, as
+/// with `Buffer`.
 pub struct SharedBalancer<Req, Rsp> {
     requests: PollSender<Message<Req, Rsp>>,
+    balancer: Arc<dyn FastPath<Req, Rsp>>,
+    /// `poll_ready` reserved a place in the queue and no `call` used it.
+    reserved: bool,
 }
 
 impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
@@ -102,6 +123,8 @@ impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
     fn clone(&self) -> Self {
         Self {
             requests: self.requests.clone(),
+            balancer: Arc::clone(&self.balancer),
+            reserved: false,
         }
     }
 }
@@ -122,18 +145,38 @@ where
     type Future = SharedResponseFuture<Rsp>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        self.requests
+        // A place in the queue even for a call that will skip it: whether
+        // it can is known only in `call`, under the balancer's lock, and a
+        // call that cannot must not wait for a place then.
+        let ready = self
+            .requests
             .poll_reserve(cx)
-            .map_err(|_closed| BalanceError::Closed)
+            .map_err(|_closed| BalanceError::Closed);
+        self.reserved = matches!(ready, Poll::Ready(Ok(())));
+        ready
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        if !std::mem::take(&mut self.reserved) {
+            // No `Ready` from `poll_ready` first: a broken `Service` contract.
+            return SharedResponseFuture::failed(BalanceError::NotReady);
+        }
+        let request = match self.balancer.try_call(request) {
+            FastCall::Sent(future) => {
+                self.requests.abort_send();
+                return SharedResponseFuture::sent(future);
+            }
+            FastCall::Failed(error) => {
+                self.requests.abort_send();
+                return SharedResponseFuture::failed(error);
+            }
+            FastCall::Queue(request) => request,
+        };
         let (respond, reply) = oneshot::channel();
         match self.requests.send_item(Message { request, respond }) {
             Ok(()) => SharedResponseFuture::waiting(reply),
-            Err(_) if self.requests.is_closed() => SharedResponseFuture::failed(BalanceError::Closed),
-            // No place reserved by `poll_ready`: a broken `Service` contract.
-            Err(_) => SharedResponseFuture::failed(BalanceError::NotReady),
+            // Closed since `poll_ready`: the driver is gone.
+            Err(_) => SharedResponseFuture::failed(BalanceError::Closed),
         }
     }
 }
@@ -208,9 +251,12 @@ where
         Req: Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(self.queue_capacity);
+        let balancer = Arc::new(Shared::new(self));
         let shared = SharedBalancer {
             requests: PollSender::new(sender),
+            balancer: Arc::clone(&balancer) as Arc<dyn FastPath<_, _>>,
+            reserved: false,
         };
-        (shared, Driver::new(self, receiver))
+        (shared, Driver::new(balancer, receiver))
     }
 }
