@@ -2,8 +2,9 @@
 //! announces the address it bound and answers there; a shutdown refuses new
 //! connections at once and lets a request in flight finish inside the grace
 //! period, and one that outlives it is cut with its instance; a crashed
-//! child comes back on a fresh listener with a fresh router; a bind failure
-//! is the child's exit error.
+//! child comes back on a fresh listener with a fresh router, and so does
+//! one that failed itself (`ChildContext::fail`); a bind failure is the
+//! child's exit error.
 //!
 //! Real sockets need real time, so nothing here asserts a duration: every
 //! wait is bounded by `WAIT`, far longer than any step needs.
@@ -230,6 +231,38 @@ async fn a_crashed_served_child_is_restarted_on_a_fresh_listener() {
     if second != first {
         assert!(tokio::net::TcpStream::connect(first).await.is_err());
     }
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown ends")
+        .expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_served_child_that_fails_itself_exits_failed_and_is_restarted() {
+    // Transient: restarted only after an abnormal exit, which `fail` is.
+    let child = ChildSpec::serve_http("web", |ctx| {
+        let ctx = ctx.clone();
+        generation_router(&ctx).route(
+            "/crash",
+            get(move || async move {
+                ctx.fail("asked to crash");
+                StatusCode::ACCEPTED
+            }),
+        )
+    })
+    .restart(RestartType::Transient);
+    let (handle, mut events) = start(child);
+    let first = ready_at(&mut events, 0).await;
+    assert_eq!(get_text(first, "/crash").await.0, StatusCode::ACCEPTED);
+    let (_, exit) = wait_for(&mut events, WAIT, support::is_exit).await;
+    assert_eq!(
+        exit.kind,
+        EventKind::Exited {
+            reason: ExitReason::Failed("asked to crash".into())
+        }
+    );
+    let second = ready_at(&mut events, 1).await;
+    assert_eq!(get_text(second, "/generation").await.1, "1");
     tokio::time::timeout(WAIT, handle.shutdown())
         .await
         .expect("shutdown ends")

@@ -12,6 +12,8 @@ use crate::InstanceId;
 #[derive(Debug, Default)]
 pub(crate) struct InstanceShared {
     pub(crate) address: OnceLock<SocketAddr>,
+    /// Set by [`ChildContext::fail`]: the reason this incarnation ends as a crash.
+    pub(crate) failure: OnceLock<Arc<str>>,
 }
 
 /// Given to every task child when it starts.
@@ -92,5 +94,42 @@ impl ChildContext {
         if self.shared.address.set(address).is_ok() {
             (self.on_announce)(address);
         }
+    }
+
+    /// Ends this incarnation as a crash, from anywhere that holds its
+    /// context: a request handler of a served child, a helper task.
+    ///
+    /// A child whose future can return an error does not need it; a child
+    /// whose future only ends when asked to (a served axum or tonic child)
+    /// does. The child is asked to stop as by the supervisor
+    /// ([`cancelled`](Self::cancelled) resolves, a served child drains),
+    /// and however its future then ends, short of a panic, the exit is
+    /// [`ExitReason::Failed`](crate::ExitReason::Failed) with `reason`:
+    /// the restart policy, the restart intensity and the crash counter
+    /// treat it as a crash. Only the first call of an incarnation counts.
+    ///
+    /// ```
+    /// use orch_core::{ChildContext, ChildSpec};
+    ///
+    /// // A child that gives up when it finds its state corrupt.
+    /// let spec = ChildSpec::task("worker", |ctx: ChildContext| async move {
+    ///     let corrupt = true;
+    ///     if corrupt {
+    ///         ctx.fail("state is corrupt");
+    ///     }
+    ///     ctx.cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// # let _ = spec;
+    /// ```
+    pub fn fail(&self, reason: impl Into<String>) {
+        let reason: String = reason.into();
+        let _first = self.shared.failure.set(reason.into());
+        self.cancel.cancel();
+    }
+
+    /// The reason given to [`fail`](Self::fail), if it was called.
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.shared.failure.get().cloned()
     }
 }

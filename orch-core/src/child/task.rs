@@ -30,14 +30,20 @@ where
 
 /// Runs one incarnation to its end.
 pub(crate) async fn run_task(factory: TaskFactory, ctx: ChildContext) -> ExitReason {
-    let stopping = ctx.token().clone();
+    let watch = ctx.clone();
     // The factory itself runs user code, so its panics are caught too.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| factory(ctx))) {
         Ok(fut) => fut,
         Err(panic) => return ExitReason::Panicked(panic_message(&*panic).into()),
     };
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(Ok(())) if stopping.is_cancelled() => ExitReason::Stopped,
+    let result = AssertUnwindSafe(fut).catch_unwind().await;
+    // A child that failed itself was asked to stop by its own hand: its
+    // reason beats the `Ok` or the error its future ended with.
+    if let (Ok(_), Some(reason)) = (&result, watch.failure()) {
+        return ExitReason::Failed(reason);
+    }
+    match result {
+        Ok(Ok(())) if watch.is_cancelled() => ExitReason::Stopped,
         Ok(Ok(())) => ExitReason::Normal,
         Ok(Err(e)) => ExitReason::Failed(e.to_string().into()),
         Err(panic) => ExitReason::Panicked(panic_message(&*panic).into()),
