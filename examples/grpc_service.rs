@@ -143,8 +143,8 @@ struct Backend {
 struct Replica {
     /// `app/payments-0 (generation 1)`: what `served_by` says.
     name: String,
-    /// The incarnation's stop token, the one its served loop watches.
-    stop: CancellationToken,
+    /// The incarnation's context, through which it fails itself.
+    ctx: ChildContext,
     crashed: CancellationToken,
 }
 
@@ -153,7 +153,7 @@ impl Backend {
     fn routes(self: &Arc<Self>, ctx: &ChildContext) -> Routes {
         let replica = Arc::new(Replica {
             name: format!("{} (generation {})", ctx.id(), ctx.generation()),
-            stop: ctx.token().clone(),
+            ctx: ctx.clone(),
             crashed: CancellationToken::new(),
         });
         if let Ok(mut replicas) = self.replicas.lock() {
@@ -178,11 +178,10 @@ impl Backend {
         let Some(replica) = replica else { return false };
         // A crashed process's calls in flight are cut and its listener is
         // gone. In one process the replica does both itself: its handlers
-        // fail their calls, and it ends its incarnation through its stop
-        // token (a served child has no other way to end itself), which
-        // closes the listener at once.
+        // fail their calls, and `fail` ends the incarnation as a crash,
+        // which closes the listener at once.
         replica.crashed.cancel();
-        replica.stop.cancel();
+        replica.ctx.fail("the replica crashed");
         true
     }
 
@@ -368,12 +367,10 @@ fn watch_events(handle: &SupervisorHandle) -> tokio::task::JoinHandle<Events> {
                     EventKind::Restarting { .. } => seen.restarts += 1,
                     // A shutdown or scale-down ends in `Stopped` events;
                     // `Exited` is an instance that ended by itself, or was
-                    // killed for a failed probe. (orch gives the crash's
-                    // reason as "stopped by the supervisor": an instance
-                    // that ends through its own stop token reads as stopped.)
-                    EventKind::Exited { .. } => {
+                    // killed for a failed probe.
+                    EventKind::Exited { reason } => {
                         seen.exits += 1;
-                        println!("--- {} exited; the supervisor restarts it", event.id);
+                        println!("--- {} exited ({reason}); the supervisor restarts it", event.id);
                     }
                     EventKind::Ready { .. } if event.generation > 0 => {
                         println!(
