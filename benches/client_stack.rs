@@ -2,22 +2,28 @@
 //! (balancer + circuit breaker + retry + timeouts) cost anything a caller
 //! would notice next to the network?
 //!
-//! Three replicas of a tiny server run in this process on 127.0.0.1, once
-//! as HTTP/1.1 (axum, called with hyper-util's pooled client) and once as
-//! gRPC over HTTP/2 (tonic, the examples' `Payments` service). Each client
-//! sends the same requests at concurrency 1 and 64:
+//! Tiny servers run in this process on 127.0.0.1, as HTTP/1.1 (axum,
+//! called with hyper-util's pooled client) and as gRPC over HTTP/2 (tonic,
+//! the examples' `Payments` service), once as one server and once as three
+//! replicas. Each client sends the same requests at concurrency 1 and 64:
 //!
-//! - `direct`: the same client calling one server, nothing in between;
-//! - `orch`: the replicas' endpoints → orch's balancer (P2C peak-EWMA,
+//! - `direct`: the same client calling the server (or taking the three
+//!   replicas in turn), nothing in between: the baseline;
+//! - `orch`: the servers' endpoints → orch's balancer (P2C peak-EWMA,
 //!   shared handle) with orch's hyper or tonic connector → the resilience
-//!   stack from its `http()` or `grpc()` preset (overall and attempt
-//!   timeouts, retry with its budget, circuit breaker);
+//!   stack from its `http()` or `grpc()` preset (retry with its budget,
+//!   circuit breaker, attempt timeout);
 //! - `tower`: `tower::balance::p2c` over `PeakEwma` services of the same
 //!   clients, behind `tower::buffer::Buffer` (tower's way to share a
 //!   balancer), with `tower::retry` (two retries of 5xx and errors) and
 //!   `tower::timeout` per attempt. For gRPC, tower's retry cannot replay a
 //!   `tonic::body::Body`, so its policy declines to clone the request; the
 //!   layer's cost is still paid.
+//!
+//! With one server, the balancer has one endpoint: the lines measure what
+//! the client stack adds to a call. With three, `direct` pays for spreading
+//! calls over three connections too (on two worker threads that is most of
+//! the cost at concurrency 1), so each line compares like with like.
 //!
 //! Every round runs every contender once, in a rotating order, so that
 //! they share the machine's noise; the table shows per contender the
@@ -51,11 +57,13 @@ fn main() {
         .expect("a tokio runtime");
     runtime.block_on(async {
         let mut table = Table::default();
-        for concurrency in [1, 64] {
-            let http = loopback::http_contenders().await;
-            measure(&mut table, "http/1.1", concurrency, requests, rounds, &http).await;
-            let grpc = loopback::grpc_contenders().await;
-            measure(&mut table, "grpc", concurrency, requests, rounds, &grpc).await;
+        for (replicas, http, grpc) in [(1, "http/1.1 ×1", "grpc ×1"), (3, "http/1.1 ×3", "grpc ×3")] {
+            for concurrency in [1, 64] {
+                let contenders = loopback::http_contenders(replicas).await;
+                measure(&mut table, http, concurrency, requests, rounds, &contenders).await;
+                let contenders = loopback::grpc_contenders(replicas).await;
+                measure(&mut table, grpc, concurrency, requests, rounds, &contenders).await;
+            }
         }
         table.print();
     });

@@ -35,9 +35,6 @@ use payments::{
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-/// Replicas per protocol.
-const REPLICAS: usize = 3;
-
 /// One client under test: a name and a way to make one call.
 #[derive(Clone)]
 pub struct Contender {
@@ -120,18 +117,22 @@ async fn read_http(response: Response<hyper::body::Incoming>) -> Result<(), BoxE
     Ok(())
 }
 
-pub async fn http_contenders() -> Vec<Contender> {
+/// The HTTP/1.1 contenders over `replicas` servers: `direct` takes them in
+/// turn with a plain pooled client, `orch` and `tower` balance over them.
+pub async fn http_contenders(replicas: usize) -> Vec<Contender> {
     let mut addrs = Vec::new();
-    for _ in 0..REPLICAS {
+    for _ in 0..replicas {
         addrs.push(http_server().await);
     }
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     let direct = {
         let client = client.clone();
-        let authority = addrs[0].to_string();
+        let authorities: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let next = AtomicUsize::new(0);
         Contender::new("direct", move |_| {
-            let response = client.request(http_request(&authority));
+            let turn = next.fetch_add(1, Ordering::Relaxed) % authorities.len();
+            let response = client.request(http_request(&authorities[turn]));
             async move { read_http(response.await?).await }
         })
     };
@@ -164,7 +165,6 @@ fn orch_http(addrs: &[SocketAddr]) -> Contender {
     let balancer = Balancer::new(endpoints(addrs), HyperConnector::new()).into_shared();
     let stack = ResilienceLayer::builder()
         .classifier(HttpClassifier::default())
-        .overall_timeout(Duration::from_secs(3))
         .retry(RetryConfig::default().max_attempts(3))
         .circuit_breaker(CircuitBreakerConfig::default().name("bench"))
         .attempt_timeout(Duration::from_secs(1))
@@ -265,9 +265,11 @@ fn charge(i: u64) -> ChargeRequest {
     }
 }
 
-pub async fn grpc_contenders() -> Vec<Contender> {
+/// The gRPC contenders over `replicas` servers: `direct` takes one
+/// `Channel` per server in turn, `orch` and `tower` balance over them.
+pub async fn grpc_contenders(replicas: usize) -> Vec<Contender> {
     let mut addrs = Vec::new();
-    for _ in 0..REPLICAS {
+    for _ in 0..replicas {
         addrs.push(grpc_server().await);
     }
     let channel = |addr: SocketAddr| async move {
@@ -277,15 +279,19 @@ pub async fn grpc_contenders() -> Vec<Contender> {
             .await
             .expect("the replica accepts connections")
     };
-
-    let direct = {
-        let client = PaymentsClient::new(channel(addrs[0]).await);
-        Contender::new("direct", move |i| charge_with(client.clone(), i))
-    };
     let mut channels = Vec::new();
     for addr in &addrs {
         channels.push(channel(*addr).await);
     }
+
+    let direct = {
+        let clients: Vec<_> = channels.iter().cloned().map(PaymentsClient::new).collect();
+        let next = AtomicUsize::new(0);
+        Contender::new("direct", move |i| {
+            let turn = next.fetch_add(1, Ordering::Relaxed) % clients.len();
+            charge_with(clients[turn].clone(), i)
+        })
+    };
     vec![direct, orch_grpc(&addrs), tower_grpc(channels)]
 }
 
@@ -301,7 +307,6 @@ fn orch_grpc(addrs: &[SocketAddr]) -> Contender {
     let balancer = Balancer::new(endpoints(addrs), connector).into_shared();
     // Every charge in the benchmark is safe to repeat.
     let stack = ResilienceLayer::grpc(AlwaysSafe)
-        .overall_timeout(Duration::from_secs(3))
         .retry(RetryConfig::default().max_attempts(3))
         .circuit_breaker(CircuitBreakerConfig::default().name("bench-grpc"))
         .attempt_timeout(Duration::from_secs(1))
