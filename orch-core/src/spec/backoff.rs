@@ -3,7 +3,7 @@
 //! The delays come from [`backon`], the maintained backoff library this
 //! workspace builds every backoff on. Users of the unmaintained `backoff`
 //! crate can plug theirs in with the `backoff` cargo feature
-//! ([`LegacyBackoff`]).
+//! (`LegacyBackoff`, which exists only with that feature).
 
 use std::fmt;
 use std::time::Duration;
