@@ -339,11 +339,7 @@ async fn run_load(
 
 /// Waits (at most 20 s) until the registry holds `n` endpoints.
 async fn wait_for_replicas(registry: &Registry, n: usize) -> Result<(), BoxError> {
-    let wait = async {
-        while registry.snapshot().len() != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
+    let wait = registry.wait_until(move |endpoints| endpoints.len() == n);
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .map_err(|_| "replicas never became ready")?;

@@ -158,13 +158,9 @@ fn api_client(
     Ok(stack.layer(shared))
 }
 
-/// The endpoints in the registry, by id.
-fn endpoints(registry: &Registry) -> BTreeMap<EndpointId, SocketAddr> {
-    registry
-        .snapshot()
-        .into_iter()
-        .map(|e| (e.id().clone(), e.address()))
-        .collect()
+/// The endpoints, by id.
+fn by_id(endpoints: &[Endpoint]) -> BTreeMap<EndpointId, SocketAddr> {
+    endpoints.iter().map(|e| (e.id().clone(), e.address())).collect()
 }
 
 /// Waits (at most 20 s) until the registry's endpoints satisfy `pred`.
@@ -172,17 +168,9 @@ async fn wait_endpoints(
     registry: &Registry,
     pred: impl Fn(&BTreeMap<EndpointId, SocketAddr>) -> bool,
 ) -> BTreeMap<EndpointId, SocketAddr> {
-    let wait = async {
-        loop {
-            let now = endpoints(registry);
-            if pred(&now) {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
+    let wait = registry.wait_until(move |endpoints| pred(&by_id(endpoints)));
     match tokio::time::timeout(Duration::from_secs(20), wait).await {
-        Ok(found) => found,
+        Ok(found) => by_id(&found),
         Err(_) => panic!("the registry never reached the expected state"),
     }
 }
