@@ -20,7 +20,8 @@
 //!   passive health (outlier detection on), whose per-request cost is
 //!   recording each outcome.
 //! - `clock`: one read of each clock the balancer can use, which decided
-//!   the default ([`ClockSource::Tsc`](orch::discovery::balance::ClockSource)).
+//!   the default outside paused-time tests (the TSC; see
+//!   [`ClockSource::Auto`](orch::discovery::balance::ClockSource::Auto)).
 //!   Our dev-dependencies compile tokio with `test-util`, so
 //!   `tokio::time::Instant::now` checks for a paused clock first.
 //!

@@ -602,6 +602,44 @@ async fn http_5xx_and_grpc_unavailable_count_as_failures() {
     }
 }
 
+// ===== the clock =====
+
+/// A user's paused-time test of a service over a default balancer sees
+/// the latencies it scripts: the default clock follows tokio's paused
+/// time. On the TSC both endpoints would look equally fast (paused sleeps
+/// take no real time), and requests in flight would split about evenly.
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_measures_paused_time() {
+    let connect = connect_fn(|e: &Endpoint| {
+        let id = e.id().to_string();
+        let latency = Duration::from_millis(if id == "slow" { 100 } else { 1 });
+        service_fn(move |(): ()| {
+            let id = id.clone();
+            async move {
+                tokio::time::sleep(latency).await;
+                Ok::<_, Infallible>(id)
+            }
+        })
+    });
+    let changes = stream::iter([insert("fast", 1), insert("slow", 2)]).chain(stream::pending());
+    // Only the decay is shortened, so the estimates settle within the test.
+    let algorithm = Algorithm::peak_ewma().decay(Duration::from_millis(100));
+    let config = BalancerConfig::default().algorithm(algorithm).seed(3);
+    let mut balancer = Balancer::with_config(&config, changes, connect).unwrap();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    // Waves of ten concurrent requests, so load decides where estimates tie.
+    for _ in 0..20 {
+        let mut wave = Vec::new();
+        for _ in 0..10 {
+            wave.push(balancer.ready().await.unwrap().call(()));
+        }
+        for id in futures_util::future::join_all(wave).await {
+            *counts.entry(id.unwrap()).or_default() += 1;
+        }
+    }
+    assert!(count(&counts, "slow") < 30, "{counts:?}");
+}
+
 // ===== metrics =====
 
 #[tokio::test(start_paused = true)]

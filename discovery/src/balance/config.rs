@@ -64,8 +64,9 @@ pub struct BalancerConfig {
     /// How long a broken endpoint (failed connect, `poll_ready` error) waits
     /// before it is connected again.
     pub reconnect: ReconnectBackoff,
-    /// Which clock measures latency. Default [`ClockSource::Tsc`]; see
-    /// [`ClockSource`] for the measured costs.
+    /// Which clock measures latency. Default [`ClockSource::Auto`]: tokio's
+    /// clock when it is paused where the balancer is built (tests), the TSC
+    /// otherwise; see [`ClockSource`] for why and for the measured costs.
     pub clock: ClockSource,
     /// Seeds the balancer's random numbers, for reproducible picks in tests.
     /// Default `None`: a fresh random seed per balancer.
@@ -661,7 +662,7 @@ mod tests {
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["failfast_timeout"], "3s");
         assert_eq!(json["algorithm"]["type"], "pending_requests");
-        assert_eq!(json["clock"], "tsc");
+        assert_eq!(json["clock"], "auto");
         let back: BalancerConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, config);
         assert!(serde_json::from_str::<BalancerConfig>(r#"{"nmae": "x"}"#).is_err());

@@ -141,16 +141,14 @@ mod classify;
 mod clock;
 mod config;
 mod connect;
+pub(crate) mod endpoints;
 mod error;
 mod future;
-mod health;
 mod key;
 mod metrics;
-mod rng;
-mod set;
+pub(crate) mod rng;
 mod shared;
-mod state;
-mod strategy;
+pub(crate) mod state;
 mod wake;
 
 use std::{
@@ -179,14 +177,13 @@ pub use key::{HeaderKey, NoKey, RequestKey};
 pub use shared::{SharedBalancer, SharedResponseFuture};
 
 use clock::Clock;
+use endpoints::{EndpointSet, MAX_CHANGES_PER_POLL};
 use future::Tracker;
 use rng::Rng;
-use set::{EndpointSet, MAX_CHANGES_PER_POLL};
 use state::Now;
-use strategy::Strategy;
 use wake::WakeFlag;
 
-use crate::{Endpoint, EndpointChange};
+use crate::{Endpoint, EndpointChange, pick::Picker};
 
 /// Sends each request to one of the endpoints discovery knows, chosen by
 /// the power of two choices over their load.
@@ -225,7 +222,7 @@ where
     changes: Option<D>,
     connector: M,
     set: EndpointSet<M::Response, M::Future>,
-    strategy: Strategy,
+    picker: Picker,
     classifier: K,
     hasher: H,
     clock: Clock,
@@ -260,14 +257,14 @@ enum FailFast {
 /// fail-fast arm theirs again and again, and a boxed `Sleep` per arm would
 /// allocate each time.
 #[derive(Default)]
-struct Timer(Option<Pin<Box<Sleep>>>);
+pub(crate) struct Timer(Option<Pin<Box<Sleep>>>);
 
 impl Timer {
     /// Polls the timer for `deadline`. It is reset only when the deadline
     /// moved: a reset re-registers with the time driver, and polling an
     /// unchanged deadline (one that already passed included) gives the same
     /// answer without it.
-    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
         let timer = self
             .0
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -306,7 +303,7 @@ where
             changes: Some(changes),
             connector,
             set: EndpointSet::new(config, clock.clone(), Arc::clone(&wake))?,
-            strategy: Strategy::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
+            picker: Picker::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
             classifier: ErrorsAreFailures,
             hasher: NoKey,
             clock,
@@ -379,7 +376,7 @@ where
             changes: self.changes,
             connector: self.connector,
             set: self.set,
-            strategy: self.strategy,
+            picker: self.picker,
             classifier,
             hasher,
             clock: self.clock,
@@ -476,7 +473,7 @@ where
             self.set.end_batch(complete);
         }
         self.set.sync_members();
-        self.set.poll_waiting(&mut cx);
+        self.set.poll_backoff(&mut cx);
         self.set
             .start_connects(&mut self.connector, &mut cx, &mut self.rng);
         self.set.poll_connecting(&mut cx, &mut self.rng);
@@ -581,7 +578,7 @@ where
         if let Some(pos) = self.last_called.take() {
             // Polled with the endpoint's own waker, which drives the
             // background work: if it is not ready, it joins the not-ready
-            // set; if it breaks later, it is asked again (`set/recheck.rs`).
+            // set; if it breaks later, it is asked again (`endpoints/recheck.rs`).
             self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {
@@ -609,10 +606,9 @@ where
             return ResponseFuture::failed(BalanceError::NotReady);
         }
         let mut now = Now::lazy(&self.clock);
-        let slots = self.set.ready_slots();
         let hasher = &self.hasher;
         let key = || hasher.key_hash(&request);
-        let Some(pos) = self.strategy.pick(&slots, key, &mut self.rng, &mut now) else {
+        let Some(pos) = self.picker.pick(&self.set.view(), key, &mut self.rng, &mut now) else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         // Peak-EWMA: the reading the pick used (or a fresh one) is when the
@@ -710,15 +706,18 @@ mod tests {
     }
 
     fn eject<D, M: Service<Endpoint>, K>(balancer: &Balancer<D, M, K>, pos: usize, available: bool) {
-        let slots = balancer.set.ready_slots();
-        slots.slot(pos).unwrap().state.set_available(available);
+        let ready = balancer.set.view();
+        ready.slot(pos).unwrap().state.set_available(available);
     }
 
     #[tokio::test]
     async fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
         let mut balancer = balancer(&["a", "b", "c"]);
         send(&mut balancer);
-        let ejected = balancer.set.ready_id(0).unwrap().to_string();
+        let ready = balancer.set.view();
+        let ejected = ready.members[ready.slot(0).unwrap().member as usize]
+            .id
+            .to_string();
         eject(&balancer, 0, false);
         let mut counts: HashMap<String, usize> = HashMap::new();
         for _ in 0..3_000 {

@@ -57,6 +57,8 @@ pub(crate) struct Outcome {
 pub(crate) enum LoadModel {
     /// Peak-EWMA response time, in nanoseconds.
     PeakEwma {
+        /// The estimate of an endpoint with no responses yet, in ns.
+        default_rtt_ns: f64,
         /// `1 / decay` per clock tick, so a decay is a multiplication.
         inv_decay: f64,
         /// Nanoseconds per clock tick.
@@ -75,19 +77,17 @@ pub(crate) enum LoadModel {
 }
 
 impl LoadModel {
-    /// The model and its starting estimate for `algorithm`, on `clock`.
-    pub(crate) fn for_algorithm(algorithm: &Algorithm, clock: &Clock) -> (Self, f64) {
+    /// The model for `algorithm`, on `clock`.
+    pub(crate) fn for_algorithm(algorithm: &Algorithm, clock: &Clock) -> Self {
         let per_tick = clock.nanos_per_tick();
         match algorithm {
-            Algorithm::PeakEwma(ewma) => (
-                Self::PeakEwma {
-                    inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
-                    nanos_per_tick: per_tick,
-                    penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
-                    square_root: ewma.in_flight_bias == InFlightBias::SquareRoot,
-                },
-                duration_nanos(ewma.default_rtt) as f64,
-            ),
+            Algorithm::PeakEwma(ewma) => Self::PeakEwma {
+                default_rtt_ns: duration_nanos(ewma.default_rtt) as f64,
+                inv_decay: per_tick / duration_nanos(ewma.decay) as f64,
+                nanos_per_tick: per_tick,
+                penalty_ns: duration_nanos(ewma.failure_penalty) as f64,
+                square_root: ewma.in_flight_bias == InFlightBias::SquareRoot,
+            },
             Algorithm::PendingRequests(pending) => Self::pending(pending, per_tick),
             // Table pickers read no load, except Maglev for requests without
             // a key (P2C over requests in flight): the cheapest model, which
@@ -98,13 +98,10 @@ impl LoadModel {
         }
     }
 
-    fn pending(pending: &PendingRequestsConfig, per_tick: f64) -> (Self, f64) {
-        (
-            Self::Pending {
-                inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
-            },
-            0.0,
-        )
+    fn pending(pending: &PendingRequestsConfig, per_tick: f64) -> Self {
+        Self::Pending {
+            inv_decay: per_tick / duration_nanos(pending.failure_decay) as f64,
+        }
     }
 }
 
@@ -132,12 +129,16 @@ pub(crate) struct EndpointState {
 
 impl EndpointState {
     /// A fresh state: the default RTT (peak-EWMA) or no failures (pending).
-    pub(crate) fn new(model: LoadModel, initial_estimate: f64, clock: Clock) -> Arc<Self> {
+    pub(crate) fn new(model: LoadModel, clock: Clock) -> Arc<Self> {
         let stamp = clock.now();
+        let estimate = match model {
+            LoadModel::PeakEwma { default_rtt_ns, .. } => default_rtt_ns,
+            LoadModel::Pending { .. } => 0.0,
+        };
         Arc::new(Self {
             model,
             clock,
-            estimate: AtomicU64::new(initial_estimate.to_bits()),
+            estimate: AtomicU64::new(estimate.to_bits()),
             stamp: AtomicU64::new(stamp),
             available: AtomicBool::new(true),
             health: OnceLock::new(),
@@ -162,18 +163,6 @@ impl EndpointState {
         if let Some(link) = other.health.get() {
             self.attach_health(&link.stats, &link.balancer);
         }
-    }
-
-    /// Whether a request must read the clock when sent and completed.
-    #[cfg(test)]
-    pub(crate) fn measures_latency(&self) -> bool {
-        matches!(self.model, LoadModel::PeakEwma { .. })
-    }
-
-    /// The clock latencies are measured with.
-    #[cfg(test)]
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
     }
 
     /// False while the endpoint is ejected and the balancer is not in
@@ -288,12 +277,6 @@ impl EndpointState {
         self.estimate.store(next.to_bits(), Relaxed);
         self.stamp.store(now, Relaxed);
     }
-
-    /// The stored estimate and its age in ns at `now`, for tests.
-    #[cfg(test)]
-    pub(crate) fn estimate(&self) -> f64 {
-        f64::from_bits(self.estimate.load(Relaxed))
-    }
 }
 
 /// Where an endpoint's outcomes go besides its load.
@@ -364,6 +347,20 @@ mod tests {
     use super::*;
     use crate::balance::{clock::ClockSource, config::PeakEwmaConfig};
 
+    impl EndpointState {
+        fn measures_latency(&self) -> bool {
+            matches!(self.model, LoadModel::PeakEwma { .. })
+        }
+
+        fn clock(&self) -> &Clock {
+            &self.clock
+        }
+
+        fn estimate(&self) -> f64 {
+            f64::from_bits(self.estimate.load(Relaxed))
+        }
+    }
+
     const MS: f64 = 1_000_000.0;
 
     fn ewma() -> Arc<EndpointState> {
@@ -377,8 +374,7 @@ mod tests {
                 .in_flight_bias(bias),
         );
         let clock = Clock::start(ClockSource::Tokio);
-        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
-        EndpointState::new(model, initial, clock)
+        EndpointState::new(LoadModel::for_algorithm(&algorithm, &clock), clock)
     }
 
     /// The cost with as many requests in flight as references beyond one.
@@ -452,8 +448,7 @@ mod tests {
             crate::balance::config::PendingRequestsConfig::default().failure_decay(Duration::from_secs(1)),
         );
         let clock = Clock::start(ClockSource::Tokio);
-        let (model, initial) = LoadModel::for_algorithm(&algorithm, &clock);
-        let state = EndpointState::new(model, initial, clock);
+        let state = EndpointState::new(LoadModel::for_algorithm(&algorithm, &clock), clock);
         assert!(!state.measures_latency());
         assert_eq!(cost(&state), 1.0);
         state.record(Outcome {

@@ -3,6 +3,10 @@
 use std::fmt;
 
 use crate::Weight;
+use crate::balance::{
+    endpoints::ReadyView,
+    rng::{Rng, below},
+};
 
 /// The longest cycle kept as a precomputed schedule (entries of 4 bytes:
 /// 256 KiB at most).
@@ -320,24 +324,6 @@ impl SmoothWrr {
             self.state = State::Live(stepper);
         }
     }
-
-    #[cfg(test)]
-    fn with_limits(mut self, schedule: u64, build_steps: u64) -> Self {
-        self.limits = Limits {
-            schedule,
-            build_steps,
-        };
-        self.stale = true;
-        self
-    }
-
-    #[cfg(test)]
-    fn is_scheduled(&mut self) -> bool {
-        if self.stale {
-            self.rebuild();
-        }
-        matches!(self.state, State::Schedule { .. })
-    }
 }
 
 impl fmt::Debug for SmoothWrr {
@@ -463,11 +449,99 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+// ===== the balancer's round robin =====
+
+/// [`Algorithm::RoundRobin`](crate::balance::Algorithm::RoundRobin): nginx's
+/// cycle over the balancer's members, by their table weights (slow start
+/// ramps them).
+///
+/// The cycle is built over every member, ready or not, and rebuilt only
+/// when membership or a table weight changes; a weight change keeps the
+/// position in the cycle. A member that is not ready, or ejected outside
+/// panic mode, is skipped with [`SmoothWrr::pick_where`]: its turn passes
+/// to the next in the cycle, so the others keep their exact shares.
+#[derive(Debug)]
+pub(crate) struct RoundRobin {
+    wrr: SmoothWrr,
+    /// The [`ReadyView::members_version`] the cycle was built for.
+    built_for: Option<u64>,
+    /// Where the cycle begins among equal weights: random per balancer, so
+    /// many clients built at once do not all start on the same endpoint.
+    start: u64,
+}
+
+impl RoundRobin {
+    /// An empty picker whose cycles begin at `start` (modulo the members).
+    pub(crate) fn new(start: u64) -> Self {
+        Self {
+            wrr: SmoothWrr::new([]),
+            built_for: None,
+            start,
+        }
+    }
+
+    /// The next ready position in the cycle that may be picked; any ready
+    /// one if none may (every ready endpoint ejected and panic mode off).
+    #[inline]
+    pub(crate) fn pick<S>(&mut self, ready: &ReadyView<'_, S>, rng: &mut Rng) -> Option<usize> {
+        if self.built_for != Some(ready.members_version) {
+            self.rebuild(ready);
+        }
+        let mut chosen = None;
+        let picked = self.wrr.pick_where(|member| {
+            chosen = ready.member_position(member);
+            chosen.is_some()
+        });
+        if picked.is_some() {
+            return chosen;
+        }
+        // Rare: every ready endpoint is ejected and panic mode is off.
+        let n = ready.len();
+        (n > 0).then(|| below(rng.next_u64() as u32, n))
+    }
+
+    #[cold]
+    fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
+        let members = ready.members;
+        if self.wrr.len() == members.len() {
+            // Same count: new weights (or the same count after an add and
+            // a remove) keep the position in the cycle.
+            for (index, member) in members.iter().enumerate() {
+                self.wrr.set_weight(index, member.table_weight);
+            }
+        } else {
+            self.wrr.set_weights(members.iter().map(|m| m.table_weight));
+            if !members.is_empty() {
+                self.wrr.set_start((self.start % members.len() as u64) as usize);
+            }
+        }
+        self.built_for = Some(ready.members_version);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    impl SmoothWrr {
+        fn with_limits(mut self, schedule: u64, build_steps: u64) -> Self {
+            self.limits = Limits {
+                schedule,
+                build_steps,
+            };
+            self.stale = true;
+            self
+        }
+
+        fn is_scheduled(&mut self) -> bool {
+            if self.stale {
+                self.rebuild();
+            }
+            matches!(self.state, State::Schedule { .. })
+        }
+    }
 
     fn weights(raw: &[u32]) -> Vec<Weight> {
         raw.iter().map(|&w| Weight::new(w).unwrap()).collect()

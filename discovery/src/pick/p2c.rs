@@ -1,4 +1,7 @@
-//! Power of two choices with weights.
+//! Power of two choices with weights: the balancer's
+//! [`Algorithm::PeakEwma`](crate::balance::Algorithm::PeakEwma) and
+//! [`Algorithm::PendingRequests`](crate::balance::Algorithm::PendingRequests),
+//! and Maglev's fallback for requests without a key.
 //!
 //! tower's P2C draws two endpoints uniformly and ignores weights (tower
 //! issue 696). Here the two candidates are drawn in proportion to weight
@@ -12,9 +15,8 @@
 //! candidates are two distinct endpoints drawn uniformly, as in tower.
 //! Slow start's ramped weights are weights like any other here.
 
-use super::ReadySlots;
+use crate::balance::endpoints::{ReadySlot, ReadyView};
 use crate::balance::rng::{Rng, below};
-use crate::balance::set::ReadySlot;
 use crate::balance::state::Now;
 
 /// The cost of a ready endpoint (see `EndpointState::cost`).
@@ -26,22 +28,22 @@ fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
 /// Power of two choices: the cheaper of two candidates.
 ///
 /// Always inlined: it is most of the default algorithm's path, and with two
-/// callers (the P2C strategy and Maglev's keyless fallback) the compiler
+/// callers (the P2C picker and Maglev's keyless fallback) the compiler
 /// otherwise kept it out of line, which cost a third of the balancer's
 /// overhead in `benches/balance.rs`.
 #[inline(always)]
-pub(super) fn p2c<S>(
+pub(crate) fn p2c<S>(
     sampler: &mut Sampler,
-    slots: &ReadySlots<'_, S>,
+    ready: &ReadyView<'_, S>,
     rng: &mut Rng,
     now: &mut Now<'_>,
 ) -> Option<usize> {
-    let n = slots.len();
+    let n = ready.len();
     if n <= 1 {
         return (n == 1).then_some(0);
     }
-    let (a, b) = sampler.two(slots, rng);
-    let chosen = match (slots.available(a), slots.available(b)) {
+    let (a, b) = sampler.two(ready, rng);
+    let chosen = match (ready.available(a), ready.available(b)) {
         (Some(_), _) if a == b => a,
         (Some(sa), Some(sb)) => {
             let (ca, cb) = (cost(sa, now), cost(sb, now));
@@ -51,7 +53,7 @@ pub(super) fn p2c<S>(
         }
         (Some(_), None) => a,
         (None, Some(_)) => b,
-        (None, None) => first_available(slots, rng).unwrap_or(a),
+        (None, None) => first_available(ready, rng).unwrap_or(a),
     };
     Some(chosen)
 }
@@ -59,12 +61,12 @@ pub(super) fn p2c<S>(
 /// Any available endpoint, scanning from a random start; `None` when all
 /// are ejected.
 #[cold]
-pub(super) fn first_available<S>(slots: &ReadySlots<'_, S>, rng: &mut Rng) -> Option<usize> {
-    let n = slots.len();
+fn first_available<S>(ready: &ReadyView<'_, S>, rng: &mut Rng) -> Option<usize> {
+    let n = ready.len();
     let start = below(rng.next_u64() as u32, n);
     (0..n)
         .map(|i| (start + i) % n)
-        .find(|&pos| slots.available(pos).is_some())
+        .find(|&pos| ready.available(pos).is_some())
 }
 
 /// Draws P2C candidates: uniformly and distinct for equal weights, by weight
@@ -74,7 +76,7 @@ pub(crate) struct Sampler {
     /// Vose alias table over ready positions: `(threshold, alias)`; column
     /// `i` yields `i` when a 32-bit coin is below the threshold, else `alias`.
     table: Vec<(u64, u32)>,
-    /// The [`ReadySlots::version`] the table was built for.
+    /// The [`ReadyView::version`] the table was built for.
     built_for: Option<u64>,
     // Scratch lists reused by rebuilds.
     small: Vec<(u32, f64)>,
@@ -84,10 +86,10 @@ pub(crate) struct Sampler {
 impl Sampler {
     /// Two candidate positions (`n ≥ 2`). Always inlined, as [`p2c`].
     #[inline(always)]
-    fn two<S>(&mut self, slots: &ReadySlots<'_, S>, rng: &mut Rng) -> (usize, usize) {
-        let n = slots.len();
+    fn two<S>(&mut self, ready: &ReadyView<'_, S>, rng: &mut Rng) -> (usize, usize) {
+        let n = ready.len();
         debug_assert!(n >= 2, "two candidates need two endpoints");
-        if slots.uniform {
+        if ready.uniform {
             let r = rng.next_u64();
             let a = below(r as u32, n);
             let b = below((r >> 32) as u32, n - 1);
@@ -95,8 +97,8 @@ impl Sampler {
             debug_assert_ne!(a, b, "uniform candidates are distinct");
             return (a, b);
         }
-        if self.built_for != Some(slots.version) {
-            self.rebuild(slots);
+        if self.built_for != Some(ready.version) {
+            self.rebuild(ready);
         }
         (self.draw(rng), self.draw(rng))
     }
@@ -115,9 +117,9 @@ impl Sampler {
     }
 
     /// Vose's alias method over the ready weights: O(n).
-    fn rebuild<S>(&mut self, slots: &ReadySlots<'_, S>) {
-        let n = slots.len();
-        let weight = |pos: usize| slots.slot(pos).map_or(0.0, |s| 1.0 / s.inv_weight);
+    fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
+        let n = ready.len();
+        let weight = |pos: usize| ready.slot(pos).map_or(0.0, |s| 1.0 / s.inv_weight);
         let total: f64 = (0..n).map(weight).sum();
         self.table.clear();
         self.table.resize(n, (1 << 32, 0));
@@ -146,7 +148,7 @@ impl Sampler {
         for (pos, _) in self.small.drain(..).chain(self.large.drain(..)) {
             self.table[pos as usize] = (1 << 32, pos);
         }
-        self.built_for = Some(slots.version);
+        self.built_for = Some(ready.version);
     }
 }
 
