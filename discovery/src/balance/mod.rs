@@ -20,8 +20,10 @@
 //! - **Weights.** Candidates are drawn in proportion to weight and compared
 //!   by load per unit of weight (tower ignores weights, tower issue 696).
 //! - **Failures are load.** A response the [`FailureClassifier`] calls a
-//!   failure (an error; with [`HttpFailures`] also 5xx, 429 and gRPC
-//!   `UNAVAILABLE`) raises its endpoint's load, so an endpoint that fails
+//!   failure (an error other than a malformed request; 5xx, 429 and gRPC
+//!   `UNAVAILABLE` in responses of the hyper and tonic connectors by
+//!   default, and of any `http::Response` with [`HttpFailures`]) raises its
+//!   endpoint's load, so an endpoint that fails
 //!   fast stops looking like the fastest one.
 //! - **Passive health.** Outlier ejection, a panic threshold and slow
 //!   start, as Envoy has them (see [below](#passive-health)).
@@ -102,8 +104,10 @@
 //! Like tower's `Balance`, a [`Balancer`] is a `Service` driven through
 //! `&mut self`. To share it between tasks, turn it into a
 //! [`SharedBalancer`] with [`Balancer::into_shared`]: a cheap `Clone`
-//! handle (`Send + Sync + 'static`) over a driver task that owns the
-//! balancer. Its `poll_ready` fails only when the driver is gone; "no
+//! handle (`Send + Sync + 'static`) that shares the balancer with a driver
+//! task. A call made while an endpoint is ready runs in the caller's task;
+//! otherwise it queues for the driver, which also follows discovery and
+//! the timers. Its `poll_ready` fails only when the driver is gone; "no
 //! endpoint within the fail-fast timeout" is the error of each call made
 //! meanwhile, and once an endpoint is ready again the next call succeeds.
 //! It fits wherever a tower client goes: under the resilience layers, or
