@@ -47,17 +47,13 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, mark: u8) {
-        self.calls += 1;
-        self.failures += u64::from(mark & FAILED);
-        self.slow += u64::from((mark & SLOW) >> 1);
-    }
-
-    fn remove(&mut self, mark: u8) {
-        debug_assert!(self.calls > 0, "removing a call from an empty window");
-        self.calls -= 1;
-        self.failures -= u64::from(mark & FAILED);
-        self.slow -= u64::from((mark & SLOW) >> 1);
+    /// One call with `mark`.
+    fn of(mark: u8) -> Self {
+        Self {
+            calls: 1,
+            failures: u64::from(mark & FAILED != 0),
+            slow: u64::from(mark & SLOW != 0),
+        }
     }
 
     fn merge(&mut self, other: Totals) {
@@ -120,13 +116,13 @@ impl CountRing {
         if self.len == size {
             // Full: the oldest call leaves as the new one takes its slot.
             let old = std::mem::replace(&mut self.slots[self.head], mark);
-            self.totals.remove(old);
+            self.totals.subtract(Totals::of(old));
             self.head = (self.head + 1) % size;
         } else {
             self.slots[(self.head + self.len) % size] = mark;
             self.len += 1;
         }
-        self.totals.add(mark);
+        self.totals.merge(Totals::of(mark));
     }
 
     fn is_full(&self) -> bool {
@@ -185,8 +181,8 @@ impl TimeRing {
     fn push(&mut self, mark: u8, now: u64) {
         self.advance(now);
         let n = self.buckets.len() as u64;
-        self.buckets[(self.newest % n) as usize].add(mark);
-        self.totals.add(mark);
+        self.buckets[(self.newest % n) as usize].merge(Totals::of(mark));
+        self.totals.merge(Totals::of(mark));
     }
 
     fn clear(&mut self) {
