@@ -97,12 +97,6 @@ impl<T> Sharded<T> {
     pub(crate) fn local(&self) -> &T {
         &self.items[shard_index(self.mask)]
     }
-
-    /// The value of the thread whose seed is `seed`.
-    #[inline(always)]
-    pub(crate) fn at(&self, seed: usize) -> &T {
-        &self.items[seed & self.mask]
-    }
 }
 
 impl<T> Deref for Sharded<T> {
@@ -139,12 +133,6 @@ impl<T> Lanes<T> {
     #[inline(always)]
     pub(crate) fn for_thread(&self) -> Arc<Lane<T>> {
         Arc::clone(self.0.local())
-    }
-
-    /// The value the lanes lead to.
-    pub(crate) fn value(&self) -> &T {
-        // `shard_count` is at least one.
-        &self.0[0]
     }
 }
 

@@ -1,7 +1,7 @@
-//! The breaker's `tower` service records through thread-local handles (a
-//! call admitted closed carries only the breaker's id): outcomes must land
-//! wherever the future completes, and a future that outlives its breaker
-//! must do no harm.
+//! The breaker's `tower` service records through the permit its response
+//! future owns (a clone of the admitting thread's lane): outcomes must land
+//! wherever the future completes, and a future that outlives every handle
+//! to its breaker must do no harm.
 #![allow(clippy::unwrap_used, reason = "tests unwrap")]
 
 use std::{
@@ -35,8 +35,8 @@ fn outcomes_of_futures_completed_on_other_threads_are_recorded() {
         .unwrap();
     let mut service = CircuitBreakerLayer::shared(breaker.clone()).layer(failing());
     let mut cx = Context::from_waker(Waker::noop());
-    // Four calls admitted here, completed on four fresh threads: each thread
-    // meets the breaker for the first time through the registry.
+    // Four calls admitted here, completed on four fresh threads: each
+    // outcome goes into the shard of the thread that completes the call.
     for _ in 0..4 {
         assert!(service.poll_ready(&mut cx).is_ready());
         let future = service.call(1);

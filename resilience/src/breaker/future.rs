@@ -1,3 +1,5 @@
+//! The response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+
 use std::{
     future::Future,
     pin::Pin,
@@ -6,7 +8,7 @@ use std::{
 
 use pin_project_lite::pin_project;
 
-use super::CallPermit;
+use super::OwnedBreakerPermit;
 use crate::{
     classify::Classify,
     error::{BoxError, ResilienceError},
@@ -14,8 +16,8 @@ use crate::{
 
 pin_project! {
     /// The response future of [`CircuitBreakerService`](super::CircuitBreakerService):
-    /// either the inner call, whose classified outcome it records when it
-    /// completes, or an immediate rejection.
+    /// either the inner call, whose classified outcome it records on its
+    /// permit when it completes, or an immediate rejection.
     ///
     /// Dropping it before completion records nothing (and gives a half-open
     /// trial slot back).
@@ -25,43 +27,41 @@ pin_project! {
     /// When polled again after it completed with a rejection.
     pub struct ResponseFuture<F, C> {
         #[pin]
-        kind: Kind<F, C>,
+        state: State<F, C>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F, C> {
+    #[project = StateProj]
+    enum State<F, C> {
+        /// The inner service was called; the permit holds the breaker.
         Called {
             #[pin]
             future: F,
-            permit: Option<CallPermit>,
+            permit: OwnedBreakerPermit,
             classifier: C,
         },
-        // Boxed: dropping an error in place would hand the future's address
-        // to the error's drop glue, which keeps every future in memory.
+        /// The breaker rejected the call, which fails at the first poll.
         Rejected {
-            error: Option<Box<ResilienceError>>,
+            error: Option<ResilienceError>,
         },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    #[inline]
-    pub(super) fn called(future: F, permit: CallPermit, classifier: C) -> Self {
+    pub(super) fn called(future: F, permit: OwnedBreakerPermit, classifier: C) -> Self {
         Self {
-            kind: Kind::Called {
+            state: State::Called {
                 future,
-                permit: Some(permit),
+                permit,
                 classifier,
             },
         }
     }
 
-    #[cold]
-    pub(super) fn rejected(error: Box<ResilienceError>) -> Self {
+    pub(super) fn rejected(error: ResilienceError) -> Self {
         Self {
-            kind: Kind::Rejected { error: Some(error) },
+            state: State::Rejected { error: Some(error) },
         }
     }
 }
@@ -74,41 +74,30 @@ where
 {
     type Output = Result<T, ResilienceError>;
 
-    // Inlined, so that the caller's `Poll<Result<T, ResilienceError>>` need
-    // not go through memory; what is not the admitted path is out of line.
-    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called {
+        match self.project().state.project() {
+            StateProj::Called {
                 future,
                 permit,
                 classifier,
             } => {
                 let result = ready!(future.poll(cx)).map_err(ResilienceError::from_inner);
-                if let Some(permit) = permit.take() {
-                    permit.record(classifier.classify(result.as_ref()));
-                }
+                permit.record_once(classifier.classify(result.as_ref()));
                 Poll::Ready(result)
             }
-            KindProj::Rejected { error } => match error.take() {
-                Some(error) => Poll::Ready(Err(*error)),
-                None => polled_after_completion(),
+            StateProj::Rejected { error } => match error.take() {
+                Some(error) => Poll::Ready(Err(error)),
+                None => panic!("circuit breaker ResponseFuture polled after completion"),
             },
         }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn polled_after_completion() -> ! {
-    panic!("circuit breaker ResponseFuture polled after completion")
-}
-
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.kind {
-            Kind::Called { .. } => "called",
-            Kind::Rejected { .. } => "rejected",
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish()
     }

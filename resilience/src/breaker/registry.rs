@@ -73,16 +73,7 @@ impl BreakerRegistry {
     ) -> Result<Self, ConfigError> {
         let name = name.into();
         config.validate_at(&format!("breakers.{name}"))?;
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => {
-                inner.overrides.insert(name, config);
-            }
-            None => {
-                let mut copy = self.inner.detached_copy();
-                copy.overrides.insert(name, config);
-                self.inner = Arc::new(copy);
-            }
-        }
+        Arc::make_mut(&mut self.inner).overrides.insert(name, config);
         Ok(self)
     }
 
@@ -157,10 +148,10 @@ impl BreakerRegistry {
     }
 }
 
-impl RegistryInner {
-    /// A copy with the same configs and the same breakers, for a handle that
-    /// changes its overrides after it was cloned.
-    fn detached_copy(&self) -> Self {
+/// A copy with the same configs and the same breakers, for a handle that
+/// changes its overrides after it was cloned (see `with_override`).
+impl Clone for RegistryInner {
+    fn clone(&self) -> Self {
         Self {
             default: self.default.clone(),
             overrides: self.overrides.clone(),

@@ -1,8 +1,9 @@
-//! The breaker's state word: which state it is in and the epoch of that state.
+//! The breaker's states, the [`Phase`] a call is admitted in, and why the
+//! breaker moves between states.
 //!
-//! Admission is one atomic load of this word. The epoch grows by one on
-//! every transition, so a permit remembers the state it was handed out in,
-//! and an outcome that arrives after the breaker moved on (a slow call
+//! Every transition starts a new phase: the state entered and an epoch one
+//! higher than the last. A permit remembers the phase it was admitted in,
+//! so an outcome that arrives after the breaker moved on (a slow call
 //! admitted while closed that finishes while half-open) is recognised as
 //! stale and not counted in the new state.
 
@@ -34,6 +35,16 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// Every state, in the order of their gauge values.
+    const ALL: [Self; 6] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::ForcedOpen,
+        Self::Disabled,
+        Self::MetricsOnly,
+    ];
+
     /// The state's name as used in metric labels and tracing fields
     /// (`closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`).
     pub fn as_str(self) -> &'static str {
@@ -50,29 +61,13 @@ impl BreakerState {
     /// The value of the `orch_breaker_state` gauge for this state: 0 closed,
     /// 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only.
     pub fn gauge_value(self) -> f64 {
-        f64::from(self.code())
+        f64::from(self as u8)
     }
 
-    pub(crate) const fn code(self) -> u8 {
-        match self {
-            Self::Closed => 0,
-            Self::Open => 1,
-            Self::HalfOpen => 2,
-            Self::ForcedOpen => 3,
-            Self::Disabled => 4,
-            Self::MetricsOnly => 5,
-        }
-    }
-
-    pub(crate) const fn from_code(code: u8) -> Self {
-        match code {
-            0 => Self::Closed,
-            1 => Self::Open,
-            2 => Self::HalfOpen,
-            3 => Self::ForcedOpen,
-            4 => Self::Disabled,
-            _ => Self::MetricsOnly,
-        }
+    /// True for the states whose calls are recorded in the sliding window.
+    #[inline]
+    pub(crate) fn records_in_window(self) -> bool {
+        matches!(self, Self::Closed | Self::MetricsOnly)
     }
 }
 
@@ -82,32 +77,39 @@ impl fmt::Display for BreakerState {
     }
 }
 
-/// A state and its epoch, packed in one `u64`: the state code in the low
-/// byte, the epoch in the high 32 bits.
+/// One stay of the breaker in a state: the state and its epoch, the number
+/// of transitions made before it (wrapping; epochs are only compared for
+/// equality, and 2^32 transitions while one call is in flight do not happen).
+///
+/// The breaker keeps its current phase in one atomic word
+/// ([`pack`](Self::pack)), so that admission reads state and epoch together
+/// in one load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StateWord {
+pub(crate) struct Phase {
     pub(crate) state: BreakerState,
     pub(crate) epoch: u32,
 }
 
-impl StateWord {
+impl Phase {
+    /// The word stored in the breaker's atomic: the epoch in the high half,
+    /// the state's gauge value in the low one.
     #[inline]
-    pub(crate) const fn pack(self) -> u64 {
-        ((self.epoch as u64) << 32) | self.state.code() as u64
+    pub(crate) fn pack(self) -> u64 {
+        (u64::from(self.epoch) << 32) | self.state as u64
     }
 
     #[inline]
-    pub(crate) const fn unpack(word: u64) -> Self {
+    pub(crate) fn unpack(word: u64) -> Self {
         Self {
-            state: BreakerState::from_code((word & 0xff) as u8),
+            // The low half is always one of `ALL`'s indices; anything else
+            // would be a bug, read as the last state rather than a panic.
+            state: BreakerState::ALL[(word as u32 as usize).min(5)],
             epoch: (word >> 32) as u32,
         }
     }
 
-    /// The word of the next state: the epoch moves on (wrapping; epochs are
-    /// only compared for equality, and 2^32 transitions while one call is
-    /// in flight do not happen).
-    pub(crate) const fn next(self, state: BreakerState) -> Self {
+    /// The phase that follows this one, in `state`.
+    pub(crate) fn next(self, state: BreakerState) -> Self {
         Self {
             state,
             epoch: self.epoch.wrapping_add(1),
@@ -171,21 +173,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_round_trip() {
-        for state in [
-            BreakerState::Closed,
-            BreakerState::Open,
-            BreakerState::HalfOpen,
-            BreakerState::ForcedOpen,
-            BreakerState::Disabled,
-            BreakerState::MetricsOnly,
-        ] {
-            let word = StateWord {
+    fn phases_round_trip() {
+        for state in BreakerState::ALL {
+            let phase = Phase {
                 state,
                 epoch: u32::MAX,
             };
-            assert_eq!(StateWord::unpack(word.pack()), word);
-            assert_eq!(word.next(BreakerState::Closed).epoch, 0);
+            assert_eq!(Phase::unpack(phase.pack()), phase);
+            assert_eq!(phase.next(BreakerState::Closed).epoch, 0);
         }
+    }
+
+    #[test]
+    fn gauge_values_follow_the_documented_order() {
+        let values: Vec<f64> = BreakerState::ALL.iter().map(|s| s.gauge_value()).collect();
+        assert_eq!(values, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 }

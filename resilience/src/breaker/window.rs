@@ -47,23 +47,25 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, mark: u8) {
-        self.calls += 1;
-        self.failures += u64::from(mark & FAILED);
-        self.slow += u64::from((mark & SLOW) >> 1);
-    }
-
-    fn remove(&mut self, mark: u8) {
-        debug_assert!(self.calls > 0, "removing a call from an empty window");
-        self.calls -= 1;
-        self.failures -= u64::from(mark & FAILED);
-        self.slow -= u64::from((mark & SLOW) >> 1);
+    /// One call with `mark`.
+    fn of(mark: u8) -> Self {
+        Self {
+            calls: 1,
+            failures: u64::from(mark & FAILED != 0),
+            slow: u64::from(mark & SLOW != 0),
+        }
     }
 
     fn merge(&mut self, other: Totals) {
         self.calls += other.calls;
         self.failures += other.failures;
         self.slow += other.slow;
+    }
+
+    fn subtract(&mut self, other: Totals) {
+        self.calls -= other.calls;
+        self.failures -= other.failures;
+        self.slow -= other.slow;
     }
 
     pub(crate) fn has_bad_calls(&self) -> bool {
@@ -114,13 +116,13 @@ impl CountRing {
         if self.len == size {
             // Full: the oldest call leaves as the new one takes its slot.
             let old = std::mem::replace(&mut self.slots[self.head], mark);
-            self.totals.remove(old);
+            self.totals.subtract(Totals::of(old));
             self.head = (self.head + 1) % size;
         } else {
             self.slots[(self.head + self.len) % size] = mark;
             self.len += 1;
         }
-        self.totals.add(mark);
+        self.totals.merge(Totals::of(mark));
     }
 
     fn is_full(&self) -> bool {
@@ -134,18 +136,12 @@ impl CountRing {
     }
 }
 
-/// One bucket of a time window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    totals: Totals,
-}
-
 /// The calls of the last `buckets` buckets of `width` nanoseconds, with
 /// running totals. Bucket `i` (absolute, counted from the breaker's origin)
 /// covers `[i * width, (i + 1) * width)` and lives in slot `i % buckets`.
 #[derive(Debug)]
 struct TimeRing {
-    buckets: Box<[Bucket]>,
+    buckets: Box<[Totals]>,
     width: u64,
     /// The newest absolute bucket index the window has moved to.
     newest: u64,
@@ -155,7 +151,7 @@ struct TimeRing {
 impl TimeRing {
     fn new(buckets: u32, width: u64) -> Self {
         Self {
-            buckets: vec![Bucket::default(); buckets as usize].into_boxed_slice(),
+            buckets: vec![Totals::default(); buckets as usize].into_boxed_slice(),
             width: width.max(1),
             newest: 0,
             totals: Totals::default(),
@@ -172,15 +168,11 @@ impl TimeRing {
         }
         let n = self.buckets.len() as u64;
         if current - self.newest >= n {
-            self.buckets.fill(Bucket::default());
-            self.totals = Totals::default();
+            self.clear();
         } else {
             for index in self.newest + 1..=current {
-                let slot = &mut self.buckets[(index % n) as usize];
-                self.totals.calls -= slot.totals.calls;
-                self.totals.failures -= slot.totals.failures;
-                self.totals.slow -= slot.totals.slow;
-                *slot = Bucket::default();
+                let expired = std::mem::take(&mut self.buckets[(index % n) as usize]);
+                self.totals.subtract(expired);
             }
         }
         self.newest = current;
@@ -189,12 +181,12 @@ impl TimeRing {
     fn push(&mut self, mark: u8, now: u64) {
         self.advance(now);
         let n = self.buckets.len() as u64;
-        self.buckets[(self.newest % n) as usize].totals.add(mark);
-        self.totals.add(mark);
+        self.buckets[(self.newest % n) as usize].merge(Totals::of(mark));
+        self.totals.merge(Totals::of(mark));
     }
 
     fn clear(&mut self) {
-        self.buckets.fill(Bucket::default());
+        self.buckets.fill(Totals::default());
         self.totals = Totals::default();
     }
 }
@@ -256,7 +248,6 @@ pub(crate) struct Shard {
 }
 
 /// The summary word of a clean window of `epoch`; never 0.
-#[inline(always)]
 const fn clean_tag(epoch: u32) -> u64 {
     ((epoch as u64) << 1) | 1
 }
@@ -280,7 +271,7 @@ impl Shard {
 
     /// True when the shard's window of `epoch` is full and all-success, so a
     /// success need not be recorded.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn is_clean(&self, epoch: u32) -> bool {
         // Relaxed: nothing else is read on the strength of this load; a
         // success that races a failure being recorded is ordered before it.
@@ -355,11 +346,10 @@ impl Shard {
 
 /// Sums the totals of every shard for `epoch` at `now`.
 pub(crate) fn aggregate(shards: &[Shard], epoch: u32, now: u64) -> Totals {
-    let mut sum = Totals::default();
-    for shard in shards {
+    shards.iter().fold(Totals::default(), |mut sum, shard| {
         sum.merge(shard.totals(epoch, now));
-    }
-    sum
+        sum
+    })
 }
 
 #[cfg(test)]

@@ -1,27 +1,24 @@
 //! The public handle to a breaker: [`CircuitBreaker`], what it is built
 //! from and what it hands out.
 //!
-//! The handle is two `Arc`s: one to the state every clone shares (see
-//! [`shared`](super::shared)), and one to its lanes, the per-shard handles
-//! that owned permits clone so that threads do not contend on one reference
-//! count. The lanes also mark the end of the handles: when the last one is
-//! dropped, the breaker is retired (see [`local`]). The handle's methods are
-//! thin: admission, recording and transitions are the shared state's.
+//! The handle is two `Arc`s: one to the [`StateMachine`] every clone
+//! shares, and one to its lanes, the per-shard handles to that state
+//! machine that owned permits clone, so that threads calling one breaker
+//! do not all write one reference count. The handle's methods are thin:
+//! admission, recording and transitions are the state machine's.
 
 use std::{fmt, sync::Arc};
 
 use super::{
     CircuitBreakerLayer,
     config::CircuitBreakerConfig,
-    local,
-    permit::{BreakerPermit, OwnedBreakerPermit},
-    shared::Shared,
+    permit::{Admission, BreakerPermit, OwnedBreakerPermit},
     state::{BreakerState, TransitionReason},
-    ticket::Ticket,
+    state_machine::StateMachine,
 };
 #[cfg(doc)]
 use crate::error::CircuitRejection;
-use crate::{config::ConfigError, error::ResilienceError, shard};
+use crate::{config::ConfigError, error::ResilienceError, shard::Lanes};
 
 /// A circuit breaker, shared by every clone of this handle.
 ///
@@ -60,20 +57,9 @@ use crate::{config::ConfigError, error::ResilienceError, shard};
 /// (Resilience4j's default, without `automaticTransitionFromOpenToHalfOpen`).
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    shared: Arc<Shared>,
-    /// One handle to `shared` per shard, for owned permits (see
-    /// [`shard::Lanes`]).
-    lanes: Arc<Lanes>,
-}
-
-/// The lanes of one breaker, shared by all its handles: when the last
-/// handle goes, the breaker is retired (see [`local`]).
-struct Lanes(shard::Lanes<Shared>);
-
-impl Drop for Lanes {
-    fn drop(&mut self) {
-        self.0.value().retire();
-    }
+    machine: Arc<StateMachine>,
+    /// One handle to `machine` per shard, for owned permits (see [`Lanes`]).
+    lanes: Arc<Lanes<StateMachine>>,
 }
 
 /// A snapshot of a breaker's numbers, from [`CircuitBreaker::metrics`].
@@ -115,41 +101,38 @@ impl CircuitBreaker {
 
     /// Builds a breaker from a config that was validated.
     pub(super) fn from_valid(config: CircuitBreakerConfig) -> Self {
-        let shared = Shared::new(config);
-        metrics::gauge!("orch_breaker_state", "name" => shared.config().name.clone())
+        metrics::gauge!("orch_breaker_state", "name" => config.name.clone())
             .set(BreakerState::Closed.gauge_value());
-        let shared = Arc::new(shared);
-        local::register(&shared);
+        let machine = Arc::new(StateMachine::new(config));
         Self {
-            lanes: Arc::new(Lanes(shard::Lanes::new(&shared))),
-            shared,
+            lanes: Arc::new(Lanes::new(&machine)),
+            machine,
         }
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.config().name
+        &self.machine.config().name
     }
 
     /// The config the breaker was built with.
     pub fn config(&self) -> &CircuitBreakerConfig {
-        self.shared.config()
+        self.machine.config()
     }
 
     /// The current state. Reading it makes no transition (see the type's
     /// docs on time-based transitions).
-    #[inline(always)]
     pub fn state(&self) -> BreakerState {
-        self.shared.load_state().state
+        self.machine.phase().state
     }
 
-    /// True when the breaker admits every call without a permit to reserve
-    /// (closed, metrics-only or disabled), so the decision can wait for the
-    /// call itself.
-    #[inline(always)]
+    /// True when the breaker admits every call without reserving anything
+    /// (closed, metrics-only, disabled): the `tower` service then takes its
+    /// permit in `call`.
+    #[inline]
     pub(super) fn admits_everyone(&self) -> bool {
         matches!(
-            self.shared.load_state().state,
+            self.machine.phase().state,
             BreakerState::Closed | BreakerState::MetricsOnly | BreakerState::Disabled
         )
     }
@@ -164,80 +147,54 @@ impl CircuitBreaker {
     /// `half_open_permits` trials per half-open period, also under
     /// concurrency, and rejects the rest with [`CircuitRejection::HalfOpenFull`].
     /// A forced-open breaker rejects with [`CircuitRejection::ForcedOpen`].
-    #[inline(always)]
+    #[inline]
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, ResilienceError> {
-        let ticket = self.shared.acquire();
-        if ticket.is_rejection() {
-            return Err(self.shared.reject(ticket));
-        }
+        let admission = self.machine.admit()?;
         Ok(BreakerPermit {
-            shared: &self.shared,
-            ticket,
+            breaker: &self.machine,
+            admission: Some(admission),
         })
     }
 
     /// [`try_acquire`](Self::try_acquire), returning a permit that owns a
     /// handle to the breaker (for `'static` futures).
-    #[inline(always)]
+    #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedBreakerPermit, ResilienceError> {
-        let ticket = self.shared.acquire();
-        if ticket.is_rejection() {
-            return Err(self.shared.reject(ticket));
-        }
-        Ok(self.owned_permit(ticket))
+        Ok(self.owned_permit(self.machine.admit()?))
     }
 
-    /// Admission for the `tower` service, which builds its own permit from
-    /// the ticket (see [`CallPermit`](super::permit::CallPermit)): two words in registers, so the
-    /// service's future is built in place.
-    #[inline(always)]
-    pub(super) fn acquire_ticket(&self) -> Ticket {
-        self.shared.acquire_ticket()
+    /// Admits one call, for the `tower` service, which decides when to make
+    /// the permit (see [`owned_permit`](Self::owned_permit)).
+    #[inline]
+    pub(super) fn admit(&self) -> Result<Admission, ResilienceError> {
+        self.machine.admit()
     }
 
-    /// The error of a rejection ticket from [`acquire_ticket`](Self::acquire_ticket).
-    ///
-    /// Inlined, so that the service hands the out-of-line part the shared
-    /// state, not its own address (see `CircuitBreakerService::call`).
-    #[inline(always)]
-    pub(super) fn rejection_error(&self, ticket: Ticket) -> ResilienceError {
-        self.shared.reject(ticket)
-    }
-
-    /// An owned permit for an admitted ticket: a clone of the calling
-    /// thread's lane.
-    #[inline(always)]
-    pub(super) fn owned_permit(&self, ticket: Ticket) -> OwnedBreakerPermit {
+    /// The owned permit of an admitted call: a clone of the calling thread's lane.
+    #[inline]
+    pub(super) fn owned_permit(&self, admission: Admission) -> OwnedBreakerPermit {
         OwnedBreakerPermit {
-            lane: self.lanes.0.for_thread(),
-            ticket,
+            breaker: self.lanes.for_thread(),
+            admission: Some(admission),
         }
-    }
-
-    /// The breaker's id in the thread-local caches (see [`local`]).
-    #[inline(always)]
-    pub(super) fn id(&self) -> u64 {
-        self.shared.id()
     }
 
     /// A snapshot of the breaker's numbers (see [`BreakerMetrics`]).
     pub fn metrics(&self) -> BreakerMetrics {
-        self.shared.metrics()
+        self.machine.metrics()
     }
 
     /// Forces the breaker open: every call is rejected with
     /// [`CircuitRejection::ForcedOpen`] until [`normal`](Self::normal) or
     /// [`reset`](Self::reset). Nothing is recorded meanwhile.
     pub fn force_open(&self) {
-        self.shared
-            .switch_mode(BreakerState::ForcedOpen, TransitionReason::ForcedOpen);
+        self.switch_mode(BreakerState::ForcedOpen, TransitionReason::ForcedOpen);
     }
 
     /// Disables the breaker: every call passes and nothing is recorded,
     /// until [`normal`](Self::normal) or [`reset`](Self::reset).
     pub fn disable(&self) {
-        self.shared
-            .switch_mode(BreakerState::Disabled, TransitionReason::Disabled);
+        self.switch_mode(BreakerState::Disabled, TransitionReason::Disabled);
     }
 
     /// Puts the breaker in metrics-only mode: every call passes and is
@@ -245,23 +202,34 @@ impl CircuitBreaker {
     /// event and increments `orch_breaker_threshold_exceeded_total` once per
     /// crossing, but never rejects.
     pub fn metrics_only(&self) {
-        self.shared
-            .switch_mode(BreakerState::MetricsOnly, TransitionReason::MetricsOnly);
+        self.switch_mode(BreakerState::MetricsOnly, TransitionReason::MetricsOnly);
+    }
+
+    fn switch_mode(&self, to: BreakerState, reason: TransitionReason) {
+        self.machine
+            .transition(|current| current.state != to, to, reason, None);
     }
 
     /// Leaves forced-open, disabled or metrics-only mode for a closed
     /// breaker with an empty window. Does nothing when the breaker is
     /// closed, open or half-open.
     pub fn normal(&self) {
-        self.shared.normal();
+        let in_a_mode = |current: super::state::Phase| {
+            matches!(
+                current.state,
+                BreakerState::ForcedOpen | BreakerState::Disabled | BreakerState::MetricsOnly
+            )
+        };
+        self.machine
+            .transition(in_a_mode, BreakerState::Closed, TransitionReason::Normal, None);
     }
 
     /// Closes the breaker from any state and forgets everything: the window,
     /// the consecutive failures and the open-wait backoff. Permits handed out
     /// before the reset record nothing.
     pub fn reset(&self) {
-        self.shared
-            .transition(None, BreakerState::Closed, TransitionReason::Reset, None, None);
+        self.machine
+            .transition(|_| true, BreakerState::Closed, TransitionReason::Reset, None);
     }
 
     /// A layer whose services share this breaker.
@@ -273,7 +241,7 @@ impl CircuitBreaker {
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("name", &self.shared.config().name)
+            .field("name", &self.name())
             .field("state", &self.state())
             .finish_non_exhaustive()
     }

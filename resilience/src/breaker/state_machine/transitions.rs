@@ -1,56 +1,69 @@
 //! Transitions: moving the breaker between states, each once.
 //!
-//! A transition takes the control lock and checks the state it starts from,
+//! A transition takes the control lock and checks the phase it starts from,
 //! so racing threads make it once; it writes what the new state needs (the
 //! open deadline, the trial slots, the window's epoch) before publishing the
-//! state word, and is announced (`tracing` event, metrics) only after the
+//! new phase, and is announced (`tracing` event, metrics) only after the
 //! lock is released. The operator's mode switches are transitions too.
 
-use std::sync::{MutexGuard, PoisonError, atomic::Ordering};
+use std::{
+    sync::{MutexGuard, PoisonError, atomic::Ordering},
+    time::Duration,
+};
 
-use super::{Control, Shared, Transition, TrialTally};
+use super::{Control, EpochCount, StateMachine};
 use crate::breaker::{
-    state::{BreakerState, StateWord, TransitionReason},
+    state::{BreakerState, Phase, TransitionReason},
     window::Totals,
 };
 
-impl Shared {
+/// A transition made, to be announced once the control lock is released.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Transition {
+    from: BreakerState,
+    to: BreakerState,
+    reason: TransitionReason,
+    open_wait: Option<Duration>,
+    /// The window or trials that decided it, when a verdict did.
+    totals: Option<Totals>,
+}
+
+impl StateMachine {
     pub(super) fn lock_control(&self) -> MutexGuard<'_, Control> {
         // Transitions leave `Control` consistent at every step; poison is ignored.
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves from `expected` (any state when `None`) to `to`; does nothing
-    /// and returns false when the state is no longer `expected`, so each
-    /// transition happens once however many threads ask for it.
+    /// Moves to `to` if `from` accepts the current phase; returns whether it
+    /// did. A caller that saw a phase passes `|current| current == seen`,
+    /// so each transition happens once however many threads ask for it.
     pub(in crate::breaker) fn transition(
         &self,
-        expected: Option<StateWord>,
+        from: impl FnOnce(Phase) -> bool,
         to: BreakerState,
         reason: TransitionReason,
-        now: Option<u64>,
         totals: Option<Totals>,
     ) -> bool {
         let mut control = self.lock_control();
-        let current = self.load_state();
-        if expected.is_some_and(|expected| expected != current) {
+        let current = self.phase();
+        if !from(current) {
             return false;
         }
-        let now = now.unwrap_or_else(|| self.now_nanos());
-        let done = self.transition_locked(&mut control, current, to, reason, now, totals);
+        let now = self.now_nanos();
+        let made = self.transition_locked(&mut control, current, to, reason, now, totals);
         drop(control);
-        self.announce(done);
+        self.announce(made);
         true
     }
 
-    /// Makes the transition; the caller holds the control lock, and
-    /// announces the returned transition once it has released it (so a
-    /// `tracing` subscriber or metrics recorder that looks at the breaker
-    /// cannot deadlock on the lock).
+    /// Makes the transition from `current` at `now`; the caller holds the
+    /// control lock, and announces the returned transition once it has
+    /// released it (so a `tracing` subscriber or metrics recorder that looks
+    /// at the breaker cannot deadlock on the lock).
     pub(super) fn transition_locked(
         &self,
         control: &mut Control,
-        current: StateWord,
+        current: Phase,
         to: BreakerState,
         reason: TransitionReason,
         now: u64,
@@ -67,32 +80,33 @@ impl Shared {
                 };
                 let wait = self.config.open_wait_after(control.reopens);
                 let wait_nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-                self.hot
-                    .open_until
+                self.open_until
                     .store(now.saturating_add(wait_nanos), Ordering::Relaxed);
                 open_wait = Some(wait);
             }
             BreakerState::HalfOpen => {
-                control.trials = TrialTally {
+                control.trials_epoch = next.epoch;
+                control.trials = Totals::default();
+                let slots = EpochCount {
                     epoch: next.epoch,
-                    totals: Totals::default(),
+                    count: 0,
                 };
-                self.trials.store(u64::from(next.epoch) << 32, Ordering::Relaxed);
-                self.hot.half_open_since.store(now, Ordering::Relaxed);
+                self.trial_slots.store(slots.pack(), Ordering::Relaxed);
+                self.half_open_since.store(now, Ordering::Relaxed);
             }
             BreakerState::Closed | BreakerState::MetricsOnly => {
-                // Shard windows and the consecutive count are tagged with the
+                // Shard windows and the failure streak are tagged with their
                 // epoch and empty themselves when next touched.
                 if to == BreakerState::Closed {
                     control.reopens = 0;
                 }
-                self.hot.window_epoch.store(next.epoch, Ordering::Relaxed);
+                self.window_epoch.store(next.epoch, Ordering::Relaxed);
                 self.exceeded.store(false, Ordering::Relaxed);
             }
             BreakerState::ForcedOpen | BreakerState::Disabled => {}
         }
-        // Release: publishes the fields written above with the new state.
-        self.hot.state.store(next.pack(), Ordering::Release);
+        // Release: publishes the fields written above with the new phase.
+        self.phase.store(next.pack(), Ordering::Release);
         Transition {
             from: current.state,
             to,
@@ -112,7 +126,6 @@ impl Shared {
             totals,
         } = transition;
         let name = &self.config.name;
-        let open_wait_ms = open_wait.map(|w| w.as_millis() as u64);
         let calls = totals.map(|t| t.calls);
         let failure_rate = totals.map(|t| t.failure_rate());
         let slow_call_rate = totals.map(|t| t.slow_call_rate());
@@ -125,7 +138,7 @@ impl Shared {
                 calls,
                 failure_rate,
                 slow_call_rate,
-                open_wait_ms,
+                open_wait_ms = open_wait.map(|w| w.as_millis() as u64),
                 "circuit breaker opened"
             );
         } else {
@@ -149,39 +162,6 @@ impl Shared {
         .increment(1);
         // The state now, not `to`: announcements of racing transitions may
         // arrive out of order, and the last one must leave the current state.
-        metrics::gauge!("orch_breaker_state", "name" => name.clone())
-            .set(self.load_state().state.gauge_value());
-    }
-
-    pub(in crate::breaker) fn switch_mode(&self, to: BreakerState, reason: TransitionReason) {
-        let mut control = self.lock_control();
-        let current = self.load_state();
-        if current.state != to {
-            let now = self.now_nanos();
-            let done = self.transition_locked(&mut control, current, to, reason, now, None);
-            drop(control);
-            self.announce(done);
-        }
-    }
-
-    pub(in crate::breaker) fn normal(&self) {
-        let mut control = self.lock_control();
-        let current = self.load_state();
-        if matches!(
-            current.state,
-            BreakerState::ForcedOpen | BreakerState::Disabled | BreakerState::MetricsOnly
-        ) {
-            let now = self.now_nanos();
-            let done = self.transition_locked(
-                &mut control,
-                current,
-                BreakerState::Closed,
-                TransitionReason::Normal,
-                now,
-                None,
-            );
-            drop(control);
-            self.announce(done);
-        }
+        metrics::gauge!("orch_breaker_state", "name" => name.clone()).set(self.phase().state.gauge_value());
     }
 }

@@ -1,0 +1,217 @@
+//! The breaker's state machine, which every handle, lane and permit of one
+//! breaker shares: admission, recording, transitions and the metrics
+//! snapshot.
+//!
+//! Its layout serves the hot path: what every call reads (the current
+//! phase, the config, where the shard windows are) is written only by
+//! transitions, so it stays shared in every core's cache; what records and
+//! trials write (the failure streak, the trial slots, the metrics-only
+//! flag) sits on cache lines of its own. The methods are grouped by the
+//! step of a call they serve, one file each:
+//!
+//! - `admission`: whether a call may be made;
+//! - `recording`: an outcome into the window or the trials, and the verdict
+//!   it may trigger;
+//! - `transitions`: moving between states once, and announcing it.
+
+use std::{
+    fmt,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+};
+
+use tokio::time::Instant;
+
+use super::{
+    BreakerMetrics,
+    config::{CircuitBreakerConfig, SlidingWindow},
+    state::{BreakerState, Phase},
+    window::{self, Shard, Totals},
+};
+use crate::{
+    clock,
+    shard::{Padded, Sharded},
+};
+
+mod admission;
+mod recording;
+mod transitions;
+
+/// A breaker's state, shared by its handles, lanes and permits.
+pub(super) struct StateMachine {
+    /// The current [`Phase`], packed. Acquire/release: a transition writes
+    /// what the new state needs (open deadline, trial slots) before it.
+    phase: AtomicU64,
+    /// When the current open state ends, in nanoseconds since `origin`.
+    open_until: AtomicU64,
+    /// When the current half-open state began, in nanoseconds since `origin`.
+    half_open_since: AtomicU64,
+    /// The epoch of the window that `metrics()` reports.
+    window_epoch: AtomicU32,
+    /// One window per shard; a thread records into its own.
+    shards: Sharded<Shard>,
+    /// A count window without slow-call detection: a success in a clean
+    /// window changes nothing and is settled by one load (see `record`).
+    clean_successes_are_free: bool,
+    config: CircuitBreakerConfig,
+    /// Time zero of every nanosecond timestamp above.
+    origin: Instant,
+    /// Failures in a row, counted in the epoch of the closed (or
+    /// metrics-only) state they happened in. Written by failures, read by
+    /// successes.
+    failure_streak: Padded<AtomicU64>,
+    /// Half-open trial slots handed out in an epoch. Recorded trials keep
+    /// their slot; dropped ones give it back.
+    trial_slots: Padded<AtomicU64>,
+    /// Metrics-only mode: the thresholds are currently exceeded (so the event
+    /// is emitted once per crossing, not once per call). Off the read line:
+    /// it is written by records, which must not disturb admission.
+    exceeded: Padded<AtomicBool>,
+    /// Serialises transitions and holds what only they and trials touch.
+    control: Mutex<Control>,
+}
+
+/// A count and the epoch it was counted in, packed into one atomic word so
+/// that both change in one compare-and-swap: the failure streak and the
+/// trial slots, whose counts must never be taken for another state's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EpochCount {
+    epoch: u32,
+    count: u32,
+}
+
+impl EpochCount {
+    fn pack(self) -> u64 {
+        (u64::from(self.epoch) << 32) | u64::from(self.count)
+    }
+
+    fn unpack(word: u64) -> Self {
+        Self {
+            epoch: (word >> 32) as u32,
+            count: word as u32,
+        }
+    }
+
+    /// The count in `epoch`: 0 if it was counted in another.
+    fn count_in(self, epoch: u32) -> u32 {
+        if self.epoch == epoch { self.count } else { 0 }
+    }
+}
+
+#[derive(Debug)]
+struct Control {
+    /// Re-opens since the breaker was last closed (the backoff exponent).
+    reopens: u32,
+    /// The epoch of the half-open state whose trials `trials` counts.
+    trials_epoch: u32,
+    /// The outcomes of the current half-open state's trials.
+    trials: Totals,
+}
+
+// ===== impl StateMachine =====
+
+impl StateMachine {
+    /// A closed breaker for `config`, which was validated.
+    pub(super) fn new(config: CircuitBreakerConfig) -> Self {
+        let count_window = matches!(config.window, SlidingWindow::Count { .. });
+        Self {
+            phase: AtomicU64::new(
+                Phase {
+                    state: BreakerState::Closed,
+                    epoch: 0,
+                }
+                .pack(),
+            ),
+            open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            window_epoch: AtomicU32::new(0),
+            shards: Sharded::new(|| Shard::new(&config.window, 0)),
+            clean_successes_are_free: count_window && config.slow_call_duration.is_none(),
+            failure_streak: Padded(AtomicU64::new(0)),
+            trial_slots: Padded(AtomicU64::new(0)),
+            exceeded: Padded(AtomicBool::new(false)),
+            control: Mutex::new(Control {
+                reopens: 0,
+                trials_epoch: 0,
+                trials: Totals::default(),
+            }),
+            config,
+            origin: Instant::now(),
+        }
+    }
+
+    /// The config the breaker was built with.
+    pub(super) fn config(&self) -> &CircuitBreakerConfig {
+        &self.config
+    }
+
+    /// The current phase.
+    #[inline]
+    pub(super) fn phase(&self) -> Phase {
+        Phase::unpack(self.phase.load(Ordering::Acquire))
+    }
+
+    fn has_time_window(&self) -> bool {
+        matches!(self.config.window, SlidingWindow::Time { .. })
+    }
+
+    fn now_nanos(&self) -> u64 {
+        clock::nanos_since(self.origin)
+    }
+
+    /// The start of a call: the time with slow-call detection, 0 without
+    /// (no clock read).
+    #[inline]
+    pub(super) fn call_start(&self) -> u64 {
+        if self.config.slow_call_duration.is_some() {
+            self.now_nanos()
+        } else {
+            0
+        }
+    }
+
+    /// A snapshot of the numbers of the window that decides the current
+    /// state. Off the hot path: it sums every shard's window, and takes the
+    /// control lock while half-open to read the trials.
+    pub(super) fn metrics(&self) -> BreakerMetrics {
+        let phase = self.phase();
+        let window_epoch = self.window_epoch.load(Ordering::Relaxed);
+        let totals = if phase.state == BreakerState::HalfOpen {
+            let control = self.lock_control();
+            if control.trials_epoch == phase.epoch {
+                control.trials
+            } else {
+                Totals::default()
+            }
+        } else {
+            let now = if self.has_time_window() {
+                self.now_nanos()
+            } else {
+                0
+            };
+            window::aggregate(&self.shards, window_epoch, now)
+        };
+        BreakerMetrics {
+            state: phase.state,
+            calls: totals.calls,
+            failures: totals.failures,
+            slow_calls: totals.slow,
+            failure_rate: totals.failure_rate(),
+            slow_call_rate: totals.slow_call_rate(),
+            consecutive_failures: EpochCount::unpack(self.failure_streak.load(Ordering::Relaxed))
+                .count_in(window_epoch),
+            rejections: self.shards.iter().map(Shard::rejections).sum(),
+        }
+    }
+}
+
+impl fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("name", &self.config.name)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
+}
