@@ -66,8 +66,17 @@ async fn listener() -> (TcpListener, SocketAddr) {
 }
 
 /// An axum server on a loopback port answering `POST /charge` with `ok`.
+///
+/// Accepted sockets get `TCP_NODELAY`, as orch's served children set it:
+/// without it, Nagle's algorithm holding a small write back until the
+/// peer's delayed ACK adds tens of milliseconds to some calls.
 async fn http_server() -> SocketAddr {
+    use axum::serve::ListenerExt;
+
     let (listener, addr) = listener().await;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let router = axum::Router::new().route("/charge", axum::routing::post(|| async { "ok" }));
     tokio::spawn(async move { axum::serve(listener, router).await });
     addr
@@ -89,10 +98,11 @@ impl Payments for Charger {
     }
 }
 
-/// A tonic server on a loopback port serving `Payments`.
+/// A tonic server on a loopback port serving `Payments`, its accepted
+/// sockets with `TCP_NODELAY` (see [`http_server`]).
 async fn grpc_server() -> SocketAddr {
     let (listener, addr) = listener().await;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder().add_service(PaymentsServer::new(Charger));
     tokio::spawn(server.serve_with_incoming(incoming));
     addr
@@ -124,7 +134,11 @@ pub async fn http_contenders(replicas: usize) -> Vec<Contender> {
     for _ in 0..replicas {
         addrs.push(http_server().await);
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // With `TCP_NODELAY`, as orch's hyper connector and tonic's channels
+    // connect: every client under test sends on the same kind of socket.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
 
     let direct = {
         let client = client.clone();
@@ -136,7 +150,46 @@ pub async fn http_contenders(replicas: usize) -> Vec<Contender> {
             async move { read_http(response.await?).await }
         })
     };
-    vec![direct, orch_http(&addrs), tower_http(&client, &addrs)]
+    let mut all = vec![direct, orch_http(&addrs), tower_http(&client, &addrs)];
+    if replicas == 1 {
+        all.extend([stack_http(&client, addrs[0]), balancer_http(&addrs)]);
+    }
+    all
+}
+
+/// orch's resilience stack as in `orch`, over `direct`'s client: what the
+/// stack costs without the balancer.
+fn stack_http(client: &HttpClient, addr: SocketAddr) -> Contender {
+    use orch::resilience::{CircuitBreakerConfig, HttpClassifier, ResilienceLayer, RetryConfig};
+    use tower::{Layer, ServiceExt};
+
+    // Shared, so that cloning the stack for a call clones no pool handles
+    // that `direct` does not clone either.
+    let client = Arc::new(client.clone());
+    let inner = tower::service_fn(move |request: Request<Full<Bytes>>| client.request(request));
+    let stack = ResilienceLayer::builder()
+        .classifier(HttpClassifier::default())
+        .retry(RetryConfig::default().max_attempts(3))
+        .circuit_breaker(CircuitBreakerConfig::default().name("bench-stack"))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .expect("a valid stack")
+        .layer(inner);
+    let authority = addr.to_string();
+    Contender::new("orch stack only", move |_| {
+        orch_http_call(stack.clone().oneshot(http_request(&authority)))
+    })
+}
+
+/// orch's balancer and hyper connector as in `orch`, without the stack.
+fn balancer_http(addrs: &[SocketAddr]) -> Contender {
+    use orch::discovery::{balance::Balancer, connect::HyperConnector};
+    use tower::ServiceExt;
+
+    let balancer = Balancer::new(endpoints(addrs), HyperConnector::new()).into_shared();
+    Contender::new("orch balancer only", move |_| {
+        orch_http_call(balancer.clone().oneshot(http_request("replica")))
+    })
 }
 
 /// The replicas as a discovery stream that stays open (a stream that ends
@@ -292,7 +345,39 @@ pub async fn grpc_contenders(replicas: usize) -> Vec<Contender> {
             charge_with(clients[turn].clone(), i)
         })
     };
-    vec![direct, orch_grpc(&addrs), tower_grpc(channels)]
+    let mut all = vec![direct, orch_grpc(&addrs), tower_grpc(channels.clone())];
+    if replicas == 1 {
+        all.extend([stack_grpc(channels[0].clone()), balancer_grpc(&addrs)]);
+    }
+    all
+}
+
+/// orch's gRPC stack as in `orch`, over `direct`'s channel: what the
+/// stack costs without the balancer.
+fn stack_grpc(channel: tonic::transport::Channel) -> Contender {
+    use orch::resilience::{AlwaysSafe, CircuitBreakerConfig, ResilienceLayer, RetryConfig};
+    use tower::Layer;
+
+    let stack = ResilienceLayer::grpc(AlwaysSafe)
+        .retry(RetryConfig::default().max_attempts(3))
+        .circuit_breaker(CircuitBreakerConfig::default().name("bench-grpc-stack"))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .expect("a valid stack")
+        .layer(channel);
+    let client = PaymentsClient::new(stack);
+    Contender::new("orch stack only", move |i| charge_with(client.clone(), i))
+}
+
+/// orch's balancer and tonic connector as in `orch`, without the stack.
+fn balancer_grpc(addrs: &[SocketAddr]) -> Contender {
+    use orch::discovery::{balance::Balancer, connect::TonicConnector};
+
+    let template = tonic::transport::Endpoint::from_static("http://payments");
+    let connector = TonicConnector::new(template).expect("a plain http template");
+    let balancer = Balancer::new(endpoints(addrs), connector).into_shared();
+    let client = PaymentsClient::new(balancer);
+    Contender::new("orch balancer only", move |i| charge_with(client.clone(), i))
 }
 
 /// orch's client: the shared balancer over the tonic connector, under the

@@ -8,14 +8,16 @@
 //! objects, so the closed-breaker fast path stays inlined.
 
 mod protocol;
+mod sets;
 
 use std::{any::Any, fmt, time::Duration};
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::error::ResilienceError;
 
 pub use protocol::ProtocolClassifier;
+use sets::{CodeSet, StatusSet};
 
 /// What one result of the protected service means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,7 +176,7 @@ pub(crate) fn error_pushback<E: 'static>(error: &E) -> Pushback {
 /// ```
 #[derive(Clone)]
 pub struct HttpClassifier {
-    retryable: Vec<StatusCode>,
+    retryable: StatusSet,
 }
 
 /// The statuses [`HttpClassifier`] retries by default.
@@ -188,7 +190,7 @@ const DEFAULT_RETRYABLE_STATUSES: [StatusCode; 4] = [
 impl Default for HttpClassifier {
     fn default() -> Self {
         Self {
-            retryable: DEFAULT_RETRYABLE_STATUSES.to_vec(),
+            retryable: DEFAULT_RETRYABLE_STATUSES.into_iter().collect(),
         }
     }
 }
@@ -196,9 +198,7 @@ impl Default for HttpClassifier {
 impl HttpClassifier {
     /// Also treats `status` as retryable.
     pub fn retry_on(mut self, status: StatusCode) -> Self {
-        if !self.retryable.contains(&status) {
-            self.retryable.push(status);
-        }
+        self.retryable.insert(status);
         self
     }
 
@@ -209,7 +209,7 @@ impl HttpClassifier {
     }
 
     fn classify_status(&self, status: StatusCode) -> Outcome {
-        status_outcome(&self.retryable, status)
+        status_outcome(|status| self.retryable.contains(status), status)
     }
 }
 
@@ -238,8 +238,8 @@ impl<B: 'static, E: 'static> Classify<http::Response<B>, E> for HttpClassifier {
 }
 
 /// `status` is retryable when listed, a failure when any other 5xx.
-fn status_outcome(retryable: &[StatusCode], status: StatusCode) -> Outcome {
-    if retryable.contains(&status) {
+fn status_outcome(retryable: impl Fn(StatusCode) -> bool, status: StatusCode) -> Outcome {
+    if retryable(status) {
         Outcome::Retryable
     } else if status.is_server_error() {
         Outcome::Failure
@@ -337,32 +337,29 @@ impl GrpcCode {
 /// assert_eq!(classifier.classify(result.as_ref()), Outcome::Retryable);
 /// assert_eq!(classifier.pushback(result.as_ref()), Pushback::Stop);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct GrpcClassifier {
-    retryable: Vec<GrpcCode>,
+    retryable: CodeSet,
 }
 
 impl Default for GrpcClassifier {
     fn default() -> Self {
-        Self {
-            retryable: vec![GrpcCode::Unavailable],
-        }
+        let retryable = CodeSet::default();
+        Self { retryable }.retry_on(GrpcCode::Unavailable)
     }
 }
 
 impl GrpcClassifier {
     /// Also treats `code` as retryable.
     pub fn retry_on(mut self, code: GrpcCode) -> Self {
-        if !self.retryable.contains(&code) {
-            self.retryable.push(code);
-        }
+        self.retryable.insert(code);
         self
     }
 
     /// Classifies a gRPC status code.
     pub fn classify_code(&self, code: GrpcCode) -> Outcome {
         use GrpcCode::*;
-        if self.retryable.contains(&code) {
+        if self.retryable.contains(code) {
             Outcome::Retryable
         } else if matches!(
             code,
@@ -375,11 +372,15 @@ impl GrpcClassifier {
     }
 }
 
+// Named once: a lookup by `&str` parses and checks the name on every call.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
 /// The `grpc-status` of a trailers-only response; `None` while the status is
 /// still to come in the trailers.
 pub fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
     let code = headers
-        .get("grpc-status")?
+        .get(&GRPC_STATUS)?
         .to_str()
         .ok()?
         .trim()
@@ -391,7 +392,7 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
 /// Reads `grpc-retry-pushback-ms`: a non-negative integer is a delay; a
 /// negative or unparseable value means "do not retry" (gRFC A6).
 pub fn grpc_pushback(headers: &HeaderMap) -> Pushback {
-    let Some(value) = headers.get("grpc-retry-pushback-ms") else {
+    let Some(value) = headers.get(&GRPC_RETRY_PUSHBACK_MS) else {
         return Pushback::None;
     };
     match value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()) {
@@ -405,7 +406,10 @@ impl<B: 'static, E: 'static> Classify<http::Response<B>, E> for GrpcClassifier {
         match result {
             Ok(response) if !response.status().is_success() => {
                 // A gRPC server answers 200; anything else is the HTTP layer failing.
-                status_outcome(&DEFAULT_RETRYABLE_STATUSES, response.status())
+                status_outcome(
+                    |status| DEFAULT_RETRYABLE_STATUSES.contains(&status),
+                    response.status(),
+                )
             }
             Ok(response) => {
                 grpc_status(response.headers()).map_or(Outcome::Success, |c| self.classify_code(c))
