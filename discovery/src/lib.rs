@@ -7,7 +7,7 @@
 //! | [`discover`] | [`RegistryDiscover`]: a registry as a tower `Discover`, for tower's own balancers |
 //! | [`source`] | [`StaticSource`] (a fixed list) and [`SupervisorSource`] (ready instances of an orch-core supervisor) write into a registry |
 //! | [`balance`] | [`Balancer`]: the client-side load balancer (P2C over peak-EWMA or requests in flight, smooth weighted round robin, Maglev by request key; weights, outlier ejection, panic threshold, slow start, fail-fast); [`SharedBalancer`](balance::SharedBalancer): its `Clone` handle for many tasks, which survives any outage of the endpoints |
-//! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): O(1) table-based pickers over the balancer's slots |
+//! | [`pick`] | [`SmoothWrr`](pick::SmoothWrr), [`Maglev`](pick::Maglev): table-based pickers over the balancer's slots |
 //! | [`connect`] | connectors for the balancer: `HyperConnector` (feature `hyper`) and `TonicConnector` (feature `tonic`), with [`ConnectorError`](connect::ConnectorError) telling a request never sent from one that failed |
 //! | [`health`] | passive health: outlier ejection (Envoy's), panic threshold, slow start |
 //!
@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
-mod config_error;
+mod config;
 pub mod connect;
 pub mod discover;
 pub mod endpoint;
@@ -33,7 +33,7 @@ pub mod registry;
 pub mod source;
 
 pub use balance::Balancer;
-pub use config_error::ConfigError;
+pub use config::ConfigError;
 pub use discover::RegistryDiscover;
 pub use endpoint::{Endpoint, EndpointChange, EndpointId, Weight, ZeroWeight};
 pub use registry::{

@@ -31,6 +31,13 @@
 //! runs. [`ClockSource::Tokio`] and [`ClockSource::Tsc`] force one or the
 //! other. Backoff and fail-fast timers always run on tokio's timer,
 //! whatever the clock here.
+//!
+//! `orch-resilience` has a `ClockSource` of its own (`Tokio` by default,
+//! or `Tsc`), and deliberately so: DESIGN lets it depend on no sibling,
+//! and the two answer different questions (the balancer reads the clock
+//! twice per request for peak-EWMA, so its default is the TSC outside
+//! paused-time tests). Keep the `Tokio` and `Tsc` variants meaning the
+//! same in both.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::ClockSource;
 use super::rng::Rng;
-use crate::health::{HealthConfig, at_most_a_year, non_zero_duration};
+use crate::config::{check, setters};
+use crate::health::HealthConfig;
 use crate::pick::{Maglev, MaglevError};
 
 pub use crate::ConfigError;
@@ -260,59 +261,35 @@ impl BalancerConfig {
         self
     }
 
-    /// Sets [`failfast_timeout`](Self::failfast_timeout).
-    pub fn failfast_timeout(mut self, timeout: Duration) -> Self {
-        self.failfast_timeout = timeout;
-        self
-    }
-
-    /// Sets [`reconnect`](Self::reconnect).
-    pub fn reconnect(mut self, backoff: ReconnectBackoff) -> Self {
-        self.reconnect = backoff;
-        self
-    }
-
-    /// Sets [`clock`](Self::clock).
-    pub fn clock(mut self, clock: ClockSource) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Sets [`seed`](Self::seed).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }
 
-    /// Sets [`health`](Self::health).
-    pub fn health(mut self, health: HealthConfig) -> Self {
-        self.health = health;
-        self
-    }
-
-    /// Sets [`queue_capacity`](Self::queue_capacity).
-    pub fn queue_capacity(mut self, requests: usize) -> Self {
-        self.queue_capacity = requests;
-        self
+    setters! {
+        failfast_timeout: Duration,
+        reconnect: ReconnectBackoff,
+        clock: ClockSource,
+        health: HealthConfig,
+        queue_capacity: usize,
     }
 
     /// Checks every field, naming the first bad one with the `balancer.`
     /// prefix (`balancer.reconnect.max`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::field("balancer.name", "must not be empty"));
-        }
+        self.check().map_err(|e| e.within("balancer"))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        check::that(!self.name.is_empty(), "name", "must not be empty")?;
         // Zero is allowed: fail at once when nothing is ready.
-        at_most_a_year("balancer.failfast_timeout", self.failfast_timeout)?;
-        if self.queue_capacity == 0 {
-            return Err(ConfigError::field(
-                "balancer.queue_capacity",
-                "must be at least 1",
-            ));
-        }
-        self.algorithm.validate("balancer.algorithm")?;
-        self.reconnect.validate("balancer.reconnect")?;
-        self.health.validate_at("balancer.health")
+        check::at_most_a_year("failfast_timeout", self.failfast_timeout)?;
+        check::that(self.queue_capacity > 0, "queue_capacity", "must be at least 1")?;
+        let within = |prefix| move |e: ConfigError| e.within(prefix);
+        self.algorithm.check().map_err(within("algorithm"))?;
+        self.reconnect.check().map_err(within("reconnect"))?;
+        self.health.check().map_err(within("health"))
     }
 }
 
@@ -340,20 +317,19 @@ impl Algorithm {
         MaglevConfig::default()
     }
 
-    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        let field = |name: &str| format!("{prefix}.{name}");
+    fn check(&self) -> Result<(), ConfigError> {
         match self {
             Self::PeakEwma(ewma) => {
-                non_zero_duration(field("default_rtt"), ewma.default_rtt)?;
-                non_zero_duration(field("decay"), ewma.decay)?;
+                check::non_zero_duration("default_rtt", ewma.default_rtt)?;
+                check::non_zero_duration("decay", ewma.decay)?;
                 // Zero is allowed: failures count by their real latency.
-                at_most_a_year(field("failure_penalty"), ewma.failure_penalty)
+                check::at_most_a_year("failure_penalty", ewma.failure_penalty)
             }
             Self::PendingRequests(pending) => {
-                non_zero_duration(field("failure_decay"), pending.failure_decay)
+                check::non_zero_duration("failure_decay", pending.failure_decay)
             }
             Self::RoundRobin => Ok(()),
-            Self::Maglev(maglev) => maglev.validate(&field("table_size")),
+            Self::Maglev(maglev) => maglev.check(),
         }
     }
 }
@@ -375,15 +351,12 @@ impl Default for MaglevConfig {
 }
 
 impl MaglevConfig {
-    /// Sets [`table_size`](Self::table_size).
-    pub fn table_size(mut self, size: usize) -> Self {
-        self.table_size = size;
-        self
-    }
+    setters! { table_size: usize }
 
     /// The table size as the pick module checks it (a table over no
     /// endpoints is built without work).
-    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let field = "table_size";
         match Maglev::with_table_size(std::iter::empty(), self.table_size) {
             Ok(_) => Ok(()),
             Err(MaglevError::NotPrime(_)) => Err(ConfigError::field(
@@ -420,28 +393,11 @@ impl Default for PeakEwmaConfig {
 }
 
 impl PeakEwmaConfig {
-    /// Sets [`default_rtt`](Self::default_rtt).
-    pub fn default_rtt(mut self, rtt: Duration) -> Self {
-        self.default_rtt = rtt;
-        self
-    }
-
-    /// Sets [`decay`](Self::decay).
-    pub fn decay(mut self, decay: Duration) -> Self {
-        self.decay = decay;
-        self
-    }
-
-    /// Sets [`failure_penalty`](Self::failure_penalty).
-    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
-        self.failure_penalty = penalty;
-        self
-    }
-
-    /// Sets [`in_flight_bias`](Self::in_flight_bias).
-    pub fn in_flight_bias(mut self, bias: InFlightBias) -> Self {
-        self.in_flight_bias = bias;
-        self
+    setters! {
+        default_rtt: Duration,
+        decay: Duration,
+        failure_penalty: Duration,
+        in_flight_bias: InFlightBias,
     }
 }
 
@@ -454,11 +410,7 @@ impl Default for PendingRequestsConfig {
 }
 
 impl PendingRequestsConfig {
-    /// Sets [`failure_decay`](Self::failure_decay).
-    pub fn failure_decay(mut self, decay: Duration) -> Self {
-        self.failure_decay = decay;
-        self
-    }
+    setters! { failure_decay: Duration }
 }
 
 // ===== impl ReconnectBackoff =====
@@ -475,29 +427,7 @@ impl Default for ReconnectBackoff {
 }
 
 impl ReconnectBackoff {
-    /// Sets [`initial`](Self::initial).
-    pub fn initial(mut self, initial: Duration) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// Sets [`max`](Self::max).
-    pub fn max(mut self, max: Duration) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// Sets [`multiplier`](Self::multiplier).
-    pub fn multiplier(mut self, multiplier: f64) -> Self {
-        self.multiplier = multiplier;
-        self
-    }
-
-    /// Sets [`jitter`](Self::jitter).
-    pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter;
-        self
-    }
+    setters! { initial: Duration, max: Duration, multiplier: f64, jitter: f64 }
 
     /// The wait before the next connect after `failures` consecutive
     /// failures (at least 1).
@@ -509,25 +439,22 @@ impl ReconnectBackoff {
         Duration::from_secs_f64((base * spread).clamp(0.0, max))
     }
 
-    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        let field = |name: &str| format!("{prefix}.{name}");
-        non_zero_duration(field("initial"), self.initial)?;
-        if self.max < self.initial {
-            return Err(ConfigError::field(field("max"), "must be at least `initial`"));
-        }
+    fn check(&self) -> Result<(), ConfigError> {
+        check::non_zero_duration("initial", self.initial)?;
+        check::that(self.max >= self.initial, "max", "must be at least `initial`")?;
         // Bounded because a reconnect is scheduled at `now + delay`, which
         // would overflow (and panic) for a delay near `Duration::MAX`.
-        at_most_a_year(field("max"), self.max)?;
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(ConfigError::field(
-                field("multiplier"),
-                "must be a finite number, at least 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(ConfigError::field(field("jitter"), "must be between 0 and 1"));
-        }
-        Ok(())
+        check::at_most_a_year("max", self.max)?;
+        check::that(
+            self.multiplier.is_finite() && self.multiplier >= 1.0,
+            "multiplier",
+            "must be a finite number, at least 1",
+        )?;
+        check::that(
+            (0.0..=1.0).contains(&self.jitter),
+            "jitter",
+            "must be between 0 and 1",
+        )
     }
 }
 

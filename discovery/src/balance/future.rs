@@ -1,5 +1,5 @@
 //! The balancer's response future: the endpoint's future, plus reporting
-//! how the request ended to the endpoint's load state.
+//! how the request ended to the endpoint's load.
 
 use std::{
     future::Future,
@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::classify::FailureClassifier;
 use super::error::{BalanceError, BoxError};
-use super::state::{EndpointState, Outcome};
+use super::load::{EndpointLoad, Outcome};
 
 pin_project! {
     /// The response future of a [`Balancer`](super::Balancer).
@@ -32,7 +32,7 @@ pin_project! {
 /// What a request in flight reports when it completes.
 #[derive(Debug)]
 pub(crate) struct Tracker<K> {
-    pub(crate) state: Arc<EndpointState>,
+    pub(crate) load: Arc<EndpointLoad>,
     pub(crate) sent_at: u64,
     pub(crate) classifier: K,
 }
@@ -77,7 +77,7 @@ where
         let result = ready!(inner.poll(cx));
         if let Some(tracker) = this.tracker.take() {
             let failed = tracker.classifier.is_failure(result.as_ref());
-            tracker.state.record(Outcome {
+            tracker.load.record(Outcome {
                 failed,
                 sent_at: tracker.sent_at,
             });

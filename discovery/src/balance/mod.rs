@@ -147,12 +147,14 @@ mod config;
 mod connect;
 pub(crate) mod endpoints;
 mod error;
+mod failfast;
 mod future;
 mod key;
+pub(crate) mod load;
 mod metrics;
 pub(crate) mod rng;
 mod shared;
-pub(crate) mod state;
+mod timer;
 mod wake;
 
 use std::{
@@ -161,11 +163,9 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::Duration,
 };
 
 use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
@@ -182,9 +182,11 @@ pub use shared::{SharedBalancer, SharedResponseFuture};
 
 use clock::Clock;
 use endpoints::{EndpointSet, MAX_CHANGES_PER_POLL};
+use failfast::FailFast;
 use future::Tracker;
+use load::Now;
 use rng::Rng;
-use state::Now;
+pub(crate) use timer::Timer;
 use wake::WakeFlag;
 
 use crate::{Endpoint, EndpointChange, pick::Picker};
@@ -222,60 +224,45 @@ pub struct Balancer<D, M, K = ErrorsAreFailures, H = NoKey>
 where
     M: Service<Endpoint>,
 {
-    /// `None` once the stream ended.
+    /// Discovery's changes; `None` once the stream ended.
     changes: Option<D>,
     connector: M,
+    /// Every known endpoint, in its stage; the ready ones a pick reads.
     set: EndpointSet<M::Response, M::Future>,
     picker: Picker,
     classifier: K,
     hasher: H,
-    clock: Clock,
     rng: Rng,
+    /// Set when background work can progress; `poll_ready` looks at it.
     wake: Arc<WakeFlag>,
     /// Sets `wake`; background work is polled with it.
     waker: Waker,
-    /// The ready position of the endpoint called last, to ask again whether
-    /// it is ready (positions only change in `poll_ready`).
-    last_called: Option<usize>,
-    /// `poll_ready` returned `Ready` and no `call` used it yet.
-    reserved: bool,
+    /// Where the caller is between `poll_ready` and `call`.
+    turn: Turn,
     failfast: FailFast,
-    failfast_timeout: Duration,
-    /// The fail-fast deadline.
-    failfast_timer: Timer,
     /// Bound of the queue of a [`SharedBalancer`] made from this one.
     queue_capacity: usize,
 }
 
-/// Where `poll_ready` is in waiting for an endpoint.
-enum FailFast {
-    /// An endpoint was ready last time (or it never waited).
+/// Where the caller is in its `poll_ready`, `call` turn.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// Nothing reserved, no endpoint to ask again.
     Idle,
-    /// No endpoint is ready; fail at this deadline.
-    Waiting(Instant),
-    /// The deadline passed: fail at once until an endpoint is ready.
-    Failing,
+    /// `poll_ready` returned `Ready` and no `call` used it yet.
+    Reserved,
+    /// The ready position of the endpoint called last, to ask again whether
+    /// it is ready (positions only change in `poll_ready`).
+    Called(usize),
 }
 
-/// A timer allocated on first use and reused after: background work and
-/// fail-fast arm theirs again and again, and a boxed `Sleep` per arm would
-/// allocate each time.
-#[derive(Default)]
-pub(crate) struct Timer(Option<Pin<Box<Sleep>>>);
-
-impl Timer {
-    /// Polls the timer for `deadline`. It is reset only when the deadline
-    /// moved: a reset re-registers with the time driver, and polling an
-    /// unchanged deadline (one that already passed included) gives the same
-    /// answer without it.
-    pub(crate) fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        let timer = self
-            .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+impl Turn {
+    /// The endpoint called last, if any, leaving the turn idle.
+    fn take_called(&mut self) -> Option<usize> {
+        match std::mem::replace(self, Self::Idle) {
+            Self::Called(pos) => Some(pos),
+            Self::Idle | Self::Reserved => None,
         }
-        timer.as_mut().poll(cx)
     }
 }
 
@@ -300,25 +287,20 @@ where
     /// A balancer with `config`, or the first bad field of it.
     pub fn with_config(config: &BalancerConfig, changes: D, connector: M) -> Result<Self, ConfigError> {
         config.validate()?;
-        let clock = Clock::start(config.clock);
         let (wake, waker) = WakeFlag::new();
         let mut rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         Ok(Self {
             changes: Some(changes),
             connector,
-            set: EndpointSet::new(config, clock.clone(), Arc::clone(&wake))?,
+            set: EndpointSet::new(config, Clock::start(config.clock), Arc::clone(&wake))?,
             picker: Picker::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
             classifier: ErrorsAreFailures,
             hasher: NoKey,
-            clock,
             rng,
             wake,
             waker,
-            last_called: None,
-            reserved: false,
-            failfast: FailFast::Idle,
-            failfast_timeout: config.failfast_timeout,
-            failfast_timer: Timer::default(),
+            turn: Turn::Idle,
+            failfast: FailFast::new(config.failfast_timeout),
             queue_capacity: config.queue_capacity,
         })
     }
@@ -383,15 +365,11 @@ where
             picker: self.picker,
             classifier,
             hasher,
-            clock: self.clock,
             rng: self.rng,
             wake: self.wake,
             waker: self.waker,
-            last_called: self.last_called,
-            reserved: self.reserved,
+            turn: self.turn,
             failfast: self.failfast,
-            failfast_timeout: self.failfast_timeout,
-            failfast_timer: self.failfast_timer,
             queue_capacity: self.queue_capacity,
         }
     }
@@ -486,40 +464,6 @@ where
         self.set.poll_health(&mut cx);
         self.set.publish();
     }
-
-    /// No endpoint is ready: wait for one until the fail-fast deadline.
-    fn poll_failfast(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        loop {
-            match self.failfast {
-                FailFast::Idle => {
-                    if self.failfast_timeout.is_zero() {
-                        self.failfast = FailFast::Failing;
-                        continue;
-                    }
-                    self.failfast = FailFast::Waiting(Instant::now() + self.failfast_timeout);
-                }
-                FailFast::Waiting(deadline) => {
-                    if self.failfast_timer.poll_until(deadline, cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    tracing::debug!(
-                        balancer = self.set.metrics().name(),
-                        known = self.set.len(),
-                        waited = ?self.failfast_timeout,
-                        "no ready endpoint; failing fast"
-                    );
-                    self.failfast = FailFast::Failing;
-                }
-                FailFast::Failing => {
-                    self.set.metrics().no_endpoints.increment(1);
-                    return Poll::Ready(Err(BalanceError::NoEndpoints {
-                        waited: self.failfast_timeout,
-                        known: self.set.len(),
-                    }));
-                }
-            }
-        }
-    }
 }
 
 impl<D, M, K, H> Balancer<D, M, K, H>
@@ -542,7 +486,9 @@ where
         E: Into<BoxError>,
     {
         // Positions may move below: a reservation would name a stale one.
-        self.reserved = false;
+        if let Turn::Reserved = self.turn {
+            self.turn = Turn::Idle;
+        }
         loop {
             if self.wake.take() {
                 // Driving may move ready positions, so the endpoint called
@@ -550,7 +496,7 @@ where
                 // next `poll_ready`: asked now, it would answer before its
                 // request ended, and a request that then finds it broken
                 // would not be seen until its next pick.
-                if let Some(pos) = self.last_called.take() {
+                if let Some(pos) = self.turn.take_called() {
                     self.set.repoll::<Req>(pos, &mut self.rng);
                 }
                 self.drive::<Req, E>();
@@ -579,7 +525,7 @@ where
     type Future = ResponseFuture<<M::Response as Service<Req>>::Future, K>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        if let Some(pos) = self.last_called.take() {
+        if let Some(pos) = self.turn.take_called() {
             // Polled with the endpoint's own waker, which drives the
             // background work: if it is not ready, it joins the not-ready
             // set; if it breaks later, it is asked again (`endpoints/recheck.rs`).
@@ -590,8 +536,8 @@ where
                 self.drive::<Req, E>();
             }
             if self.set.ready_len() > 0 {
-                self.failfast = FailFast::Idle;
-                self.reserved = true;
+                self.failfast.reset();
+                self.turn = Turn::Reserved;
                 return Poll::Ready(Ok(()));
             }
             // Nothing ready: sleep until background work wakes us, unless
@@ -600,16 +546,18 @@ where
                 break;
             }
         }
-        self.reserved = false;
-        self.poll_failfast(cx)
+        let known = self.set.len();
+        let error = std::task::ready!(self.failfast.poll(cx, self.set.metrics().name(), known));
+        self.set.metrics().no_endpoints.increment(1);
+        Poll::Ready(Err(error))
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        if !std::mem::take(&mut self.reserved) {
+        if !matches!(std::mem::replace(&mut self.turn, Turn::Idle), Turn::Reserved) {
             return ResponseFuture::failed(BalanceError::NotReady);
         }
-        let mut now = Now::lazy(&self.clock);
+        let mut now = Now::lazy(self.set.clock());
         let hasher = &self.hasher;
         let key = || hasher.key_hash(&request);
         let Some(pos) = self.picker.pick(&self.set.view(), key, &mut self.rng, &mut now) else {
@@ -623,12 +571,12 @@ where
         };
         slot.picks.increment(1);
         let tracker = Tracker {
-            state: Arc::clone(&slot.state),
+            load: Arc::clone(&slot.load),
             sent_at,
             classifier: self.classifier.clone(),
         };
         let future = slot.service.call(request);
-        self.last_called = Some(pos);
+        self.turn = Turn::Called(pos);
         ResponseFuture::new(future, tracker)
     }
 }
@@ -711,7 +659,7 @@ mod tests {
 
     fn eject<D, M: Service<Endpoint>, K>(balancer: &Balancer<D, M, K>, pos: usize, available: bool) {
         let ready = balancer.set.view();
-        ready.slot(pos).unwrap().state.set_available(available);
+        ready.slot(pos).unwrap().load.set_available(available);
     }
 
     #[tokio::test]

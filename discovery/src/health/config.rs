@@ -5,10 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::ConfigError;
-
-/// The longest duration any field accepts: a year is far past any sensible
-/// ejection or ramp, and keeps every deadline computed from it finite.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+use crate::config::{check, setters};
 
 /// Passive health of a balancer's endpoints: outlier detection, panic
 /// threshold and slow start, with Envoy's defaults.
@@ -189,21 +186,18 @@ impl HealthConfig {
     /// Checks every field, naming the first bad one with the `health.`
     /// prefix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_at("health")
+        self.check().map_err(|e| e.within("health"))
     }
 
-    /// [`validate`](Self::validate) with the fields named under `prefix`
-    /// (`balancer.health` inside a balancer's config).
-    pub(crate) fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
+    /// [`validate`](Self::validate) with the fields named from here
+    /// (`healthy_panic_threshold`), for a config that holds this one.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if let Some(outlier) = &self.outlier_detection {
-            outlier.validate_at(&format!("{prefix}.outlier_detection"))?;
+            outlier.validate()?;
         }
-        percent(
-            &format!("{prefix}.healthy_panic_threshold"),
-            self.healthy_panic_threshold,
-        )?;
+        check::percent("healthy_panic_threshold", self.healthy_panic_threshold)?;
         if let Some(slow_start) = &self.slow_start {
-            slow_start.validate_at(&format!("{prefix}.slow_start"))?;
+            slow_start.validate()?;
         }
         Ok(())
     }
@@ -220,17 +214,13 @@ impl HealthConfig {
         self
     }
 
-    /// Sets [`healthy_panic_threshold`](Self::healthy_panic_threshold).
-    pub fn healthy_panic_threshold(mut self, percent: f64) -> Self {
-        self.healthy_panic_threshold = percent;
-        self
-    }
-
     /// Sets [`slow_start`](Self::slow_start), turning it on.
     pub fn slow_start(mut self, config: SlowStartConfig) -> Self {
         self.slow_start = Some(config);
         self
     }
+
+    setters! { healthy_panic_threshold: f64 }
 }
 
 // ===== impl OutlierConfig =====
@@ -239,37 +229,30 @@ impl OutlierConfig {
     /// Checks every field, naming the first bad one with the
     /// `outlier_detection.` prefix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_at("outlier_detection")
+        self.check().map_err(|e| e.within("outlier_detection"))
     }
 
-    pub(crate) fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
-        let field = |name: &str| format!("{prefix}.{name}");
-        if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::field(
-                field("consecutive_failures"),
-                "must be at least 1 (leave it out to turn the detector off)",
-            ));
-        }
-        non_zero_duration(field("interval"), self.interval)?;
-        non_zero_duration(field("base_ejection_time"), self.base_ejection_time)?;
-        if self.max_ejection_time < self.base_ejection_time {
-            return Err(ConfigError::field(
-                field("max_ejection_time"),
-                "must be at least base_ejection_time",
-            ));
-        }
-        non_zero_duration(field("max_ejection_time"), self.max_ejection_time)?;
-        if self.max_ejection_percent > 100 {
-            return Err(ConfigError::field(
-                field("max_ejection_percent"),
-                "must be at most 100",
-            ));
-        }
+    fn check(&self) -> Result<(), ConfigError> {
+        check::that(
+            self.consecutive_failures != Some(0),
+            "consecutive_failures",
+            "must be at least 1 (leave it out to turn the detector off)",
+        )?;
+        check::non_zero_duration("interval", self.interval)?;
+        check::non_zero_duration("base_ejection_time", self.base_ejection_time)?;
+        check::that(
+            self.max_ejection_time >= self.base_ejection_time,
+            "max_ejection_time",
+            "must be at least base_ejection_time",
+        )?;
+        check::non_zero_duration("max_ejection_time", self.max_ejection_time)?;
+        check::that(
+            self.max_ejection_percent <= 100,
+            "max_ejection_percent",
+            "must be at most 100",
+        )?;
         if let Some(success_rate) = &self.success_rate {
-            let stdev = field("success_rate.stdev_factor");
-            if !(success_rate.stdev_factor.is_finite() && success_rate.stdev_factor >= 0.0) {
-                return Err(ConfigError::field(stdev, "must be a finite number, zero or more"));
-            }
+            check::finite_non_negative("success_rate.stdev_factor", success_rate.stdev_factor)?;
         }
         Ok(())
     }
@@ -286,30 +269,6 @@ impl OutlierConfig {
         self
     }
 
-    /// Sets [`interval`](Self::interval).
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// Sets [`base_ejection_time`](Self::base_ejection_time).
-    pub fn base_ejection_time(mut self, time: Duration) -> Self {
-        self.base_ejection_time = time;
-        self
-    }
-
-    /// Sets [`max_ejection_time`](Self::max_ejection_time).
-    pub fn max_ejection_time(mut self, time: Duration) -> Self {
-        self.max_ejection_time = time;
-        self
-    }
-
-    /// Sets [`max_ejection_percent`](Self::max_ejection_percent).
-    pub fn max_ejection_percent(mut self, percent: u32) -> Self {
-        self.max_ejection_percent = percent;
-        self
-    }
-
     /// Sets [`success_rate`](Self::success_rate).
     pub fn success_rate(mut self, config: SuccessRateConfig) -> Self {
         self.success_rate = Some(config);
@@ -320,6 +279,13 @@ impl OutlierConfig {
     pub fn without_success_rate(mut self) -> Self {
         self.success_rate = None;
         self
+    }
+
+    setters! {
+        interval: Duration,
+        base_ejection_time: Duration,
+        max_ejection_time: Duration,
+        max_ejection_percent: u32,
     }
 
     /// The ejection time after `times` ejections:
@@ -340,26 +306,8 @@ impl OutlierConfig {
     }
 }
 
-// ===== impl SuccessRateConfig =====
-
 impl SuccessRateConfig {
-    /// Sets [`minimum_hosts`](Self::minimum_hosts).
-    pub fn minimum_hosts(mut self, hosts: u32) -> Self {
-        self.minimum_hosts = hosts;
-        self
-    }
-
-    /// Sets [`request_volume`](Self::request_volume).
-    pub fn request_volume(mut self, requests: u32) -> Self {
-        self.request_volume = requests;
-        self
-    }
-
-    /// Sets [`stdev_factor`](Self::stdev_factor).
-    pub fn stdev_factor(mut self, factor: f64) -> Self {
-        self.stdev_factor = factor;
-        self
-    }
+    setters! { minimum_hosts: u32, request_volume: u32, stdev_factor: f64 }
 }
 
 // ===== impl SlowStartConfig =====
@@ -376,65 +324,20 @@ impl SlowStartConfig {
     /// Checks every field, naming the first bad one with the `slow_start.`
     /// prefix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_at("slow_start")
+        self.check().map_err(|e| e.within("slow_start"))
     }
 
-    pub(crate) fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
-        non_zero_duration(format!("{prefix}.window"), self.window)?;
-        if !(self.aggression.is_finite() && self.aggression > 0.0) {
-            return Err(ConfigError::field(
-                format!("{prefix}.aggression"),
-                "must be a finite number greater than zero",
-            ));
-        }
-        percent(&format!("{prefix}.min_weight_percent"), self.min_weight_percent)
+    fn check(&self) -> Result<(), ConfigError> {
+        check::non_zero_duration("window", self.window)?;
+        check::that(
+            self.aggression.is_finite() && self.aggression > 0.0,
+            "aggression",
+            "must be a finite number greater than zero",
+        )?;
+        check::percent("min_weight_percent", self.min_weight_percent)
     }
 
-    /// Sets [`window`](Self::window).
-    pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// Sets [`aggression`](Self::aggression).
-    pub fn aggression(mut self, aggression: f64) -> Self {
-        self.aggression = aggression;
-        self
-    }
-
-    /// Sets [`min_weight_percent`](Self::min_weight_percent).
-    pub fn min_weight_percent(mut self, percent: f64) -> Self {
-        self.min_weight_percent = percent;
-        self
-    }
-}
-
-/// A duration greater than zero and at most a year.
-pub(crate) fn non_zero_duration(field: impl Into<String>, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::field(field, "must be greater than zero"))
-    } else {
-        at_most_a_year(field, value)
-    }
-}
-
-/// A duration of at most a year (zero included), so every deadline
-/// computed from it stays finite.
-pub(crate) fn at_most_a_year(field: impl Into<String>, value: Duration) -> Result<(), ConfigError> {
-    if value > MAX_DURATION {
-        Err(ConfigError::field(field, "must be at most 365 days"))
-    } else {
-        Ok(())
-    }
-}
-
-/// A percentage in `[0, 100]`.
-pub(crate) fn percent(field: &str, value: f64) -> Result<(), ConfigError> {
-    if (0.0..=100.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::field(field, "must be a percentage from 0 to 100"))
-    }
+    setters! { window: Duration, aggression: f64, min_weight_percent: f64 }
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ mod slow_start;
 mod stats;
 
 pub use config::{ConfigError, HealthConfig, OutlierConfig, SlowStartConfig, SuccessRateConfig};
-pub(crate) use config::{at_most_a_year, non_zero_duration};
 pub use outlier::{EjectionReason, HealthEvent, OutlierDetector};
 pub use panic::PanicThreshold;
 pub use slow_start::SlowStart;

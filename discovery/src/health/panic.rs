@@ -1,6 +1,7 @@
 //! Envoy's panic threshold: when too few endpoints are healthy, ignore health.
 
-use super::config::{ConfigError, percent};
+use super::config::ConfigError;
+use crate::config::check;
 
 /// Decides when a balancer should stop trusting health and spread requests
 /// over all its endpoints (Envoy's `healthy_panic_threshold`).
@@ -31,7 +32,7 @@ impl PanicThreshold {
     /// A threshold in percent, in `[0, 100]`; 0 never panics, 100 panics
     /// as soon as one endpoint is unhealthy.
     pub fn new(percent: f64) -> Result<Self, ConfigError> {
-        self::percent("healthy_panic_threshold", percent)?;
+        check::percent("healthy_panic_threshold", percent)?;
         Ok(Self { percent })
     }
 

@@ -6,7 +6,7 @@ use crate::{EndpointId, Weight};
 
 use super::hash::{mix64, scale, stable_hash};
 use super::p2c::{Sampler, p2c};
-use crate::balance::{endpoints::ReadyView, rng::Rng, state::Now};
+use crate::balance::{endpoints::ReadyView, load::Now, rng::Rng};
 
 /// Marks a table entry not yet filled while the table is built.
 const EMPTY: u32 = u32::MAX;

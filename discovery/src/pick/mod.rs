@@ -3,12 +3,13 @@
 //!
 //! A balancer spends its whole overhead budget (tens of nanoseconds) per
 //! request, and its endpoints change rarely. So every picker does its work
-//! when the endpoints change and keeps a table that a pick only reads:
+//! when the endpoints change and keeps a table that a pick only reads (or,
+//! for round robin, one counter per distinct weight):
 //!
 //! | file | algorithm | per pick | rebuilt when |
 //! |---|---|---|---|
 //! | `p2c.rs` | P2C over peak-EWMA or requests in flight, weighted | two draws, two costs | the ready list or a ready weight changes (alias table; none for equal weights) |
-//! | `wrr.rs` | [`SmoothWrr`]: in turn, weighted, interleaved (nginx) | a step of a precomputed cycle | membership or a table weight changes |
+//! | `wrr.rs` | [`SmoothWrr`]: in turn, weighted, interleaved (nginx) | one step per distinct weight (one for equal weights) | membership or a table weight changes |
 //! | `maglev.rs` | [`Maglev`]: by key, consistently (as in Envoy) | a key hash and a table read | membership or a discovery weight changes |
 //!
 //! [`SmoothWrr`] and [`Maglev`] are public tables over slot indices that
@@ -35,7 +36,7 @@ pub use hash::{mix64, stable_hash};
 pub use maglev::{Maglev, MaglevError};
 pub use wrr::SmoothWrr;
 
-use crate::balance::{Algorithm, endpoints::ReadyView, rng::Rng, state::Now};
+use crate::balance::{Algorithm, endpoints::ReadyView, load::Now, rng::Rng};
 use maglev::MaglevPicker;
 use p2c::{Sampler, p2c};
 use wrr::RoundRobin;
@@ -48,7 +49,7 @@ use wrr::RoundRobin;
 #[repr(u8)]
 pub(crate) enum Picker {
     /// Power of two choices over the endpoints' load (peak-EWMA or
-    /// requests in flight, as their `EndpointState` models it).
+    /// requests in flight, as their `EndpointLoad` models it).
     PowerOfTwoChoices(Sampler),
     /// Smooth weighted round robin over the members.
     RoundRobin(RoundRobin),

@@ -8,7 +8,7 @@
 //! (Vose's alias method: O(1) per draw, rebuilt only when the ready set or a
 //! weight changes) and compared by `cost`, in which requests in flight count
 //! per unit of weight (`in_flight / weight + 1`, see
-//! `EndpointState::cost`). So with no requests in flight and equal
+//! `EndpointLoad::cost`). So with no requests in flight and equal
 //! latencies the costs tie, the first candidate wins, and traffic splits
 //! exactly by weight (a 1 %-weight canary gets 1 %); under load, in-flight
 //! requests settle in proportion to weight. When all weights are equal the
@@ -16,13 +16,13 @@
 //! Slow start's ramped weights are weights like any other here.
 
 use crate::balance::endpoints::{ReadySlot, ReadyView};
+use crate::balance::load::Now;
 use crate::balance::rng::{Rng, below};
-use crate::balance::state::Now;
 
-/// The cost of a ready endpoint (see `EndpointState::cost`).
+/// The cost of a ready endpoint (see `EndpointLoad::cost`).
 #[inline]
 fn cost<S>(slot: &ReadySlot<S>, now: &mut Now<'_>) -> f64 {
-    slot.state.cost(slot.in_flight(), slot.inv_weight, now)
+    slot.load.cost(slot.in_flight(), slot.inv_weight, now)
 }
 
 /// Power of two choices: the cheaper of two candidates.

@@ -29,9 +29,9 @@ use tower_service::Service;
 use super::clock::Clock;
 use super::config::BalancerConfig;
 use super::error::BoxError;
+use super::load::{EndpointLoad, LoadModel};
 use super::metrics::BalancerMetrics;
 use super::rng::Rng;
-use super::state::{EndpointState, LoadModel};
 use super::wake::WakeFlag;
 use crate::{ConfigError, Endpoint, EndpointChange};
 
@@ -94,6 +94,12 @@ impl<S, F> EndpointSet<S, F> {
     #[inline]
     pub(crate) fn ready_len(&self) -> usize {
         self.ready.len()
+    }
+
+    /// The clock that measures latency.
+    #[inline]
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The balancer's metrics.
@@ -173,7 +179,7 @@ impl<S, F> EndpointSet<S, F> {
         let table_weight = self.health.table_weight(weight, 1.0);
         let epoch = self.slab.new_epoch();
         let key = self.slab.insert(Entry {
-            state: EndpointState::new(self.model, self.clock.clone()),
+            load: EndpointLoad::new(self.model, self.clock.clone()),
             member: 0,
             ramp: self.health.new_ramp(),
             picks: self.metrics.picks(&id),
@@ -208,13 +214,13 @@ impl<S, F> EndpointSet<S, F> {
                 "endpoint moved; reconnecting"
             );
             let epoch = self.leave_stage(key);
-            let state = EndpointState::new(self.model, self.clock.clone());
+            let load = EndpointLoad::new(self.model, self.clock.clone());
             if let Some(entry) = self.slab.get_mut(key) {
                 // Health is the endpoint's, by id: the new connection keeps
                 // its ejection and its outlier counters.
-                state.set_available(entry.state.is_available());
-                state.attach_health_of(&entry.state);
-                entry.state = state;
+                load.set_available(entry.load.is_available());
+                load.attach_health_of(&entry.load);
+                entry.load = load;
                 entry.service = None;
                 entry.failures = 0;
             }
@@ -259,7 +265,7 @@ impl<S, F> EndpointSet<S, F> {
         };
         entry.stage = Stage::Ready;
         entry.failures = 0;
-        let (member, state, picks) = (entry.member, Arc::clone(&entry.state), entry.picks.clone());
+        let (member, load, picks) = (entry.member, Arc::clone(&entry.load), entry.picks.clone());
         if entry.ramp == Ramp::Waiting {
             // Slow start counts from the first time it can take requests.
             let now = Instant::now();
@@ -271,7 +277,7 @@ impl<S, F> EndpointSet<S, F> {
             return;
         };
         self.ready.push(ReadySlot {
-            state,
+            load,
             inv_weight: self.health.inv_weight(table_weight),
             member,
             picks,

@@ -229,7 +229,7 @@ impl<S, F> EndpointSet<S, F> {
                 continue;
             };
             if let Some(entry) = self.slab.get(key) {
-                entry.state.attach_health(&stats, &self.health.waker);
+                entry.load.attach_health(&stats, &self.health.waker);
             }
             self.set_ejected(index as u32, ejected);
         }
@@ -305,7 +305,7 @@ impl<S, F> EndpointSet<S, F> {
     }
 
     /// Ejects or restores member `index`: in the ready index, and in its
-    /// state, which picks read (in panic mode every endpoint stays available).
+    /// load, which picks read (in panic mode every endpoint stays available).
     fn set_ejected(&mut self, index: u32, ejected: bool) {
         let Some(member) = self.ready.member(index) else {
             return;
@@ -314,7 +314,7 @@ impl<S, F> EndpointSet<S, F> {
             return;
         }
         if let Some(entry) = self.slab.get(member.key) {
-            entry.state.set_available(!ejected || self.health.panic);
+            entry.load.set_available(!ejected || self.health.panic);
         }
         self.ready.set_ejected(index, ejected);
     }
@@ -334,7 +334,7 @@ impl<S, F> EndpointSet<S, F> {
         // Panic mode is availability: picks read one flag either way.
         for member in self.ready.members().iter().filter(|m| m.ejected) {
             if let Some(entry) = self.slab.get(member.key) {
-                entry.state.set_available(panic);
+                entry.load.set_available(panic);
             }
         }
         self.metrics.panic.set(if panic { 1.0 } else { 0.0 });

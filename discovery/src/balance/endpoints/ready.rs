@@ -7,7 +7,7 @@
 //!   them, with the weights tables pick with. Membership changes only with
 //!   discovery, so tables built over members are rebuilt rarely.
 //! - **Ready slots**: a dense list of the endpoints that can be called now,
-//!   each holding everything a request touches (load state, weight, pick
+//!   each holding everything a request touches (load, weight, pick
 //!   counter, the service), so a pick is two random positions and two slot
 //!   reads, the same for 16 endpoints as for 1,000.
 //!
@@ -21,15 +21,15 @@ use std::{collections::HashMap, sync::Arc, task::Waker};
 
 use metrics::Counter;
 
-use crate::balance::state::EndpointState;
+use crate::balance::load::EndpointLoad;
 use crate::{EndpointId, Weight};
 
 /// A ready endpoint: everything a request touches, so a request never
 /// reads the slab. While an endpoint is ready its slot owns the service.
 pub(crate) struct ReadySlot<S> {
     /// The endpoint's load and health. While the slot exists this is the
-    /// second long-lived strong reference (see [`EndpointState`]).
-    pub(crate) state: Arc<EndpointState>,
+    /// second long-lived strong reference (see [`EndpointLoad`]).
+    pub(crate) load: Arc<EndpointLoad>,
     /// `1 / weight`, with the weight ramped by slow start.
     pub(crate) inv_weight: f64,
     /// Its member's index.
@@ -47,7 +47,7 @@ impl<S> ReadySlot<S> {
     /// entry's and this slot's.
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        Arc::strong_count(&self.state) - 2
+        Arc::strong_count(&self.load) - 2
     }
 }
 
@@ -321,7 +321,7 @@ impl<S> ReadyView<'_, S> {
     /// every endpoint available).
     #[inline]
     pub(crate) fn available(&self, pos: usize) -> Option<&ReadySlot<S>> {
-        self.slot(pos).filter(|slot| slot.state.is_available())
+        self.slot(pos).filter(|slot| slot.load.is_available())
     }
 
     /// The ready position of member `index`, if it may be picked now.

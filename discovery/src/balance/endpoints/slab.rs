@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc, task::Waker};
 use metrics::Counter;
 
 use super::passive_health::Ramp;
-use crate::balance::state::EndpointState;
+use crate::balance::load::EndpointLoad;
 use crate::{Endpoint, EndpointId};
 
 /// One known endpoint.
@@ -19,8 +19,8 @@ pub(crate) struct Entry<S> {
     /// The endpoint as discovery last described it.
     pub(crate) endpoint: Endpoint,
     /// Load and health shared with requests in flight; the entry's strong
-    /// reference is one of the long-lived ones (see [`EndpointState`]).
-    pub(crate) state: Arc<EndpointState>,
+    /// reference is one of the long-lived ones (see [`EndpointLoad`]).
+    pub(crate) load: Arc<EndpointLoad>,
     /// Its index in the member list, where its ready position also is.
     pub(crate) member: u32,
     pub(crate) ramp: Ramp,

@@ -2,31 +2,31 @@
 //! response futures of the requests in flight to it.
 //!
 //! Responses complete on any thread while the balancer picks on its own, so
-//! the state is an `Arc` of atomics: a completion writes its outcome without
+//! the load is an `Arc` of atomics: a completion writes its outcome without
 //! a lock, and a pick reads without writing (no cache line bounces between
 //! the picking thread and the completing ones while nothing completes).
 //!
 //! # Seam for passive health
 //!
-//! This is where per-endpoint health plugs in: [`EndpointState::record`] is
+//! This is where per-endpoint health plugs in: [`EndpointLoad::record`] is
 //! the one place every completed request reports its [`Outcome`], from any
 //! thread, and passes it on to the outlier detector's [`EndpointStats`]
 //! (attached once the detector knows the endpoint: one atomic add and one
 //! load more per request); the record that completes a run of consecutive
 //! failures also wakes the balancer, which then ejects the endpoint at its
 //! next `poll_ready` (so `poll_ready` itself checks nothing). A pick skips
-//! an endpoint whose [`EndpointState::is_available`] is false: ejected,
+//! an endpoint whose [`EndpointLoad::is_available`] is false: ejected,
 //! while the balancer is not in panic mode.
 //!
 //! # Counting requests in flight
 //!
 //! The balancer's entry for the endpoint holds one long-lived strong
 //! reference and, while the endpoint is ready, its slot in the ready list a
-//! second (so a pick reads the state without going through the entry);
+//! second (so a pick reads the load without going through the entry);
 //! every request in flight holds one more, dropped when its response
 //! completes. So `Arc::strong_count - 2` is the number in flight of a ready
 //! endpoint, with no counter of its own to update (the same trick as
-//! `tower::load::PendingRequests`). Anything else that needs the state
+//! `tower::load::PendingRequests`). Anything else that needs the load
 //! (health checks, metrics) must hold a `Weak`.
 
 use std::{
@@ -47,11 +47,11 @@ pub(crate) struct Outcome {
     /// The classifier called the result a failure.
     pub(crate) failed: bool,
     /// When the request was sent, in [`Clock`] ticks (meaningful only when
-    /// [`EndpointState::measures_latency`]).
+    /// [`EndpointLoad::measures_latency`]).
     pub(crate) sent_at: u64,
 }
 
-/// The load model an endpoint's state follows, with its parameters in the
+/// The load model an endpoint's load follows, with its parameters in the
 /// units the hot path wants.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum LoadModel {
@@ -105,14 +105,15 @@ impl LoadModel {
     }
 }
 
-/// One endpoint's shared load state. See the module docs.
+/// One endpoint's load (and whether passive health lets it be picked),
+/// shared with its requests in flight. See the module docs.
 ///
 /// `repr(C)` keeps what a pick reads (`estimate`, `stamp`, `available`)
 /// right after the `Arc`'s reference counts, on the same cache line as the
 /// strong count a pick also reads.
 #[derive(Debug)]
 #[repr(C)]
-pub(crate) struct EndpointState {
+pub(crate) struct EndpointLoad {
     /// Peak-EWMA: the response-time estimate in ns. Pending: the failure
     /// count. As `f64` bits; the value at `stamp`, before any decay since.
     estimate: AtomicU64,
@@ -127,8 +128,8 @@ pub(crate) struct EndpointState {
     clock: Clock,
 }
 
-impl EndpointState {
-    /// A fresh state: the default RTT (peak-EWMA) or no failures (pending).
+impl EndpointLoad {
+    /// A fresh load: the default RTT (peak-EWMA) or no failures (pending).
     pub(crate) fn new(model: LoadModel, clock: Clock) -> Arc<Self> {
         let stamp = clock.now();
         let estimate = match model {
@@ -148,7 +149,7 @@ impl EndpointState {
     /// Sends every outcome from now on to the outlier detector's `stats`
     /// too, waking `balancer` when a run of failures trips the detector.
     /// Only the first attach counts: an endpoint keeps its stats for as
-    /// long as it keeps its state.
+    /// long as it keeps its load.
     pub(crate) fn attach_health(&self, stats: &Arc<EndpointStats>, balancer: &Waker) {
         // Already attached means the same stats: the detector keeps an
         // endpoint's stats for as long as its id stays.
@@ -158,8 +159,8 @@ impl EndpointState {
         });
     }
 
-    /// Attaches what `other` (the same endpoint's previous state) has.
-    pub(crate) fn attach_health_of(&self, other: &EndpointState) {
+    /// Attaches what `other` (the same endpoint's previous load) has.
+    pub(crate) fn attach_health_of(&self, other: &EndpointLoad) {
         if let Some(link) = other.health.get() {
             self.attach_health(&link.stats, &link.balancer);
         }
@@ -347,7 +348,7 @@ mod tests {
     use super::*;
     use crate::balance::{clock::ClockSource, config::PeakEwmaConfig};
 
-    impl EndpointState {
+    impl EndpointLoad {
         fn measures_latency(&self) -> bool {
             matches!(self.model, LoadModel::PeakEwma { .. })
         }
@@ -363,23 +364,23 @@ mod tests {
 
     const MS: f64 = 1_000_000.0;
 
-    fn ewma() -> Arc<EndpointState> {
+    fn ewma() -> Arc<EndpointLoad> {
         ewma_with(InFlightBias::Linear)
     }
 
-    fn ewma_with(bias: InFlightBias) -> Arc<EndpointState> {
+    fn ewma_with(bias: InFlightBias) -> Arc<EndpointLoad> {
         let algorithm = Algorithm::PeakEwma(
             PeakEwmaConfig::default()
                 .decay(Duration::from_secs(1))
                 .in_flight_bias(bias),
         );
         let clock = Clock::start(ClockSource::Tokio);
-        EndpointState::new(LoadModel::for_algorithm(&algorithm, &clock), clock)
+        EndpointLoad::new(LoadModel::for_algorithm(&algorithm, &clock), clock)
     }
 
     /// The cost with as many requests in flight as references beyond one.
-    fn cost(state: &Arc<EndpointState>) -> f64 {
-        state.cost(Arc::strong_count(state) - 1, 1.0, &mut Now::lazy(state.clock()))
+    fn cost(load: &Arc<EndpointLoad>) -> f64 {
+        load.cost(Arc::strong_count(load) - 1, 1.0, &mut Now::lazy(load.clock()))
     }
 
     #[test]
@@ -392,35 +393,35 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_jumps_to_peaks_and_decays_towards_zero_when_idle() {
-        let state = ewma();
-        assert_eq!(cost(&state), 30.0 * MS);
+        let load = ewma();
+        assert_eq!(cost(&load), 30.0 * MS);
 
         // A slow response replaces the estimate at once.
-        let sent_at = state.clock().now();
+        let sent_at = load.clock().now();
         tokio::time::advance(Duration::from_millis(100)).await;
-        state.record(Outcome {
+        load.record(Outcome {
             failed: false,
             sent_at,
         });
-        assert_eq!(state.estimate(), 100.0 * MS);
+        assert_eq!(load.estimate(), 100.0 * MS);
 
         // Two requests in flight triple the cost.
-        let (a, b) = (Arc::clone(&state), Arc::clone(&state));
-        assert_eq!(cost(&state), 300.0 * MS);
+        let (a, b) = (Arc::clone(&load), Arc::clone(&load));
+        assert_eq!(cost(&load), 300.0 * MS);
         drop((a, b));
 
         // Idle for one decay period: e^-1 of the estimate.
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!((cost(&state) - 100.0 * MS * (-1.0f64).exp()).abs() < 1.0);
+        assert!((cost(&load) - 100.0 * MS * (-1.0f64).exp()).abs() < 1.0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn fast_failures_add_up_their_penalties() {
-        let state = ewma();
+        let load = ewma();
         for _ in 0..2 {
-            let sent_at = state.clock().now();
+            let sent_at = load.clock().now();
             tokio::time::advance(Duration::from_millis(1)).await;
-            state.record(Outcome {
+            load.record(Outcome {
                 failed: true,
                 sent_at,
             });
@@ -429,17 +430,17 @@ mod tests {
         // the penalty again.
         let w = (-0.001f64).exp();
         let expected = (30.0 * MS * w + 1_000.0 * MS) * w + 1_000.0 * MS;
-        assert!((state.estimate() - expected).abs() < 1.0, "{}", state.estimate());
+        assert!((load.estimate() - expected).abs() < 1.0, "{}", load.estimate());
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_square_root_bias_ranks_as_rtt_times_the_root_of_the_queue() {
-        let state = ewma_with(InFlightBias::SquareRoot);
+        let load = ewma_with(InFlightBias::SquareRoot);
         // Three requests in flight: rtt² × 4, which orders as rtt × √4.
-        let held: Vec<_> = (0..3).map(|_| Arc::clone(&state)).collect();
-        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS * 4.0);
+        let held: Vec<_> = (0..3).map(|_| Arc::clone(&load)).collect();
+        assert_eq!(cost(&load), 30.0 * MS * 30.0 * MS * 4.0);
         drop(held);
-        assert_eq!(cost(&state), 30.0 * MS * 30.0 * MS);
+        assert_eq!(cost(&load), 30.0 * MS * 30.0 * MS);
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,28 +449,28 @@ mod tests {
             crate::balance::config::PendingRequestsConfig::default().failure_decay(Duration::from_secs(1)),
         );
         let clock = Clock::start(ClockSource::Tokio);
-        let state = EndpointState::new(LoadModel::for_algorithm(&algorithm, &clock), clock);
-        assert!(!state.measures_latency());
-        assert_eq!(cost(&state), 1.0);
-        state.record(Outcome {
+        let load = EndpointLoad::new(LoadModel::for_algorithm(&algorithm, &clock), clock);
+        assert!(!load.measures_latency());
+        assert_eq!(cost(&load), 1.0);
+        load.record(Outcome {
             failed: false,
             sent_at: 0,
         });
-        assert_eq!(cost(&state), 1.0);
-        state.record(Outcome {
+        assert_eq!(cost(&load), 1.0);
+        load.record(Outcome {
             failed: true,
             sent_at: 0,
         });
-        state.record(Outcome {
+        load.record(Outcome {
             failed: true,
             sent_at: 0,
         });
-        assert_eq!(cost(&state), 3.0);
+        assert_eq!(cost(&load), 3.0);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!((cost(&state) - (1.0 + 2.0 * (-1.0f64).exp())).abs() < 1e-9);
+        assert!((cost(&load) - (1.0 + 2.0 * (-1.0f64).exp())).abs() < 1e-9);
         // Weight halves the in-flight part only.
         assert!(
-            (state.cost(1, 0.5, &mut Now::lazy(state.clock())) - 1.5 * (1.0 + 2.0 * (-1.0f64).exp())).abs()
+            (load.cost(1, 0.5, &mut Now::lazy(load.clock())) - 1.5 * (1.0 + 2.0 * (-1.0f64).exp())).abs()
                 < 1e-9
         );
     }
