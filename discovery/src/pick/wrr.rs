@@ -1,5 +1,4 @@
-//! Smooth weighted round robin: nginx's algorithm, one step per weight
-//! class.
+//! Smooth weighted round robin: nginx's algorithm, precomputed.
 
 use std::fmt;
 
@@ -9,16 +8,19 @@ use crate::balance::{
     rng::{Rng, below},
 };
 
-/// The most stepper work (picks × weight classes) a rebuild spends to keep
-/// its place in the cycle: a few milliseconds at most, paid once per
-/// rebuild. Beyond it the new cycle starts from its beginning.
-const MAX_CATCH_UP_STEPS: u64 = 1 << 22;
+/// The longest cycle kept as a precomputed schedule (entries of 4 bytes:
+/// 256 KiB at most).
+const MAX_SCHEDULE: u64 = 1 << 16;
+
+/// The most stepper work (cycle length × weight classes) spent building a
+/// schedule: about a few milliseconds, paid once per rebuild.
+const MAX_BUILD_STEPS: u64 = 1 << 22;
 
 /// How many picks [`SmoothWrr::pick_where`] tries before it scans the slots.
 const PROBES: usize = 32;
 
 /// Smooth weighted round robin over slots `0..n`: nginx's algorithm, with
-/// each pick O(distinct weights) instead of O(n).
+/// each pick O(1).
 ///
 /// Each slot is picked in proportion to its weight, exactly: in every cycle
 /// of `Σ weights / gcd(weights)` picks, slot `i` is picked
@@ -44,18 +46,25 @@ const PROBES: usize = 32;
 /// assert_eq!(picks, [1, 2, 1, 2]);
 /// ```
 ///
-/// # The algorithm, and why it is grouped by weight
+/// # The algorithm, and why it is precomputed
 ///
 /// nginx (`ngx_http_upstream_get_peer`, 2012) keeps a `current` value per
 /// slot; each pick adds every slot's weight to its `current`, picks the
 /// largest (the first one on ties) and subtracts the total weight from it.
-/// That is O(n) per pick. `SmoothWrr` runs the same recurrence grouped by
-/// weight: slots of equal weight always take their turns in slot order, so
-/// one `current` per distinct weight is enough, and a pick costs
-/// O(distinct weights), whatever `n`: one step for endpoints of equal
-/// weight, about ten more while slow start ramps some of them. Weights are
-/// divided by their greatest common divisor first, which does not change
-/// the sequence.
+/// That is O(n) per pick. The sequence it produces is periodic, so
+/// `SmoothWrr` computes one period when it is (re)built and then picks by
+/// walking the table: one load and one increment, whatever `n`.
+///
+/// Building runs the same recurrence grouped by weight: slots of equal
+/// weight always take their turns in slot order, so one `current` per
+/// distinct weight is enough, and a build costs O(cycle × distinct
+/// weights) instead of O(cycle × n). When the cycle is longer than 65 536
+/// picks, or the build would take more than ~4 M steps (many distinct,
+/// large, coprime weights), no table is kept and each pick runs the grouped
+/// recurrence instead: O(distinct weights) per pick, the same sequence.
+/// Weights are divided by their greatest common divisor first, which does
+/// not change the sequence and keeps typical cycles short (weights 100,
+/// 200, 300 cycle in 6 picks).
 ///
 /// Envoy's weighted round robin is an earliest-deadline-first scheduler
 /// instead (O(log n) per pick). Its picks are less even: with one heavy
@@ -69,8 +78,7 @@ const PROBES: usize = 32;
 /// [`set_eligible`](Self::set_eligible): the cycle is rebuilt over the
 /// remaining slots, so they stay exactly weighted and smooth. The rebuild
 /// is lazy (at the next pick), so several changes cost one rebuild, and it
-/// keeps the position in the cycle (unless catching up would take more
-/// than ~4 M steps: then the new cycle starts from its beginning). For a check that changes per request
+/// keeps the position in the cycle. For a check that changes per request
 /// (a connection that is momentarily not ready), use
 /// [`pick_where`](Self::pick_where): it skips the slots the check refuses,
 /// giving their turn to the next in the cycle.
@@ -89,10 +97,36 @@ pub struct SmoothWrr {
     weights: Vec<Weight>,
     eligible: Vec<bool>,
     start: usize,
-    /// The recurrence over the eligible slots; `None` when there are none.
-    stepper: Option<Stepper>,
-    /// Weights, eligibility or start changed since `stepper` was built.
+    state: State,
+    /// Weights, eligibility or start changed since the state was built.
     stale: bool,
+    limits: Limits,
+}
+
+#[derive(Clone)]
+enum State {
+    /// No eligible slot.
+    Empty,
+    /// One precomputed cycle, walked by `cursor`.
+    Schedule { entries: Box<[u32]>, cursor: usize },
+    /// Cycle too long to keep: the recurrence runs per pick.
+    Live(Stepper),
+}
+
+/// When a cycle is precomputed (the constants, or smaller ones in tests).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    schedule: u64,
+    build_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            schedule: MAX_SCHEDULE,
+            build_steps: MAX_BUILD_STEPS,
+        }
+    }
 }
 
 // ===== impl SmoothWrr =====
@@ -105,8 +139,9 @@ impl SmoothWrr {
             eligible: vec![true; weights.len()],
             weights,
             start: 0,
-            stepper: None,
+            state: State::Empty,
             stale: true,
+            limits: Limits::default(),
         }
     }
 
@@ -117,7 +152,7 @@ impl SmoothWrr {
         self.weights.extend(weights);
         self.eligible.clear();
         self.eligible.resize(self.weights.len(), true);
-        self.stepper = None;
+        self.state = State::Empty;
         self.stale = true;
     }
 
@@ -151,7 +186,7 @@ impl SmoothWrr {
     /// `start + 1`, … Give each client a random start. Restarts the cycle.
     pub fn set_start(&mut self, start: usize) {
         self.start = start;
-        self.stepper = None;
+        self.state = State::Empty;
         self.stale = true;
     }
 
@@ -204,10 +239,39 @@ impl SmoothWrr {
     /// The next slot, or `None` when no slot is eligible.
     #[inline]
     pub fn pick(&mut self) -> Option<usize> {
+        // The fast path, kept small so it inlines into the balancer: a step
+        // through the precomputed cycle.
+        if !self.stale
+            && let State::Schedule { entries, cursor } = &mut self.state
+            && let Some(&slot) = entries.get(*cursor)
+        {
+            *cursor += 1;
+            if *cursor == entries.len() {
+                *cursor = 0;
+            }
+            return Some(slot as usize);
+        }
+        self.pick_slow()
+    }
+
+    /// A pick that rebuilds first, or runs the recurrence (no schedule).
+    #[inline(never)]
+    fn pick_slow(&mut self) -> Option<usize> {
         if self.stale {
             self.rebuild();
         }
-        Some(self.stepper.as_mut()?.step())
+        match &mut self.state {
+            State::Schedule { entries, cursor } => {
+                let slot = *entries.get(*cursor)?;
+                *cursor += 1;
+                if *cursor == entries.len() {
+                    *cursor = 0;
+                }
+                Some(slot as usize)
+            }
+            State::Live(stepper) => Some(stepper.step()),
+            State::Empty => None,
+        }
     }
 
     /// The next slot that `usable` accepts, or `None` when none does.
@@ -234,34 +298,46 @@ impl SmoothWrr {
     }
 
     /// Rebuilds the cycle from the current weights and eligibility, keeping
-    /// the position within the cycle when the catch-up is cheap enough.
+    /// the position within the cycle when both old and new are schedules.
     #[cold]
     fn rebuild(&mut self) {
         self.stale = false;
-        let old = self.stepper.take();
+        let phase = match &self.state {
+            State::Schedule { entries, cursor } => Some((*cursor, entries.len())),
+            State::Empty | State::Live(_) => None,
+        };
         let Some(mut stepper) = Stepper::new(&self.weights, &self.eligible, self.start) else {
+            self.state = State::Empty;
             return;
         };
-        if let Some(old) = old {
-            // The same fraction of the new cycle as was done of the old.
-            let steps = u128::from(old.done) * u128::from(stepper.total) / u128::from(old.total);
-            let work = steps.saturating_mul(stepper.classes.len() as u128);
-            if work <= u128::from(MAX_CATCH_UP_STEPS) {
-                for _ in 0..steps {
-                    stepper.step();
-                }
-            }
+        let period = stepper.total;
+        let classes = stepper.classes.len() as u64;
+        if period <= self.limits.schedule && period.saturating_mul(classes) <= self.limits.build_steps {
+            // `period` is at most `MAX_SCHEDULE`, so it fits a usize, and
+            // slots are below `len`, which the caller keeps under u32::MAX.
+            let entries: Box<[u32]> = (0..period).map(|_| stepper.step() as u32).collect();
+            let cursor = phase.map_or(0, |(cursor, len)| {
+                (cursor as u128 * u128::from(period) / len as u128) as usize
+            });
+            self.state = State::Schedule { entries, cursor };
+        } else {
+            self.state = State::Live(stepper);
         }
-        self.stepper = Some(stepper);
     }
 }
 
 impl fmt::Debug for SmoothWrr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.state {
+            State::Empty => "empty",
+            State::Schedule { .. } => "schedule",
+            State::Live(_) => "live",
+        };
         f.debug_struct("SmoothWrr")
             .field("weights", &self.weights)
             .field("eligible", &self.eligible)
             .field("start", &self.start)
+            .field("mode", &mode)
             .field("stale", &self.stale)
             .finish()
     }
@@ -282,8 +358,6 @@ struct Stepper {
     classes: Vec<Class>,
     /// Sum of the reduced eligible weights: the cycle length.
     total: u64,
-    /// Picks made in the current cycle, `0..total`.
-    done: u64,
     /// Number of slots and the rotation: slot = (rank + start) mod n.
     n: usize,
     start: usize,
@@ -334,7 +408,6 @@ impl Stepper {
         Some(Self {
             classes,
             total,
-            done: 0,
             n,
             start,
         })
@@ -363,10 +436,6 @@ impl Stepper {
             // The total of reduced weights of fewer than 2^31 slots, each
             // below 2^32, fits an i64.
             class.current -= self.total as i64;
-        }
-        self.done += 1;
-        if self.done == self.total {
-            self.done = 0;
         }
         let slot = best_rank as usize + self.start;
         if slot >= self.n { slot - self.n } else { slot }
@@ -456,6 +525,24 @@ mod tests {
 
     use super::*;
 
+    impl SmoothWrr {
+        fn with_limits(mut self, schedule: u64, build_steps: u64) -> Self {
+            self.limits = Limits {
+                schedule,
+                build_steps,
+            };
+            self.stale = true;
+            self
+        }
+
+        fn is_scheduled(&mut self) -> bool {
+            if self.stale {
+                self.rebuild();
+            }
+            matches!(self.state, State::Schedule { .. })
+        }
+    }
+
     fn weights(raw: &[u32]) -> Vec<Weight> {
         raw.iter().map(|&w| Weight::new(w).unwrap()).collect()
     }
@@ -484,23 +571,28 @@ mod tests {
     }
 
     #[test]
-    fn gives_nginx_sequence() {
+    fn schedule_and_live_modes_give_nginx_sequence() {
         let raw = [5, 1, 1];
-        let mut wrr = SmoothWrr::new(weights(&raw));
-        assert_eq!(picks(&mut wrr, 14), nginx(&raw, 14));
+        let mut scheduled = SmoothWrr::new(weights(&raw));
+        assert!(scheduled.is_scheduled());
+        let mut live = SmoothWrr::new(weights(&raw)).with_limits(0, 0);
+        assert!(!live.is_scheduled());
+        assert_eq!(picks(&mut scheduled, 14), nginx(&raw, 14));
+        assert_eq!(picks(&mut live, 14), nginx(&raw, 14));
     }
 
     #[test]
-    fn long_cycles_give_nginx_sequence() {
-        // Coprime weights whose cycle is long.
+    fn long_cycles_run_live() {
+        // Coprime weights whose cycle exceeds the schedule limit.
         let raw = [65_521, 65_519, 3];
         let mut wrr = SmoothWrr::new(weights(&raw));
+        assert!(!wrr.is_scheduled());
         assert_eq!(wrr.cycle_len(), 131_043);
         assert_eq!(picks(&mut wrr, 1_000), nginx(&raw, 1_000));
     }
 
     #[test]
-    fn rebuild_keeps_the_phase_of_the_cycle() {
+    fn rebuild_keeps_the_phase_of_a_schedule() {
         let mut wrr = SmoothWrr::new(weights(&[1; 10]));
         assert_eq!(picks(&mut wrr, 5), [0, 1, 2, 3, 4]);
         wrr.set_weight(9, Weight::new(1).unwrap()); // no change: no rebuild
@@ -515,7 +607,7 @@ mod tests {
         let mut wrr = SmoothWrr::new(weights(&[1, 1, 1, 1]));
         wrr.set_start(6);
         assert_eq!(picks(&mut wrr, 5), [2, 3, 0, 1, 2]);
-        let mut wrr = SmoothWrr::new(weights(&[2, 1, 1]));
+        let mut wrr = SmoothWrr::new(weights(&[2, 1, 1])).with_limits(0, 0);
         wrr.set_start(1);
         // nginx over slots in the order 1, 2, 0.
         let rotated: Vec<usize> = nginx(&[1, 1, 2], 8).iter().map(|&r| (r + 1) % 3).collect();
@@ -526,8 +618,12 @@ mod tests {
         #[test]
         fn any_weights_give_nginx_sequence(
             raw in prop::collection::vec(1_u32..40, 1..12),
+            live in any::<bool>(),
         ) {
             let mut wrr = SmoothWrr::new(weights(&raw));
+            if live {
+                wrr = wrr.with_limits(0, 0);
+            }
             let len: u32 = raw.iter().sum();
             let n = 2 * len as usize + 3;
             prop_assert_eq!(picks(&mut wrr, n), nginx(&raw, n));
