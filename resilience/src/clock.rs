@@ -1,5 +1,10 @@
 //! Which clock a layer reads on its hot path.
 //!
+//! orch-discovery's balancer has its own `ClockSource` on purpose: its
+//! default (`auto`) follows tokio's paused time, where a rate limiter's
+//! default is tokio's clock itself; the two crates share no code (see
+//! DESIGN.md's dependency direction).
+//!
 //! A rate limiter reads the time on every call, and on this budget a clock
 //! read is most of the cost: measured in `benches/resilience.rs` on the
 //! project's machines (a VM on AMD EPYC, `tsc` clocksource), tokio's clock

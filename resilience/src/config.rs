@@ -4,6 +4,12 @@
 //! file or the environment. A value that cannot work (a rate above 1, a zero
 //! window, zero permits) is refused when the layer is built, with the dotted
 //! path of the field, so nothing half-configured ever runs.
+//!
+//! `orch-discovery` keeps a deliberate twin of this module
+//! (`discovery/src/config.rs`): DESIGN.md lets this crate depend on no
+//! sibling, and orch-core reports its own `SpecError`, so there is no
+//! shared home. The twin differs in one way on purpose: it caps every
+//! duration at a year, because the balancer turns durations into deadlines.
 
 use std::time::Duration;
 
