@@ -1,15 +1,19 @@
 //! Bulkhead: slots, the bounded FIFO queue, max wait, sharing, metrics, config.
 
+mod support;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebugValue;
 use orch_resilience::{Bulkhead, BulkheadConfig, BulkheadLayer, ErrorClass, ResilienceError};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
+
+use support::Metrics;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -249,25 +253,24 @@ async fn clones_and_services_of_one_layer_share_the_slots() {
 /// Reads the bulkhead metrics of one name. `DebuggingRecorder` snapshots
 /// reset every value to zero, so values are summed across snapshots (gauges
 /// here only move by increments and decrements).
-struct Metrics {
-    snapshotter: Snapshotter,
+struct Totals<'a> {
+    metrics: &'a Metrics,
     name: &'static str,
     totals: HashMap<String, f64>,
 }
 
-impl Metrics {
+impl Totals<'_> {
     fn read(&mut self) -> &HashMap<String, f64> {
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            if !key.labels().any(|l| l.key() == "name" && l.value() == self.name) {
+        for sample in self.metrics.snapshot().samples() {
+            if !sample.has(&[("name", self.name)]) {
                 continue;
             }
-            let delta = match value {
-                DebugValue::Counter(n) => n as f64,
+            let delta = match &sample.value {
+                DebugValue::Counter(n) => *n as f64,
                 DebugValue::Gauge(v) => v.0,
                 DebugValue::Histogram(_) => continue,
             };
-            *self.totals.entry(key.name().to_owned()).or_default() += delta;
+            *self.totals.entry(sample.name.clone()).or_default() += delta;
         }
         &self.totals
     }
@@ -275,13 +278,13 @@ impl Metrics {
 
 #[tokio::test(start_paused = true)]
 async fn occupancy_and_rejections_are_reported_as_metrics() {
-    let recorder = DebuggingRecorder::new();
-    let mut metrics = Metrics {
-        snapshotter: recorder.snapshotter(),
+    let metrics = Metrics::default();
+    let mut totals = Totals {
+        metrics: &metrics,
         name: "search",
         totals: HashMap::new(),
     };
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let _guard = metrics.install();
 
     let log = Log::default();
     let config = BulkheadConfig::default()
@@ -296,14 +299,14 @@ async fn occupancy_and_rejections_are_reported_as_metrics() {
     let c = svc.ready().await.unwrap().call(Req(3, 100 * MS));
     let d = svc.ready().await.unwrap().call(Req(4, 100 * MS)).await;
     assert!(d.is_err());
-    let loaded = metrics.read();
+    let loaded = totals.read();
     assert_eq!(loaded["orch_bulkhead_in_flight"], 2.0);
     assert_eq!(loaded["orch_bulkhead_queued"], 1.0);
     assert_eq!(loaded["orch_bulkhead_rejections_total"], 1.0);
 
     let (a, b, c) = tokio::join!(a, b, c);
     assert!(a.is_ok() && b.is_ok() && c.is_ok());
-    let idle = metrics.read();
+    let idle = totals.read();
     assert_eq!(idle["orch_bulkhead_in_flight"], 0.0);
     assert_eq!(idle["orch_bulkhead_queued"], 0.0);
     assert_eq!(idle["orch_bulkhead_rejections_total"], 1.0);

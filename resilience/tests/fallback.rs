@@ -1,5 +1,7 @@
 //! Fallback: which classes it answers, async and value fallbacks, composition, config.
 
+mod support;
+
 use std::{
     sync::{
         Arc,
@@ -8,13 +10,14 @@ use std::{
     time::Duration,
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use orch_resilience::{
     BulkheadConfig, CircuitRejection, ErrorClass, ErrorClasses, FallbackConfig, FallbackLayer,
     ResilienceError, TimeoutKind, TimeoutLayer,
 };
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+use support::Metrics;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -196,9 +199,8 @@ async fn poll_ready_errors_pass_through() {
 
 #[tokio::test]
 async fn uses_are_counted_by_name_and_class() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::default();
+    let _guard = metrics.install();
 
     let svc = FallbackLayer::value("cached")
         .with_name("prices")
@@ -207,25 +209,12 @@ async fn uses_are_counted_by_name_and_class() {
     for n in [0, 1, 1, 3, 2] {
         let _ = svc.clone().oneshot(n).await;
     }
-    let mut counts: Vec<(String, u64)> = snapshotter
+    // By class, sorted.
+    let counts: Vec<(String, u64)> = metrics
         .snapshot()
-        .into_vec()
+        .counters_by("orch_fallback_total", &[("name", "prices")], "class")
         .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let key = key.key();
-            let labelled = |k: &str| key.labels().find(|l| l.key() == k).map(|l| l.value().to_owned());
-            match value {
-                DebugValue::Counter(n)
-                    if key.name() == "orch_fallback_total"
-                        && labelled("name").as_deref() == Some("prices") =>
-                {
-                    Some((labelled("class")?, n))
-                }
-                _ => None,
-            }
-        })
         .collect();
-    counts.sort();
     assert_eq!(
         counts,
         [("circuit_open".to_owned(), 2), ("rate_limited".to_owned(), 1)]

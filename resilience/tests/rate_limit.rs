@@ -1,5 +1,7 @@
 //! GCRA rate limiter: burst, refill, sharing, waiting, the window bound, config.
 
+mod support;
+
 use std::{
     sync::{
         Arc, Mutex,
@@ -8,11 +10,12 @@ use std::{
     time::Duration,
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use orch_resilience::{ClockSource, RateLimitConfig, RateLimitLayer, RateLimiter, ResilienceError};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
+
+use support::Metrics;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -196,9 +199,8 @@ async fn acquire_waits_until_a_permit_is_due() {
 
 #[tokio::test(start_paused = true)]
 async fn rejections_are_counted_by_name() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::default();
+    let _guard = metrics.install();
 
     let calls = Arc::new(AtomicUsize::new(0));
     let mut svc = hundred_per_second()
@@ -209,24 +211,10 @@ async fn rejections_are_counted_by_name() {
     for n in 0..5 {
         let _ = svc.ready().await.unwrap().call(n).await;
     }
-    let rejections =
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .find_map(|(key, _, _, value)| match value {
-                DebugValue::Counter(n)
-                    if key.key().name() == "orch_rate_limit_rejections_total"
-                        && key
-                            .key()
-                            .labels()
-                            .any(|l| l.key() == "name" && l.value() == "api") =>
-                {
-                    Some(n)
-                }
-                _ => None,
-            });
-    assert_eq!(rejections, Some(3));
+    let rejections = metrics
+        .snapshot()
+        .counter("orch_rate_limit_rejections_total", &[("name", "api")]);
+    assert_eq!(rejections, 3);
 }
 
 #[test]

@@ -10,20 +10,11 @@
 // this file also has helpers.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    collections::VecDeque,
-    future::Future,
-    io,
-    pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+mod support;
+
+use std::{io, time::Duration};
 
 use http::Request;
-use metrics_util::debugging::DebuggingRecorder;
 use orch_resilience::{
     AlwaysSafe, BreakerState, BulkheadConfig, CircuitBreakerConfig, CircuitRejection, ConfigError,
     DefaultClassifier, ErrorClass, ErrorClasses, FallbackValue, HedgeConfig, HedgeDelay, IDEMPOTENCY_KEY,
@@ -31,75 +22,9 @@ use orch_resilience::{
     classify_error, classify_fn, retry::BackoffConfig,
 };
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt};
 
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
-}
-
-/// What the inner service does on one call.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// Answers at once.
-    Ok(u32),
-    /// Fails at once with an I/O error (retryable under the default classifier).
-    Fail,
-    /// Answers after a delay.
-    After(Duration, u32),
-    /// Never answers (within any test's horizon).
-    Hang,
-}
-
-type Reply = Pin<Box<dyn Future<Output = Result<u32, io::Error>> + Send>>;
-
-/// How many calls reached the inner service.
-#[derive(Clone, Default)]
-struct Calls(Arc<AtomicUsize>);
-
-impl Calls {
-    fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// A `Clone` inner service that plays `steps` in order, then `then` forever,
-/// counting calls when they are made (not when first polled).
-///
-/// The `tower::service_fn` is returned as an opaque `impl Service` naming
-/// every associated type, and callers name `Req` (`scripted::<u32>`): when
-/// the stack's inner service type is a bare `ServiceFn`, or is not fully
-/// known where the stack service is used, rustc's trait solving over the
-/// stack's nested `Maybe` types runs out of memory.
-fn scripted<Req: Send + 'static>(
-    steps: impl IntoIterator<Item = Step>,
-    then: Step,
-) -> (
-    impl Service<Req, Response = u32, Error = io::Error, Future = Reply> + Clone,
-    Calls,
-) {
-    let calls = Calls::default();
-    let script = Arc::new(Mutex::new(steps.into_iter().collect::<VecDeque<_>>()));
-    let counter = calls.clone();
-    let service = service_fn(move |_: Req| -> Reply {
-        counter.0.fetch_add(1, Ordering::SeqCst);
-        let step = script.lock().unwrap().pop_front().unwrap_or(then);
-        Box::pin(async move {
-            match step {
-                Step::Ok(v) => Ok(v),
-                Step::Fail => Err(io::Error::other("connection reset")),
-                Step::After(delay, v) => {
-                    tokio::time::sleep(delay).await;
-                    Ok(v)
-                }
-                Step::Hang => {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    Ok(0)
-                }
-            }
-        })
-    });
-    (service, calls)
-}
+use support::{Metrics, Step, ms, scripted};
 
 /// Retries with a fixed 10 ms delay and no budget, so attempt instants are exact.
 fn retry(max_attempts: u32) -> RetryConfig {
@@ -631,9 +556,8 @@ async fn a_stack_rule_violation_builds_no_layer() {
     // Layers with side effects at construction (the breaker sets its state
     // gauge, the bulkhead and rate limiter register metric handles): none of
     // them may appear when the stack itself is invalid.
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let built = metrics::with_local_recorder(&recorder, || {
+    let metrics = Metrics::default();
+    let built = metrics.during(|| {
         ResilienceLayer::builder()
             .retry(retry(3))
             .hedge(HedgeConfig::default())
@@ -643,7 +567,7 @@ async fn a_stack_rule_violation_builds_no_layer() {
             .build()
     });
     assert_eq!(field_of(built), "stack.hedge");
-    let snapshot = snapshotter.snapshot().into_vec();
+    let snapshot = metrics.snapshot();
     assert!(snapshot.is_empty(), "{snapshot:?}");
 }
 
@@ -652,9 +576,8 @@ async fn a_bad_inner_layer_config_builds_no_outer_layer() {
     // Module doc: "the first bad field is returned, with its path, and no
     // layer is built". A valid breaker and rate limiter above a bad bulkhead
     // must leave no trace.
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let built = metrics::with_local_recorder(&recorder, || {
+    let metrics = Metrics::default();
+    let built = metrics.during(|| {
         ResilienceLayer::builder()
             .circuit_breaker(small_breaker())
             .rate_limit(RateLimitConfig::default())
@@ -662,11 +585,11 @@ async fn a_bad_inner_layer_config_builds_no_outer_layer() {
             .build()
     });
     assert_eq!(field_of(built), "bulkhead.max_concurrent");
-    let names: Vec<String> = snapshotter
+    let names: Vec<String> = metrics
         .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, ..)| key.key().name().to_owned())
+        .samples()
+        .iter()
+        .map(|sample| sample.name.clone())
         .collect();
     assert!(
         names.is_empty(),

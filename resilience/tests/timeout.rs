@@ -1,5 +1,7 @@
 //! Timeout layer: which limit fired, what passes through, when the clock starts.
 
+mod support;
+
 use std::{
     sync::{
         Arc,
@@ -8,10 +10,11 @@ use std::{
     time::Duration,
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use orch_resilience::{ErrorClass, ResilienceError, Timeout, TimeoutConfig, TimeoutKind, TimeoutLayer};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+use support::Metrics;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -27,24 +30,6 @@ fn delayed(
             Ok(n)
         }
     })
-}
-
-fn counter(snapshotter: &Snapshotter, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .find_map(|(key, _, _, value)| {
-            let key = key.key();
-            let matches = key.name() == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v));
-            match value {
-                DebugValue::Counter(n) if matches => Some(n),
-                _ => None,
-            }
-        })
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,9 +208,8 @@ async fn the_inner_future_is_dropped_when_the_limit_passes() {
 
 #[tokio::test(start_paused = true)]
 async fn timeouts_are_counted_by_name_and_kind() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::default();
+    let _guard = metrics.install();
 
     let svc = ServiceBuilder::new()
         .layer(TimeoutLayer::overall(10 * MS).with_name("checkout"))
@@ -239,12 +223,10 @@ async fn timeouts_are_counted_by_name_and_kind() {
     assert!(fast.oneshot(1).await.is_ok());
 
     assert_eq!(
-        counter(
-            &snapshotter,
-            "orch_timeout_total",
-            &[("name", "checkout"), ("kind", "overall")]
-        ),
-        Some(2)
+        metrics
+            .snapshot()
+            .counter("orch_timeout_total", &[("name", "checkout"), ("kind", "overall")]),
+        2
     );
 }
 

@@ -2,27 +2,18 @@
 //! future owns (a clone of the admitting thread's lane): outcomes must land
 //! wherever the future completes, and a future that outlives every handle
 //! to its breaker must do no harm.
-#![allow(clippy::unwrap_used, reason = "tests unwrap")]
 
-use std::{
-    future::Future,
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
+use std::task::{Context, Waker};
 
 use orch_resilience::breaker::{BreakerState, CircuitBreakerConfig, CircuitBreakerLayer};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
-fn poll_once<F: Future>(future: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(future).poll(&mut cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the test's services answer at once"),
-    }
-}
+use super::poll_once;
+use crate::support::{Reply, Step, scripted};
 
-fn failing() -> impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone {
-    service_fn(|_: u32| std::future::ready(Err::<u32, _>(std::io::Error::other("down"))))
+/// An inner service that fails every call at once.
+fn failing() -> impl Service<u32, Response = u32, Error = std::io::Error, Future = Reply> + Clone {
+    scripted::<u32>([], Step::Fail).0
 }
 
 #[test]
