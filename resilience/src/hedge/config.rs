@@ -163,9 +163,9 @@ impl HedgeDelay {
     pub const fn percentile(percentile: f64) -> Self {
         Self::Percentile {
             percentile,
-            min_samples: defaults::MIN_SAMPLES,
-            window: defaults::WINDOW,
-            fallback: defaults::FALLBACK,
+            min_samples: defaults::min_samples(),
+            window: defaults::window(),
+            fallback: defaults::fallback(),
         }
     }
 
@@ -188,34 +188,30 @@ impl HedgeDelay {
 
 impl Default for HedgeDelay {
     fn default() -> Self {
-        Self::percentile(defaults::PERCENTILE)
+        Self::percentile(defaults::percentile())
     }
 }
 
-/// Defaults of the percentile delay, shared by `Default` and `serde`.
+/// Defaults of the percentile delay, shared by `Default` and `serde`
+/// (`const fn`s, as `serde(default = ...)` takes a function).
 mod defaults {
     use std::time::Duration;
 
     /// "The Tail at Scale": hedging at p95 adds about 5% load.
-    pub(super) const PERCENTILE: f64 = 0.95;
+    pub(super) const fn percentile() -> f64 {
+        0.95
+    }
     /// Below a hundred samples, p95 rests on fewer than five observations.
-    pub(super) const MIN_SAMPLES: u64 = 100;
+    pub(super) const fn min_samples() -> u64 {
+        100
+    }
     /// Ten seconds hold a hundred samples at ten calls a second, and a shift
     /// in latency reaches the percentile within ten to twenty seconds.
-    pub(super) const WINDOW: Duration = Duration::from_secs(10);
+    pub(super) const fn window() -> Duration {
+        Duration::from_secs(10)
+    }
     /// Polly's default hedging delay.
-    pub(super) const FALLBACK: Duration = Duration::from_secs(2);
-
-    pub(super) fn percentile() -> f64 {
-        PERCENTILE
-    }
-    pub(super) fn min_samples() -> u64 {
-        MIN_SAMPLES
-    }
-    pub(super) fn window() -> Duration {
-        WINDOW
-    }
-    pub(super) fn fallback() -> Duration {
-        FALLBACK
+    pub(super) const fn fallback() -> Duration {
+        Duration::from_secs(2)
     }
 }

@@ -1,4 +1,11 @@
 //! The response future of [`Hedge`](super::Hedge).
+//!
+//! The [contract](super#contract) of hedging is kept here: which attempt
+//! wins, when the next hedge is sent, what is returned when none succeeds.
+//! The future is a state machine: an unsafe request is sent `Once`; a safe
+//! one is `Racing` its primary against hedges until one wins or none can;
+//! then it is `Done`. While racing, the next hedge is `Due` at an instant,
+//! `Readying` its service clone, or there is `NoMore`.
 
 use std::{
     fmt,
@@ -13,7 +20,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use super::Shared;
+use super::LayerState;
 use crate::{
     classify::{Classify, Outcome, Pushback},
     deadline::later,
@@ -35,74 +42,85 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        primary: Slot<S::Future>,
-        #[pin]
-        timer: Timer,
-        // `None` for an unsafe request: the primary is the only attempt.
-        hedging: Option<Hedging<S, Req, C>>,
+        state: State<S, Req, C>,
     }
 }
 
 pin_project! {
-    /// The primary attempt, kept inline so that a call that is never hedged
-    /// allocates nothing.
-    #[project = SlotProj]
-    enum Slot<F> {
-        Running { #[pin] future: F },
+    #[project = StateProj]
+    enum State<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        /// An unsafe request, sent once: its result is returned unclassified.
+        Once { #[pin] future: S::Future },
+        /// A safe request: the primary and its hedges race.
+        Racing {
+            #[pin]
+            primary: Primary<S::Future>,
+            #[pin]
+            timer: Timer,
+            race: Race<S, Req, C>,
+        },
+        /// The result was returned and every attempt dropped.
         Done,
     }
 }
 
 pin_project! {
-    /// The timer of the next launch, created on first use so that building
-    /// the future needs no runtime.
+    /// The primary attempt, kept inline (hedges are boxed) so that a call
+    /// answered before its delay allocates nothing.
+    #[project = PrimaryProj]
+    enum Primary<F> {
+        Running { #[pin] future: F },
+        Finished,
+    }
+}
+
+pin_project! {
+    /// The sleep until the next hedge is due, created on first use so that
+    /// building the future needs no runtime, and moved when the time changes.
     #[project = TimerProj]
     enum Timer {
-        Idle,
+        Unarmed,
         Armed { #[pin] sleep: Sleep },
     }
 }
 
-/// The state of a hedged call besides the primary.
-pub(crate) struct Hedging<S, Req, C>
+/// What an attempt, and so a hedged call, resolves to.
+type Answer<S, Req> = Result<<S as Service<Req>>::Response, ResilienceError>;
+
+/// Everything a racing call holds besides its primary and its timer.
+struct Race<S, Req, C>
 where
     S: Service<Req>,
 {
-    shared: Arc<Shared>,
+    layer: Arc<LayerState>,
     classifier: C,
-    /// Cloned for every hedge; never polled itself.
-    launcher: S,
-    /// Cloned for every hedge.
+    /// Cloned to carry each hedge; never called itself.
+    service: S,
+    /// Cloned for each hedge.
     request: Req,
     delay: Duration,
     started: Instant,
-    /// Hedged attempts sent (or whose service failed to get ready).
-    launched: u32,
-    /// When the next hedge is due, if attempts remain and none stopped them.
-    next_launch: Instant,
-    /// Why the next hedge is sent, for its event.
-    next_reason: &'static str,
-    /// A pushback or a local rejection ruled out further attempts.
-    stopped: bool,
-    /// The future has returned its result.
-    finished: bool,
-    /// A service clone being polled ready for the next hedge.
-    pending: Option<S>,
-    /// Hedges in flight. Boxed because they come and go; hedging is the rare path.
-    attempts: Vec<Attempt<S::Future>>,
+    /// Hedges sent, counting those whose service clone failed to get ready.
+    sent: u32,
+    next: Next<S>,
+    /// Hedges in flight, by attempt number. Boxed because they come and go;
+    /// hedging is the rare path.
+    hedges: Vec<(u32, Pin<Box<S::Future>>)>,
     /// The result of the last attempt that finished without winning.
-    last: Option<Result<S::Response, ResilienceError>>,
+    last: Option<Answer<S, Req>>,
 }
 
-struct Attempt<F> {
-    index: u32,
-    future: Pin<Box<F>>,
-}
-
-/// What a finished attempt did to the call.
-enum Settled<T> {
-    Won(T),
-    Lost,
+/// What happens next on a racing call, besides the attempts in flight.
+enum Next<S> {
+    /// The next hedge goes out at `at`; `reason` says why, for its event.
+    Due { at: Instant, reason: &'static str },
+    /// The next hedge is due and waits for its service clone to be ready.
+    Readying { service: S, reason: &'static str },
+    /// No further hedge: all were sent, or pushback or a rejection stopped them.
+    NoMore,
 }
 
 // ===== impl ResponseFuture =====
@@ -111,19 +129,42 @@ impl<S, Req, C> ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {
+    /// The only attempt of an unsafe request.
     pub(crate) fn once(future: S::Future) -> Self {
         Self {
-            primary: Slot::Running { future },
-            timer: Timer::Idle,
-            hedging: None,
+            state: State::Once { future },
         }
     }
 
-    pub(crate) fn hedged(primary: S::Future, hedging: Hedging<S, Req, C>) -> Self {
+    /// A safe request's race: `primary` was sent on the readied service, and
+    /// each hedge goes to a fresh clone of `service`.
+    pub(crate) fn racing(
+        primary: S::Future,
+        layer: Arc<LayerState>,
+        classifier: C,
+        service: S,
+        request: Req,
+    ) -> Self {
+        let delay = layer.current_delay();
+        let started = Instant::now();
+        let race = Race {
+            layer,
+            classifier,
+            service,
+            request,
+            delay,
+            started,
+            sent: 0,
+            next: Next::after_delay(started, delay),
+            hedges: Vec::new(),
+            last: None,
+        };
         Self {
-            primary: Slot::Running { future: primary },
-            timer: Timer::Idle,
-            hedging: Some(hedging),
+            state: State::Racing {
+                primary: Primary::Running { future: primary },
+                timer: Timer::Unarmed,
+                race,
+            },
         }
     }
 }
@@ -138,109 +179,15 @@ where
     type Output = Result<S::Response, ResilienceError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(hedging) = this.hedging.as_mut() else {
-            let SlotProj::Running { future } = this.primary.as_mut().project() else {
-                panic!("hedge ResponseFuture polled after completion");
-            };
-            let result = ready!(future.poll(cx));
-            this.primary.set(Slot::Done);
-            return Poll::Ready(result.map_err(ResilienceError::from_inner));
+        let mut state = self.project().state;
+        let result = match state.as_mut().project() {
+            StateProj::Once { future } => ready!(future.poll(cx)).map_err(ResilienceError::from_inner),
+            StateProj::Racing { primary, timer, race } => ready!(race.poll(primary, timer, cx)),
+            StateProj::Done => panic!("hedge ResponseFuture polled after completion"),
         };
-
-        if hedging.finished {
-            panic!("hedge ResponseFuture polled after completion");
-        }
-        let mut timer_fired = false;
-        loop {
-            let now = Instant::now();
-
-            // The primary.
-            if let SlotProj::Running { future } = this.primary.as_mut().project()
-                && let Poll::Ready(result) = future.poll(cx)
-            {
-                this.primary.set(Slot::Done);
-                let result = result.map_err(ResilienceError::from_inner);
-                if let Settled::Won(response) = hedging.settle(0, result, now) {
-                    if let Some(tracker) = &hedging.shared.tracker {
-                        tracker.record(now.saturating_duration_since(hedging.started));
-                    }
-                    hedging.won(0, now);
-                    return Poll::Ready(response);
-                }
-            }
-
-            // The hedges. A finished one is removed before it is settled, so
-            // the order of the rest may change; nothing depends on it.
-            let mut i = 0;
-            while i < hedging.attempts.len() {
-                let Poll::Ready(result) = hedging.attempts[i].future.as_mut().poll(cx) else {
-                    i += 1;
-                    continue;
-                };
-                let index = hedging.attempts.swap_remove(i).index;
-                let result = result.map_err(ResilienceError::from_inner);
-                if let Settled::Won(response) = hedging.settle(index, result, now) {
-                    if let SlotProj::Running { .. } = this.primary.as_mut().project() {
-                        // The primary ran at least the delay without answering:
-                        // record that much, so it counts as slow (see module docs).
-                        if let Some(tracker) = &hedging.shared.tracker {
-                            tracker.record(now.saturating_duration_since(hedging.started));
-                        }
-                        this.primary.set(Slot::Done);
-                    }
-                    hedging.won(index, now);
-                    return Poll::Ready(response);
-                }
-            }
-
-            // The next hedge, when due (or already waiting for readiness).
-            if hedging.can_launch()
-                && (hedging.pending.is_some() || timer_fired || now >= hedging.next_launch)
-            {
-                timer_fired = false;
-                if let Poll::Ready(launched) = hedging.poll_launch(cx, now) {
-                    if let Err(error) = launched {
-                        let index = hedging.launched;
-                        if let Settled::Won(response) = hedging.settle(index, Err(error), now) {
-                            // A classifier may call an error a success.
-                            this.primary.set(Slot::Done);
-                            hedging.won(index, now);
-                            return Poll::Ready(response);
-                        }
-                    }
-                    // Poll the new attempt, or act on the failed launch, at once.
-                    continue;
-                }
-            }
-
-            let running = matches!(*this.primary, Slot::Running { .. }) || !hedging.attempts.is_empty();
-            if !running && hedging.pending.is_none() && !hedging.can_launch() {
-                return Poll::Ready(hedging.exhausted(now));
-            }
-
-            // Wake up when the next hedge is due.
-            if hedging.can_launch() && hedging.pending.is_none() {
-                let deadline = hedging.next_launch;
-                match this.timer.as_mut().project() {
-                    TimerProj::Idle => this.timer.set(Timer::Armed {
-                        sleep: sleep_until(deadline),
-                    }),
-                    TimerProj::Armed { sleep } => {
-                        if sleep.deadline() != deadline {
-                            sleep.reset(deadline);
-                        }
-                    }
-                }
-                if let TimerProj::Armed { sleep } = this.timer.as_mut().project()
-                    && sleep.poll(cx).is_ready()
-                {
-                    timer_fired = true;
-                    continue;
-                }
-            }
-            return Poll::Pending;
-        }
+        // Drops, and so cancels, every attempt still running.
+        state.set(State::Done);
+        Poll::Ready(result)
     }
 }
 
@@ -249,154 +196,119 @@ where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("ResponseFuture");
-        debug.field("primary_running", &matches!(self.primary, Slot::Running { .. }));
-        if let Some(hedging) = &self.hedging {
-            debug
-                .field("name", &hedging.shared.name)
-                .field("delay", &hedging.delay)
-                .field("hedges_sent", &hedging.launched)
-                .field("hedges_running", &hedging.attempts.len());
+        match &self.state {
+            State::Once { .. } => f.write_str("ResponseFuture::Once"),
+            State::Racing { primary, race, .. } => f
+                .debug_struct("ResponseFuture::Racing")
+                .field("name", &race.layer.name)
+                .field("delay", &race.delay)
+                .field("primary_running", &primary.is_running())
+                .field("hedges_sent", &race.sent)
+                .field("hedges_running", &race.hedges.len())
+                .finish(),
+            State::Done => f.write_str("ResponseFuture::Done"),
         }
-        debug.finish()
     }
 }
 
-// ===== impl Hedging =====
+// ===== impl Race =====
 
-impl<S, Req, C> Hedging<S, Req, C>
+impl<S, Req, C> Race<S, Req, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     Req: Clone,
     C: Classify<S::Response, ResilienceError>,
 {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        classifier: C,
-        launcher: S,
-        request: Req,
-        delay: Duration,
-    ) -> Self {
-        let started = Instant::now();
-        Self {
-            shared,
-            classifier,
-            launcher,
-            request,
-            delay,
-            started,
-            launched: 0,
-            next_launch: started + delay,
-            next_reason: if delay.is_zero() {
-                "parallel"
-            } else {
-                "delay elapsed"
-            },
-            stopped: false,
-            finished: false,
-            pending: None,
-            attempts: Vec::new(),
-            last: None,
-        }
-    }
-
-    /// True while another hedge may still be sent.
-    fn can_launch(&self) -> bool {
-        !self.stopped && self.launched < self.shared.config.max_hedged_attempts
-    }
-
-    /// Takes the result of attempt `index`: a success wins; anything else is
-    /// kept as the latest failure and decides when the next hedge is due.
-    fn settle(
+    /// Ready with the winner's result, or the last failure once nothing can win.
+    fn poll(
         &mut self,
-        index: u32,
-        result: Result<S::Response, ResilienceError>,
+        mut primary: Pin<&mut Primary<S::Future>>,
+        mut timer: Pin<&mut Timer>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Answer<S, Req>> {
+        loop {
+            let now = Instant::now();
+            let (attempt, result) = match self.poll_attempts(primary.as_mut(), cx) {
+                Poll::Ready(finished) => finished,
+                Poll::Pending => match self.poll_next_hedge(timer.as_mut(), cx, now) {
+                    // Sent: poll it at once.
+                    Poll::Ready(Ok(())) => continue,
+                    // Its service clone could not get ready: that is the attempt's result.
+                    Poll::Ready(Err(error)) => (self.sent, Err(error)),
+                    // Attempts in flight or a hedge to come: wait. Else nothing can win.
+                    Poll::Pending if primary.is_running() || !self.hedges.is_empty() => return Poll::Pending,
+                    Poll::Pending if !matches!(self.next, Next::NoMore) => return Poll::Pending,
+                    Poll::Pending => return Poll::Ready(self.exhausted(now)),
+                },
+            };
+            match self.classifier.classify(result.as_ref()) {
+                Outcome::Success => return Poll::Ready(self.won(attempt, primary.is_running(), result, now)),
+                Outcome::Retryable | Outcome::Failure => self.failed(attempt, &result, now),
+                Outcome::Rejected => self.stop(attempt, "rejected"),
+            }
+            self.last = Some(result);
+        }
+    }
+
+    /// Polls every attempt in flight and takes out the first that finished.
+    fn poll_attempts(
+        &mut self,
+        primary: Pin<&mut Primary<S::Future>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(u32, Answer<S, Req>)> {
+        if let Poll::Ready(result) = primary.poll_finished(cx) {
+            return Poll::Ready((0, result.map_err(ResilienceError::from_inner)));
+        }
+        for i in 0..self.hedges.len() {
+            if let Poll::Ready(result) = self.hedges[i].1.as_mut().poll(cx) {
+                let (attempt, _) = self.hedges.swap_remove(i);
+                return Poll::Ready((attempt, result.map_err(ResilienceError::from_inner)));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Sends the next hedge once it is due and its service clone is ready.
+    /// `Ready(Err)` is the clone's readiness error: that attempt's result.
+    fn poll_next_hedge(
+        &mut self,
+        timer: Pin<&mut Timer>,
+        cx: &mut Context<'_>,
         now: Instant,
-    ) -> Settled<Result<S::Response, ResilienceError>> {
-        match self.classifier.classify(result.as_ref()) {
-            Outcome::Success => return Settled::Won(result),
-            Outcome::Retryable | Outcome::Failure => match self.classifier.pushback(result.as_ref()) {
-                Pushback::None => {
-                    self.next_launch = now;
-                    self.next_reason = "attempt failed";
-                }
-                Pushback::After(wait) => {
-                    // A server's number: it may not fit on the clock.
-                    self.next_launch = later(now, wait);
-                    self.next_reason = "pushback elapsed";
-                }
-                Pushback::Stop => self.stop(index, "pushback"),
-            },
-            Outcome::Rejected => self.stop(index, "rejected"),
-        }
-        self.last = Some(result);
-        Settled::Lost
-    }
-
-    /// No further hedge will be sent.
-    fn stop(&mut self, index: u32, reason: &'static str) {
-        if self.can_launch() {
-            tracing::debug!(
-                name = %self.shared.name,
-                attempt = index,
-                reason,
-                hedges_sent = self.launched,
-                "no further hedged attempts"
-            );
-        }
-        self.stopped = true;
-        // A clone still getting ready would never be used.
-        self.pending = None;
-    }
-
-    /// Drives a service clone ready and sends the next hedge on it. `Ready(Err)`
-    /// is the clone's readiness error, already counted as an attempt.
-    fn poll_launch(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Result<(), ResilienceError>> {
-        let mut service = match self.pending.take() {
-            Some(service) => service,
-            None => self.launcher.clone(),
-        };
-        let ready = match service.poll_ready(cx) {
-            Poll::Pending => {
-                self.pending = Some(service);
+    ) -> Poll<Result<(), ResilienceError>> {
+        if let Next::Due { at, reason } = self.next {
+            if now < at && timer.poll_until(at, cx).is_pending() {
                 return Poll::Pending;
             }
-            Poll::Ready(ready) => ready,
-        };
-        self.launched += 1;
-        let index = self.launched;
-        let reason = std::mem::replace(&mut self.next_reason, "delay elapsed");
-        self.next_launch = later(now, self.delay);
-        if self.delay.is_zero() {
-            self.next_reason = "parallel";
+            let service = self.service.clone();
+            self.next = Next::Readying { service, reason };
         }
-        match ready {
-            Ok(()) => {
-                let future = service.call(self.request.clone());
-                self.attempts.push(Attempt {
-                    index,
-                    future: Box::pin(future),
-                });
-                tracing::debug!(
-                    name = %self.shared.name,
-                    attempt = index,
-                    reason,
-                    delay = ?self.delay,
-                    elapsed = ?now.saturating_duration_since(self.started),
-                    "hedged attempt sent"
-                );
-                metrics::counter!("orch_hedge_attempts_total", "name" => Arc::clone(&self.shared.name))
-                    .increment(1);
+        let Next::Readying { service, reason } = &mut self.next else {
+            return Poll::Pending;
+        };
+        let reason = *reason;
+        let sent = ready!(service.poll_ready(cx))
+            .map(|()| service.call(self.request.clone()))
+            .map_err(ResilienceError::from_inner);
+        self.sent += 1;
+        let attempt = self.sent;
+        self.next = if attempt < self.layer.config.max_hedged_attempts {
+            Next::after_delay(now, self.delay)
+        } else {
+            Next::NoMore
+        };
+        let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
+        match sent {
+            Ok(future) => {
+                self.hedges.push((attempt, Box::pin(future)));
+                tracing::debug!(%name, attempt, reason, delay = ?self.delay, ?elapsed, "hedged attempt sent");
+                metrics::counter!("orch_hedge_attempts_total", "name" => Arc::clone(name)).increment(1);
                 Poll::Ready(Ok(()))
             }
             Err(error) => {
-                let error = ResilienceError::from_inner(error);
                 tracing::debug!(
-                    name = %self.shared.name,
-                    attempt = index,
-                    reason,
-                    error = %error,
+                    %name, attempt, reason, %error,
                     "hedged attempt failed: its service could not get ready"
                 );
                 Poll::Ready(Err(error))
@@ -404,46 +316,119 @@ where
         }
     }
 
-    /// Cancels every other attempt of a call that attempt `index` won.
-    fn won(&mut self, index: u32, now: Instant) {
-        self.finished = true;
-        self.attempts.clear();
-        self.pending = None;
-        if self.launched == 0 {
-            return;
+    /// Attempt `attempt` failed: the next hedge goes now, when the server's
+    /// pushback says, or never.
+    fn failed(&mut self, attempt: u32, result: &Answer<S, Req>, now: Instant) {
+        let (at, reason) = match self.classifier.pushback(result.as_ref()) {
+            Pushback::None => (now, "attempt failed"),
+            // A server's number: it may not fit on the clock.
+            Pushback::After(wait) => (later(now, wait), "pushback elapsed"),
+            Pushback::Stop => return self.stop(attempt, "pushback"),
+        };
+        // A hedge already waiting for its service clone goes when that is ready.
+        if let Next::Due { .. } = self.next {
+            self.next = Next::Due { at, reason };
         }
-        tracing::debug!(
-            name = %self.shared.name,
-            attempt = index,
-            hedges_sent = self.launched,
-            elapsed = ?now.saturating_duration_since(self.started),
-            "hedged call won"
-        );
-        let attempt = ATTEMPT_LABELS.get(index as usize).copied().unwrap_or("other");
-        metrics::counter!(
-            "orch_hedge_wins_total",
-            "name" => Arc::clone(&self.shared.name),
-            "attempt" => attempt
-        )
-        .increment(1);
+    }
+
+    /// No further hedge will be sent.
+    fn stop(&mut self, attempt: u32, reason: &'static str) {
+        if !matches!(self.next, Next::NoMore) {
+            let (name, hedges_sent) = (&self.layer.name, self.sent);
+            tracing::debug!(%name, attempt, reason, hedges_sent, "no further hedged attempts");
+        }
+        // Drops a service clone still getting ready: it would never be used.
+        self.next = Next::NoMore;
+    }
+
+    /// Reports the win of `attempt` and returns its result; the caller drops
+    /// every other attempt.
+    fn won(
+        &self,
+        attempt: u32,
+        primary_running: bool,
+        result: Answer<S, Req>,
+        now: Instant,
+    ) -> Answer<S, Req> {
+        let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
+        // One sample per call that the primary did not lose by failing: its
+        // latency when it won, or, when a hedge won while it ran, the time it
+        // had run (at least the delay), so that it counts as slow.
+        if let Some(tracker) = &self.layer.tracker
+            && (attempt == 0 || primary_running)
+        {
+            tracker.record(elapsed);
+        }
+        if self.sent > 0 {
+            tracing::debug!(%name, attempt, hedges_sent = self.sent, ?elapsed, "hedged call won");
+            let label = ATTEMPT_LABELS.get(attempt as usize).copied().unwrap_or("other");
+            metrics::counter!("orch_hedge_wins_total", "name" => Arc::clone(name), "attempt" => label)
+                .increment(1);
+        }
+        result
     }
 
     /// The result of a call on which no attempt succeeded: the last failure.
-    fn exhausted(&mut self, now: Instant) -> Result<S::Response, ResilienceError> {
-        self.finished = true;
-        tracing::debug!(
-            name = %self.shared.name,
-            attempts = self.launched + 1,
-            stopped = self.stopped,
-            elapsed = ?now.saturating_duration_since(self.started),
-            "no hedged attempt succeeded; returning the last failure"
-        );
-        metrics::counter!("orch_hedge_exhausted_total", "name" => Arc::clone(&self.shared.name)).increment(1);
-        match self.last.take() {
-            Some(result) => result,
-            // Every path that finishes an attempt without a win stores its result,
-            // and this is reached only once every attempt has finished.
-            None => unreachable!("a hedged call ended without any attempt result"),
+    fn exhausted(&mut self, now: Instant) -> Answer<S, Req> {
+        let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
+        let attempts = self.sent + 1;
+        tracing::debug!(%name, attempts, ?elapsed, "no hedged attempt succeeded; returning the last failure");
+        metrics::counter!("orch_hedge_exhausted_total", "name" => Arc::clone(name)).increment(1);
+        // Every attempt that finishes without winning stores its result, and
+        // the race is exhausted only once every attempt has finished.
+        (self.last.take()).unwrap_or_else(|| unreachable!("a hedged call ended without any attempt result"))
+    }
+}
+
+// ===== impl Next, Primary, Timer =====
+
+impl<S> Next<S> {
+    /// The next hedge, `delay` after `from`. A zero delay sends every hedge
+    /// at once (Polly's parallel mode).
+    fn after_delay(from: Instant, delay: Duration) -> Self {
+        let reason = if delay.is_zero() {
+            "parallel"
+        } else {
+            "delay elapsed"
+        };
+        Self::Due {
+            at: later(from, delay),
+            reason,
         }
+    }
+}
+
+impl<F: Future> Primary<F> {
+    /// Polls the primary while it runs; pending for good once it finished.
+    fn poll_finished(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let PrimaryProj::Running { future } = self.as_mut().project() else {
+            return Poll::Pending;
+        };
+        let output = ready!(future.poll(cx));
+        self.set(Self::Finished);
+        Poll::Ready(output)
+    }
+}
+
+impl<F> Primary<F> {
+    fn is_running(&self) -> bool {
+        matches!(self, Self::Running { .. })
+    }
+}
+
+impl Timer {
+    /// Ready once `deadline` has passed; arms the sleep, or moves it, to wake
+    /// the task then.
+    fn poll_until(mut self: Pin<&mut Self>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if let TimerProj::Armed { mut sleep } = self.as_mut().project() {
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            return sleep.poll(cx);
+        }
+        self.set(Self::Armed {
+            sleep: sleep_until(deadline),
+        });
+        self.poll_until(deadline, cx)
     }
 }

@@ -109,8 +109,7 @@ impl LatencyTracker {
 
     /// Number of samples in the current and the previous window.
     pub fn samples(&self) -> u64 {
-        let now = self.window_index(Instant::now());
-        self.live(now).map(|w| w.count.load(Ordering::Relaxed)).sum()
+        self.samples_at(self.window_index(Instant::now()))
     }
 
     /// The latency at `percentile` (a fraction: 0.95 is p95) of the samples
@@ -121,14 +120,14 @@ impl LatencyTracker {
     /// `percentile` outside `[0, 1]` is clamped into it (0 gives the
     /// smallest sample's bucket).
     pub fn percentile(&self, percentile: f64) -> Option<Duration> {
-        self.percentile_if(percentile, 1)
+        self.trusted_percentile(percentile, 1)
     }
 
     /// [`percentile`](Self::percentile), or `None` while there are fewer than
-    /// `min_samples` samples.
-    pub(crate) fn percentile_if(&self, percentile: f64, min_samples: u64) -> Option<Duration> {
+    /// `min_samples` samples to trust it.
+    pub(crate) fn trusted_percentile(&self, percentile: f64, min_samples: u64) -> Option<Duration> {
         let now = self.window_index(Instant::now());
-        let total: u64 = self.live(now).map(|w| w.count.load(Ordering::Relaxed)).sum();
+        let total = self.samples_at(now);
         if total == 0 || total < min_samples {
             return None;
         }
@@ -192,6 +191,11 @@ impl LatencyTracker {
     fn window_index(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.origin).as_nanos();
         u64::try_from(elapsed / self.window.as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Number of samples in the windows that count at window index `now`.
+    fn samples_at(&self, now: u64) -> u64 {
+        self.live(now).map(|w| w.count.load(Ordering::Relaxed)).sum()
     }
 
     /// The windows whose samples count at window index `now`: the current one

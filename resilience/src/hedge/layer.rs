@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::{Hedge, HedgeConfig, LatencyTracker, Shared};
+use super::{Hedge, HedgeConfig, LatencyTracker, LayerState};
 use crate::{classify::DefaultClassifier, config::ConfigError, safety::HttpSafety};
 
 /// Wraps services in [`Hedge`]: slow or failed calls of safe requests are
@@ -54,7 +54,7 @@ use crate::{classify::DefaultClassifier, config::ConfigError, safety::HttpSafety
 /// ```
 #[derive(Debug, Clone)]
 pub struct HedgeLayer<C = DefaultClassifier, P = HttpSafety> {
-    shared: Arc<Shared>,
+    state: Arc<LayerState>,
     classifier: C,
     safety: P,
 }
@@ -64,7 +64,7 @@ impl HedgeLayer {
     /// and HTTP safety rules.
     pub fn new(config: HedgeConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            shared: Arc::new(Shared::new(config)?),
+            state: Arc::new(LayerState::new(config)?),
             classifier: DefaultClassifier,
             safety: HttpSafety::default(),
         })
@@ -77,7 +77,7 @@ impl<C, P> HedgeLayer<C, P> {
     /// must implement `Classify<Response, ResilienceError>`.
     pub fn classifier<C2>(self, classifier: C2) -> HedgeLayer<C2, P> {
         HedgeLayer {
-            shared: self.shared,
+            state: self.state,
             classifier,
             safety: self.safety,
         }
@@ -86,7 +86,7 @@ impl<C, P> HedgeLayer<C, P> {
     /// Uses `safety` to decide which requests may be hedged.
     pub fn safety<P2>(self, safety: P2) -> HedgeLayer<C, P2> {
         HedgeLayer {
-            shared: self.shared,
+            state: self.state,
             classifier: self.classifier,
             safety,
         }
@@ -94,13 +94,13 @@ impl<C, P> HedgeLayer<C, P> {
 
     /// The validated configuration.
     pub fn config(&self) -> &HedgeConfig {
-        &self.shared.config
+        &self.state.config
     }
 
     /// The latency tracker shared by the services of this layer; `None` for
     /// a fixed delay, which tracks nothing.
     pub fn latency(&self) -> Option<&LatencyTracker> {
-        self.shared.tracker.as_ref()
+        self.state.tracker.as_ref()
     }
 }
 
@@ -108,11 +108,11 @@ impl<S, C: Clone, P: Clone> Layer<S> for HedgeLayer<C, P> {
     type Service = Hedge<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Hedge::from_parts(
+        Hedge {
             inner,
-            Arc::clone(&self.shared),
-            self.classifier.clone(),
-            self.safety.clone(),
-        )
+            layer: Arc::clone(&self.state),
+            classifier: self.classifier.clone(),
+            safety: self.safety.clone(),
+        }
     }
 }

@@ -104,12 +104,12 @@
 //! A call whose primary wins before any hedge is sent touches no metric.
 
 use std::{
-    fmt,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
+use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
@@ -155,26 +155,27 @@ use future::ResponseFuture;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Hedge<S, C = DefaultClassifier, P = HttpSafety> {
     inner: S,
-    shared: Arc<Shared>,
+    layer: Arc<LayerState>,
     classifier: C,
     safety: P,
 }
 
-/// What every service of one layer shares.
+/// The state of one layer, shared by every service it makes: the validated
+/// config, the name as a metric label, and the latency tracker.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct LayerState {
     config: HedgeConfig,
     name: Arc<str>,
     /// Present for a percentile delay.
     tracker: Option<LatencyTracker>,
 }
 
-// ===== impl Shared =====
+// ===== impl LayerState =====
 
-impl Shared {
+impl LayerState {
     fn new(config: HedgeConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let tracker = match config.delay {
@@ -190,18 +191,16 @@ impl Shared {
 
     /// The delay of a call made now.
     fn current_delay(&self) -> Duration {
-        match (self.config.delay, &self.tracker) {
-            (HedgeDelay::Fixed(delay), _) => delay,
-            (
-                HedgeDelay::Percentile {
-                    percentile,
-                    min_samples,
-                    fallback,
-                    ..
-                },
-                Some(tracker),
-            ) => tracker.percentile_if(percentile, min_samples).unwrap_or(fallback),
-            (HedgeDelay::Percentile { fallback, .. }, None) => fallback,
+        match self.config.delay {
+            HedgeDelay::Fixed(delay) => delay,
+            HedgeDelay::Percentile {
+                percentile,
+                min_samples,
+                fallback,
+                ..
+            } => (self.tracker.as_ref())
+                .and_then(|tracker| tracker.trusted_percentile(percentile, min_samples))
+                .unwrap_or(fallback),
         }
     }
 }
@@ -212,25 +211,11 @@ impl<S> Hedge<S> {
     /// Validates `config` and wraps `inner`, with the default classifier and
     /// HTTP safety rules. For other rules, build a [`HedgeLayer`].
     pub fn new(inner: S, config: HedgeConfig) -> Result<Self, ConfigError> {
-        Ok(Self::from_parts(
-            inner,
-            Arc::new(Shared::new(config)?),
-            DefaultClassifier,
-            HttpSafety::default(),
-        ))
+        Ok(HedgeLayer::new(config)?.layer(inner))
     }
 }
 
 impl<S, C, P> Hedge<S, C, P> {
-    pub(crate) const fn from_parts(inner: S, shared: Arc<Shared>, classifier: C, safety: P) -> Self {
-        Self {
-            inner,
-            shared,
-            classifier,
-            safety,
-        }
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -248,33 +233,22 @@ impl<S, C, P> Hedge<S, C, P> {
 
     /// The name used in errors, events and metrics.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.layer.name
     }
 
     /// The validated configuration.
     pub fn config(&self) -> &HedgeConfig {
-        &self.shared.config
+        &self.layer.config
     }
 
     /// The latency tracker; `None` for a fixed delay.
     pub fn latency(&self) -> Option<&LatencyTracker> {
-        self.shared.tracker.as_ref()
+        self.layer.tracker.as_ref()
     }
 
     /// The hedging delay a call made now would use.
     pub fn current_delay(&self) -> Duration {
-        self.shared.current_delay()
-    }
-}
-
-impl<S: fmt::Debug, C: fmt::Debug, P: fmt::Debug> fmt::Debug for Hedge<S, C, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hedge")
-            .field("inner", &self.inner)
-            .field("config", &self.shared.config)
-            .field("classifier", &self.classifier)
-            .field("safety", &self.safety)
-            .finish()
+        self.layer.current_delay()
     }
 }
 
@@ -297,33 +271,22 @@ where
     fn call(&mut self, mut request: Req) -> Self::Future {
         let safe = self.safety.is_safe(&request) || self.safety.make_safe(&mut request);
         if !safe {
-            tracing::debug!(
-                name = %self.shared.name,
-                reason = "unsafe",
-                "request is not safe to repeat; sent once, not hedged"
-            );
-            metrics::counter!(
-                "orch_hedge_unhedged_total",
-                "name" => Arc::clone(&self.shared.name),
-                "reason" => "unsafe"
-            )
-            .increment(1);
+            let name = &self.layer.name;
+            tracing::debug!(%name, reason = "unsafe", "request is not safe to repeat; sent once, not hedged");
+            metrics::counter!("orch_hedge_unhedged_total", "name" => Arc::clone(name), "reason" => "unsafe")
+                .increment(1);
             return ResponseFuture::once(self.inner.call(request));
         }
-        let delay = self.shared.current_delay();
-        // Hedges are sent from clones of this untouched copy; the readied
-        // service itself carries the primary.
-        let launcher = self.inner.clone();
+        // Hedges go to clones of this copy, taken before `call` uses up the
+        // readiness of the service that carries the primary.
+        let service = self.inner.clone();
         let primary = self.inner.call(request.clone());
-        ResponseFuture::hedged(
+        ResponseFuture::racing(
             primary,
-            future::Hedging::new(
-                Arc::clone(&self.shared),
-                self.classifier.clone(),
-                launcher,
-                request,
-                delay,
-            ),
+            Arc::clone(&self.layer),
+            self.classifier.clone(),
+            service,
+            request,
         )
     }
 }
