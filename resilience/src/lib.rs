@@ -79,7 +79,6 @@ mod clock;
 mod config;
 mod deadline;
 mod error;
-mod intern;
 mod label;
 mod safety;
 mod shard;

@@ -134,6 +134,11 @@ impl<T> Lanes<T> {
     pub(crate) fn for_thread(&self) -> Arc<Lane<T>> {
         Arc::clone(self.0.local())
     }
+
+    /// The shared value itself, for reads that need no handle of their own.
+    pub(crate) fn value(&self) -> &T {
+        &self.0[0].0
+    }
 }
 
 #[cfg(test)]

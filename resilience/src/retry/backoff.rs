@@ -303,36 +303,29 @@ impl Rng {
     }
 }
 
-/// Where the retry layer gets a fresh schedule for each call that retries.
+/// A custom `backon` schedule for every call of a layer that retries
+/// ([`RetryLayer::backoff`](super::RetryLayer::backoff)): each such call
+/// builds a fresh one from a clone of the builder.
 #[derive(Clone)]
-pub(crate) enum BackoffSource {
-    Config(BackoffConfig),
-    Custom(Arc<dyn Fn() -> Box<dyn Backoff> + Send + Sync>),
-}
+pub(crate) struct CustomBackoff(Arc<dyn Fn() -> Box<dyn Backoff> + Send + Sync>);
 
-impl BackoffSource {
-    pub(crate) fn custom<B>(builder: B) -> Self
+impl CustomBackoff {
+    pub(crate) fn new<B>(builder: B) -> Self
     where
         B: BackoffBuilder + Clone + 'static,
         B::Backoff: 'static,
     {
-        Self::Custom(Arc::new(move || Box::new(builder.clone().build())))
+        Self(Arc::new(move || Box::new(builder.clone().build())))
     }
 
     pub(crate) fn start(&self) -> ActiveBackoff {
-        match self {
-            Self::Config(config) => ActiveBackoff::Config(config.build()),
-            Self::Custom(make) => ActiveBackoff::Custom(make()),
-        }
+        ActiveBackoff::Custom((self.0)())
     }
 }
 
-impl fmt::Debug for BackoffSource {
+impl fmt::Debug for CustomBackoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Config(config) => config.fmt(f),
-            Self::Custom(_) => f.write_str("custom backon::BackoffBuilder"),
-        }
+        f.write_str("custom backon::BackoffBuilder")
     }
 }
 

@@ -1,10 +1,18 @@
-//! The response future of [`Retry`](super::Retry): the attempt loop of one call.
+//! The response future of [`Retry`](super::Retry): the attempts of one call.
+//!
+//! A state machine, as `tower::retry`'s is: an attempt is awaited
+//! (`Waiting`); a retryable result is decided on by
+//! [`next_attempt`](super::decision::next_attempt); the next attempt waits
+//! out its delay (`Backoff`) and the service's readiness (`Retrying`), then
+//! is sent. A request whose body must be buffered first starts in
+//! `ReadingBody`. One timer serves every state: the attempt's cut-off while
+//! waiting, the delay while backing off, the overall deadline otherwise.
 
 use std::{
     fmt,
     future::Future,
+    mem,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -14,13 +22,13 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    extra::{Cut, Extra, cut_for, fits},
-    give_up::{GiveUp, give_up},
-    policy::{Policy, Reach, Route},
+    decision::{Cut, GiveUp, NextAttempt, cut_for, fits, give_up, next_attempt, report_retry},
+    policy::{CallPolicy, Policy},
     replay::{Prepared, Replay},
+    timer::CallTimer,
 };
 use crate::{
-    classify::{Classify, Outcome, Pushback},
+    classify::{Classify, Outcome},
     deadline::later,
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
 };
@@ -28,98 +36,104 @@ use crate::{
 pin_project! {
     /// The response future of [`Retry`](super::Retry): makes the attempts of
     /// one call, sleeping between them, until a result is final.
-    #[project = AttemptsProj]
-    pub struct ResponseFuture<Req, S, C, P, R>
+    #[project = Proj]
+    pub struct ResponseFuture<Req, S, C, R>
     where
         R: Replay<Req>,
         S: Service<R::Request>,
     {
         #[pin]
         state: State<R::Prepare, S::Future, R::Request>,
-        // The timer and the retry state, made when first needed (see
-        // `extra`).
-        extra: Extra<S::Response>,
-        service: S,
-        policy: Reach<C, P, R>,
+        // The call's one timer and deadline (see the module docs).
+        timer: CallTimer,
+        policy: CallPolicy<C, R>,
+        // The service of later attempts; `None` for a call that cannot be
+        // retried, which so clones nothing.
+        service: Option<S>,
+        // What later attempts are made from; `None` when there are none.
         source: Option<R::Source>,
+        // While the next attempt waits: the call's output if it cannot
+        // start in time. Not in `State`, which is kept small: a state is
+        // built on the stack and copied into the future, and a large one
+        // was read back wider than it was written, which stalls store
+        // forwarding (12.3 against 4.6 ns over a bare service, `retry`
+        // group of `benches/resilience.rs`).
+        last: Option<Result<S::Response, ResilienceError>>,
         attempts: u32,
-        replayable: bool,
     }
 }
 
 pin_project! {
-    // One state at a time, so the future is as large as the largest of the
-    // body reader, the attempt and a request, not their sum.
     #[project = StateProj]
     #[project_replace = StateOwned]
     enum State<Prepare, Call, Request> {
-        // Reading the body of a request that needs buffering.
-        Preparing { #[pin] prepare: Prepare },
-        // An attempt is in flight; the timer's `cut` says what it means.
-        Calling { #[pin] call: Call },
-        // Sleeping before the next attempt, whose request is ready.
-        BackingOff { next: Request },
+        // Reading the body of a request that must be buffered first.
+        ReadingBody { #[pin] prepare: Prepare },
+        // Waiting for an attempt's result.
+        Waiting { #[pin] call: Call },
+        // Sleeping before the next attempt.
+        Backoff { next: Request },
         // Waiting for the service to be ready for the next attempt.
-        Readying { next: Request },
+        Retrying { next: Request },
         Done,
     }
 }
 
-impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
+impl<Req, S, C, R> ResponseFuture<Req, S, C, R>
 where
     R: Replay<Req>,
     S: Service<R::Request>,
 {
+    /// The future of one call of `inner`, which is ready. A request at hand
+    /// goes to it at once, as it would without this layer, and a clone is
+    /// kept for later attempts only if there can be any. A body to read
+    /// first takes the ready service along and leaves the clone.
     #[inline(always)]
-    pub(crate) fn new(
-        mut service: S,
+    pub(crate) fn new<P>(
+        inner: &mut S,
         policy: &Policy<C, P, R>,
-        route: &Route<C, P, R>,
         prepared: Prepared<R::Request, R::Source, R::Prepare>,
-        replayable: bool,
     ) -> Self
     where
+        S: Clone,
         C: Clone,
         R: Clone,
     {
-        // Only a call with a timeout reads the clock, out of line, so that
-        // `call` without one stays small enough to be inlined.
-        let extra = Extra::for_call(
-            route.timed(policy),
-            &policy.plan,
-            policy.overall_timeout,
-            matches!(prepared, Prepared::Ready(..)),
-        );
-        let (state, source, attempts) = match prepared {
-            // The request is at hand: the first attempt goes out now, from
-            // `call`, as it would without this layer.
-            Prepared::Ready(request, source) => (
-                State::Calling {
-                    call: service.call(request),
-                },
-                source,
-                1,
-            ),
-            Prepared::Reading(prepare) => (State::Preparing { prepare }, None, 0),
+        let settings = &policy.settings;
+        let timer = match settings.overall_timeout.is_some() || settings.attempt_timeout.is_some() {
+            true => CallTimer::start(settings, matches!(prepared, Prepared::Ready(..))),
+            false => CallTimer::NONE,
         };
-        // The future is written once, whole: built field by field and then
-        // moved, its narrow stores were read back by the move's wide loads,
-        // which stalls store forwarding. The reach is made here, after the
-        // attempt is sent, for the same reason: made before, it was spilled
-        // across the service's `call` and read back wide.
-        Self {
-            state,
-            extra,
-            service,
-            policy: Reach::enter(policy, route),
-            source,
-            attempts,
-            replayable,
+        match prepared {
+            Prepared::Ready(request, source) => {
+                let call = inner.call(request);
+                Self {
+                    state: State::Waiting { call },
+                    timer,
+                    policy: policy.for_call(),
+                    service: source.is_some().then(|| inner.clone()),
+                    source,
+                    last: None,
+                    attempts: 1,
+                }
+            }
+            Prepared::Reading(prepare) => {
+                let clone = inner.clone();
+                Self {
+                    state: State::ReadingBody { prepare },
+                    timer,
+                    policy: policy.for_call(),
+                    service: Some(mem::replace(inner, clone)),
+                    source: None,
+                    last: None,
+                    attempts: 0,
+                }
+            }
         }
     }
 }
 
-impl<Req, S, C, P, R> Future for ResponseFuture<Req, S, C, P, R>
+impl<Req, S, C, R> Future for ResponseFuture<Req, S, C, R>
 where
     R: Replay<Req>,
     S: Service<R::Request>,
@@ -128,312 +142,198 @@ where
 {
     type Output = Result<S::Response, ResilienceError>;
 
-    // Most calls end on their first attempt's result. That case is polled
-    // and decided inline, so the caller gets the output in registers rather
-    // than through memory; timers, retries and body reading are out of line.
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.as_mut().project();
-        if let (StateProj::Calling { call }, true) = (this.state.as_mut().project(), this.extra.is_none()) {
-            let Poll::Ready(result) = call.poll(cx) else {
-                return Poll::Pending;
-            };
-            if let Some(output) = this.settle(result.map_err(ResilienceError::from_inner)) {
-                return Poll::Ready(output);
-            }
-        }
-        self.poll_attempts(cx)
-    }
-}
-
-impl<Req, S, C, P, R> ResponseFuture<Req, S, C, P, R>
-where
-    R: Replay<Req>,
-    S: Service<R::Request>,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response, ResilienceError>,
-{
-    /// The attempt loop: every state, every timer.
-    #[inline(never)]
-    fn poll_attempts(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<S::Response, ResilienceError>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
         loop {
-            let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Preparing { prepare } => {
-                    if let Some(deadline) = this.extra.deadline() {
-                        if !this.extra.is_armed() {
-                            this.extra.arm(deadline.at, None);
+            let result = match this.state.as_mut().project() {
+                StateProj::ReadingBody { prepare } => {
+                    if let Some(deadline) = this.timer.deadline() {
+                        if !this.timer.is_armed() {
+                            this.timer.arm(deadline.at, None);
                         }
-                        if this.extra.poll_timer(cx).is_ready() {
-                            return Poll::Ready(this.finish(Err(overall(deadline.after))));
+                        if this.timer.poll(cx).is_ready() {
+                            return this.finish(Err(overall(deadline.after)));
                         }
                     }
                     match ready!(prepare.poll(cx)) {
                         Ok((request, source)) => {
                             *this.source = source;
-                            this.start(request);
-                        }
-                        Err(error) => {
-                            return Poll::Ready(this.finish(Err(ResilienceError::from_inner(error))));
-                        }
-                    }
-                }
-                StateProj::Calling { call } => {
-                    let cut = this.extra.cut();
-                    let result = match call.poll(cx) {
-                        Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
-                        Poll::Pending => {
-                            // Polled after the call, so a response that is ready
-                            // at the cut-off instant wins over the timeout.
-                            let Some(cut) = cut else { return Poll::Pending };
-                            ready!(this.extra.poll_timer(cx));
-                            match cut {
-                                Cut::Overall(after) => {
-                                    tracing::debug!(
-                                        name = %this.policy.plan().label.name(),
-                                        attempt = *this.attempts,
-                                        timeout = ?after,
-                                        "overall retry deadline passed; cancelling the attempt",
-                                    );
-                                    return Poll::Ready(this.finish(Err(overall(after))));
-                                }
-                                Cut::Attempt(after) => Err(ResilienceError::Timeout {
-                                    kind: TimeoutKind::Attempt,
-                                    after,
-                                }),
+                            if let Err(error) = this.send(request) {
+                                return this.finish(Err(error));
                             }
                         }
+                        Err(error) => return this.finish(Err(ResilienceError::from_inner(error))),
+                    }
+                    continue;
+                }
+                StateProj::Waiting { call } => match call.poll(cx) {
+                    Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
+                    Poll::Pending => {
+                        // Polled after the call, so a response that is ready
+                        // at the cut-off instant wins over the timeout.
+                        let Some(cut) = this.timer.cut() else {
+                            return Poll::Pending;
+                        };
+                        ready!(this.timer.poll(cx));
+                        match cut {
+                            Cut::Attempt(after) => Err(ResilienceError::Timeout {
+                                kind: TimeoutKind::Attempt,
+                                after,
+                            }),
+                            Cut::Overall(after) => {
+                                tracing::debug!(
+                                    name = %this.policy.settings.label.name(),
+                                    attempt = *this.attempts,
+                                    timeout = ?after,
+                                    "overall retry deadline passed; cancelling the attempt",
+                                );
+                                return this.finish(Err(overall(after)));
+                            }
+                        }
+                    }
+                },
+                StateProj::Backoff { .. } => {
+                    ready!(this.timer.poll(cx));
+                    if let StateOwned::Backoff { next } = this.state.as_mut().project_replace(State::Done) {
+                        this.state.set(State::Retrying { next });
+                    }
+                    if let Some(deadline) = this.timer.deadline() {
+                        this.timer.arm(deadline.at, None);
+                    }
+                    continue;
+                }
+                StateProj::Retrying { .. } => {
+                    if let Some(deadline) = this.timer.deadline()
+                        && this.timer.poll(cx).is_ready()
+                    {
+                        return this.finish(Err(overall(deadline.after)));
+                    }
+                    let Some(service) = this.service.as_mut() else {
+                        return this.finish(Err(no_service()));
                     };
-                    if let Some(output) = this.settle(result) {
-                        return Poll::Ready(output);
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        return this.finish(Err(ResilienceError::from_inner(error)));
                     }
-                }
-                StateProj::BackingOff { .. } => {
-                    ready!(this.extra.poll_timer(cx));
-                    if let StateOwned::BackingOff { next } = this.state.as_mut().project_replace(State::Done)
-                    {
-                        this.state.set(State::Readying { next });
-                    }
-                    if let Some(deadline) = this.extra.deadline() {
-                        this.extra.arm(deadline.at, None);
-                    }
-                }
-                StateProj::Readying { .. } => {
-                    if let Some(deadline) = this.extra.deadline()
-                        && this.extra.poll_timer(cx).is_ready()
-                    {
-                        return Poll::Ready(this.finish(Err(overall(deadline.after))));
-                    }
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
-                        return Poll::Ready(this.finish(Err(ResilienceError::from_inner(error))));
-                    }
+                    let StateOwned::Retrying { next } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        return this.finish(Err(polled_after_completion()));
+                    };
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
                     if let (Some(deadline), Some(limit)) =
-                        (this.extra.deadline(), this.policy.plan().planned_attempt)
+                        (this.timer.deadline(), this.policy.settings.planned_attempt)
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
-                        let last = this
-                            .extra
-                            .take_last()
-                            .unwrap_or_else(|| Err(overall(deadline.after)));
-                        let output = give_up(
-                            this.policy.plan().label,
-                            *this.attempts,
-                            GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose),
-                            last,
-                        );
-                        return Poll::Ready(this.finish(output));
+                        let last = this.last.take().unwrap_or_else(|| Err(overall(deadline.after)));
+                        let why = GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose);
+                        let output = give_up(this.policy.settings.label, *this.attempts, why, last);
+                        return this.finish(output);
                     }
-                    match this.state.as_mut().project_replace(State::Done) {
-                        StateOwned::Readying { next } => this.start(next),
-                        _ => return Poll::Ready(this.finish(Err(polled_after_completion()))),
+                    // The kept result is for giving up before this attempt starts.
+                    *this.last = None;
+                    if let Err(error) = this.send(next) {
+                        return this.finish(Err(error));
                     }
+                    continue;
                 }
                 StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+            };
+            if let Some(output) = this.settle(result) {
+                return this.finish(output);
             }
         }
     }
 }
 
-impl<'a, Req, S, C, P, R> AttemptsProj<'a, Req, S, C, P, R>
+impl<Req, S, C, R> Proj<'_, Req, S, C, R>
 where
     R: Replay<Req>,
     S: Service<R::Request>,
-    ResponseFuture<Req, S, C, P, R>: 'a,
+    C: Classify<S::Response, ResilienceError>,
 {
     /// Sends `request` as the next attempt and arms its cut-off.
-    fn start(&mut self, request: R::Request) {
+    fn send(&mut self, request: R::Request) -> Result<(), ResilienceError> {
+        let service = self.service.as_mut().ok_or_else(no_service)?;
+        let call = service.call(request);
         *self.attempts += 1;
-        // The last result is for giving up before this attempt starts.
-        drop(self.extra.take_last());
-        let call = self.service.call(request);
-        match cut_for(
-            Instant::now(),
-            self.policy.plan().attempt_timeout,
-            self.extra.deadline(),
-        ) {
-            Some((at, cut)) => self.extra.arm(at, Some(cut)),
-            // No deadline and no attempt timeout.
-            None => self.extra.uncut(),
+        let settings = &self.policy.settings;
+        // Without a timeout, the clock is not read.
+        let cut = match (settings.attempt_timeout, self.timer.deadline()) {
+            (None, None) => None,
+            (attempt_timeout, deadline) => cut_for(Instant::now(), attempt_timeout, deadline),
+        };
+        match cut {
+            Some((at, cut)) => self.timer.arm(at, Some(cut)),
+            None => self.timer.uncut(),
         }
-        self.state.set(State::Calling { call });
+        self.state.set(State::Waiting { call });
+        Ok(())
     }
 
-    /// Decides an attempt's result: the call's output, or `None` when the
-    /// next attempt is scheduled.
-    #[inline(always)]
+    /// Decides on an attempt's result: the call's output, or `None` when
+    /// the next attempt is scheduled.
     fn settle(
         &mut self,
         result: Result<S::Response, ResilienceError>,
-    ) -> Option<Result<S::Response, ResilienceError>>
-    where
-        C: Classify<S::Response, ResilienceError>,
-    {
-        // A final result leaves through `finish`, which drops the attempt.
-        let policy: &Reach<C, P, R> = self.policy;
-        match policy.classifier().classify(result.as_ref()) {
+    ) -> Option<Result<S::Response, ResilienceError>> {
+        match self.policy.classifier.classify(result.as_ref()) {
             Outcome::Success => {
-                if let Some(throttle) = policy.throttle() {
+                if let Some(throttle) = self.policy.throttle() {
                     throttle.record_success();
                 }
-                Some(self.finish(result))
+                Some(result)
             }
-            Outcome::Failure | Outcome::Rejected => Some(self.finish(result)),
-            Outcome::Retryable => self.retry_or_give_up(result).map(|output| self.finish(output)),
+            Outcome::Failure | Outcome::Rejected => Some(result),
+            Outcome::Retryable => self.retry(result),
         }
+    }
+
+    /// After a retryable result: the call's output, or `None` when the next
+    /// attempt is scheduled.
+    fn retry(
+        &mut self,
+        result: Result<S::Response, ResilienceError>,
+    ) -> Option<Result<S::Response, ResilienceError>> {
+        // Drop the finished (or cancelled) attempt before deciding.
+        self.state.set(State::Done);
+        let (label, attempts) = (self.policy.settings.label, *self.attempts);
+        let deadline = self.timer.deadline();
+        let next = next_attempt(
+            self.policy,
+            attempts,
+            self.source.as_ref(),
+            result.as_ref(),
+            self.timer.backoff(),
+            deadline,
+        );
+        let NextAttempt {
+            request,
+            delay,
+            reason,
+        } = match next {
+            Ok(next) => next,
+            Err(why) => return Some(give_up(label, attempts, why, result)),
+        };
+        report_retry(label, attempts, delay, reason, result.as_ref().err());
+        *self.last = Some(result);
+        if delay.is_zero() {
+            if let Some(deadline) = self.timer.deadline() {
+                self.timer.arm(deadline.at, None);
+            }
+            self.state.set(State::Retrying { next: request });
+        } else {
+            self.timer.arm(later(Instant::now(), delay), None);
+            self.state.set(State::Backoff { next: request });
+        }
+        None
     }
 
     fn finish(
         &mut self,
         output: Result<S::Response, ResilienceError>,
-    ) -> Result<S::Response, ResilienceError> {
+    ) -> Poll<Result<S::Response, ResilienceError>> {
         self.state.set(State::Done);
-        self.extra.clear();
-        output
-    }
-
-    /// After a retryable result: either returns the call's output or
-    /// schedules the next attempt (and returns `None`).
-    #[cold]
-    fn retry_or_give_up(
-        &mut self,
-        result: Result<S::Response, ResilienceError>,
-    ) -> Option<Result<S::Response, ResilienceError>>
-    where
-        C: Classify<S::Response, ResilienceError>,
-    {
-        // Drop the finished (or cancelled) attempt before deciding.
-        self.state.set(State::Done);
-        let policy: &Reach<C, P, R> = self.policy;
-        let plan = policy.plan();
-        let label = plan.label;
-        let attempts = *self.attempts;
-        if let Some(throttle) = policy.throttle() {
-            throttle.record_failure();
-        }
-        let not_retried = |reason| GiveUp::NotRetried(reason);
-        if attempts >= plan.max_attempts {
-            return Some(give_up(
-                label,
-                attempts,
-                not_retried(NotRetriedReason::MaxAttempts),
-                result,
-            ));
-        }
-        let source = match (*self.replayable, self.source.as_ref()) {
-            (true, Some(source)) => source,
-            _ => {
-                return Some(give_up(
-                    label,
-                    attempts,
-                    not_retried(NotRetriedReason::UnsafeRequest),
-                    result,
-                ));
-            }
-        };
-        let (delay, reason) = match policy.classifier().pushback(result.as_ref()) {
-            Pushback::Stop => {
-                return Some(give_up(
-                    label,
-                    attempts,
-                    not_retried(NotRetriedReason::Pushback),
-                    result,
-                ));
-            }
-            Pushback::After(delay) => {
-                // gRFC A6: after a pushback the backoff starts over from its
-                // initial delay.
-                self.extra.restart_backoff();
-                (delay, "pushback")
-            }
-            Pushback::None => {
-                let backoff = self.extra.backoff(|| policy.start_backoff());
-                match backoff.next_delay() {
-                    Some(delay) => (delay, "backoff"),
-                    // A custom schedule that ends is a limit on attempts.
-                    None => {
-                        return Some(give_up(
-                            label,
-                            attempts,
-                            not_retried(NotRetriedReason::MaxAttempts),
-                            result,
-                        ));
-                    }
-                }
-            }
-        };
-        if let Some(deadline) = self.extra.deadline()
-            && !fits(Instant::now(), delay, plan.planned_attempt, deadline.at)
-        {
-            return Some(give_up(
-                label,
-                attempts,
-                not_retried(NotRetriedReason::DeadlineTooClose),
-                result,
-            ));
-        }
-        let request = match policy.replay().replay(source) {
-            Ok(request) => request,
-            Err(reason) => return Some(give_up(label, attempts, not_retried(reason), result)),
-        };
-        if let Some(throttle) = policy.throttle()
-            && !throttle.allows_retry()
-        {
-            return Some(give_up(label, attempts, GiveUp::Throttled, result));
-        }
-        if let Some(budget) = policy.budget()
-            && !budget.try_withdraw()
-        {
-            return Some(give_up(label, attempts, GiveUp::Budget, result));
-        }
-
-        let name = label.name();
-        metrics::counter!("orch_retry_attempts_total", "name" => Arc::clone(&name)).increment(1);
-        tracing::debug!(
-            name = %name,
-            attempt = attempts,
-            next_attempt = attempts + 1,
-            delay = ?delay,
-            reason,
-            outcome = "retryable",
-            error = result.as_ref().err().map(tracing::field::display),
-            "retrying",
-        );
-        self.extra.keep_last(result);
-        if delay.is_zero() {
-            self.state.set(State::Readying { next: request });
-            if let Some(deadline) = self.extra.deadline() {
-                self.extra.arm(deadline.at, None);
-            }
-        } else {
-            self.extra.arm(later(Instant::now(), delay), None);
-            self.state.set(State::BackingOff { next: request });
-        }
-        None
+        Poll::Ready(output)
     }
 }
 
@@ -448,15 +348,21 @@ fn polled_after_completion() -> ResilienceError {
     ResilienceError::Inner("retry future polled after completion".into())
 }
 
-impl<Req, S, C, P, R> fmt::Debug for ResponseFuture<Req, S, C, P, R>
+/// A later attempt of a call that kept no service. Cannot happen: `new`
+/// keeps one whenever there is a source to make later attempts from.
+fn no_service() -> ResilienceError {
+    ResilienceError::Inner("retry kept no service for a call that was not to be retried".into())
+}
+
+impl<Req, S, C, R> fmt::Debug for ResponseFuture<Req, S, C, R>
 where
     R: Replay<Req>,
     S: Service<R::Request>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("name", &self.policy.plan().label.name())
+            .field("name", &self.policy.settings.label.name())
             .field("attempts", &self.attempts)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -7,8 +7,8 @@ use tower_layer::Layer;
 
 use super::{
     BufferBodies, CloneRequest, Retry, RetryBudget, RetryConfig, RetryThrottle,
-    backoff::BackoffSource,
-    policy::{Plan, Policy},
+    backoff::CustomBackoff,
+    policy::{Policy, Settings, Shared},
 };
 use crate::{
     classify::{DefaultClassifier, GrpcClassifier, HttpClassifier},
@@ -52,7 +52,12 @@ use crate::{
 /// # }
 /// ```
 pub struct RetryLayer<C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
-    policy: Policy<C, P, R>,
+    name: Arc<str>,
+    settings: Settings,
+    classifier: C,
+    safety: P,
+    replay: R,
+    shared: Shared,
 }
 
 impl RetryLayer {
@@ -102,8 +107,8 @@ impl<C, P, R> RetryLayer<C, P, R> {
     /// deadline, without arming a timer: an attempt timeout layer below this
     /// one enforces the limit (the composition builder's attempt timeout).
     pub(crate) fn plan_attempts(mut self, limit: Duration) -> Self {
-        if self.policy.plan.attempt_timeout.is_none() {
-            self.policy.plan.planned_attempt = Some(limit);
+        if self.settings.attempt_timeout.is_none() {
+            self.settings.planned_attempt = Some(limit);
         }
         self
     }
@@ -113,48 +118,53 @@ impl<C, P, R> RetryLayer<C, P, R> {
         let budget = config.budget.map(RetryBudget::new).transpose()?.map(Arc::new);
         let throttle = config.throttle.map(RetryThrottle::new).transpose()?.map(Arc::new);
         Ok(Self {
-            policy: Policy {
-                plan: Plan {
-                    label: Label::intern(&config.name),
-                    max_attempts: config.max_attempts,
-                    attempt_timeout: config.attempt_timeout,
-                    planned_attempt: config.attempt_timeout,
-                },
-                name: config.name.into(),
+            settings: Settings {
+                label: Label::intern(&config.name),
+                max_attempts: config.max_attempts,
+                attempt_timeout: config.attempt_timeout,
+                planned_attempt: config.attempt_timeout,
                 overall_timeout: config.overall_timeout,
-                backoff: BackoffSource::Config(config.backoff),
-                classifier,
-                safety,
-                replay,
+                backoff: config.backoff,
+            },
+            name: config.name.into(),
+            classifier,
+            safety,
+            replay,
+            shared: Shared {
                 budget,
                 throttle,
+                backoff: None,
             },
         })
     }
 
+    /// The layer with its classifier, safety and replay replaced by what
+    /// `f` makes of them; the one place that lists every field.
+    fn map<C2, P2, R2>(self, f: impl FnOnce(C, P, R) -> (C2, P2, R2)) -> RetryLayer<C2, P2, R2> {
+        let (classifier, safety, replay) = f(self.classifier, self.safety, self.replay);
+        RetryLayer {
+            name: self.name,
+            settings: self.settings,
+            classifier,
+            safety,
+            replay,
+            shared: self.shared,
+        }
+    }
+
     /// Uses `classifier` to decide what is retried.
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, P, R> {
-        RetryLayer {
-            policy: self.policy.map(|_, safety, replay| (classifier, safety, replay)),
-        }
+        self.map(|_, safety, replay| (classifier, safety, replay))
     }
 
     /// Uses `safety` to decide which requests may be repeated.
     pub fn safety<P2>(self, safety: P2) -> RetryLayer<C, P2, R> {
-        RetryLayer {
-            policy: self
-                .policy
-                .map(|classifier, _, replay| (classifier, safety, replay)),
-        }
+        self.map(|classifier, _, replay| (classifier, safety, replay))
     }
 
     /// Uses `replay` to make each attempt's request.
     pub fn replay<R2>(self, replay: R2) -> RetryLayer<C, P, R2> {
-        RetryLayer {
-            policy: self
-                .policy
-                .map(|classifier, safety, _| (classifier, safety, replay)),
-        }
+        self.map(|classifier, safety, _| (classifier, safety, replay))
     }
 
     /// Retries HTTP requests whose bodies are streams (not `Clone`) by
@@ -174,14 +184,14 @@ impl<C, P, R> RetryLayer<C, P, R> {
         B: BackoffBuilder + Clone + 'static,
         B::Backoff: 'static,
     {
-        self.policy.backoff = BackoffSource::custom(builder);
+        self.shared.backoff = Some(CustomBackoff::new(builder));
         self
     }
 
     /// Uses `budget` instead of the config's, so that several layers (for
     /// example one per route) draw on one budget.
     pub fn shared_budget(mut self, budget: Arc<RetryBudget>) -> Self {
-        self.policy.budget = Some(budget);
+        self.shared.budget = Some(budget);
         self
     }
 
@@ -189,30 +199,35 @@ impl<C, P, R> RetryLayer<C, P, R> {
     /// example one per gRPC method) share one token bucket, as gRPC shares
     /// one per server.
     pub fn shared_throttle(mut self, throttle: Arc<RetryThrottle>) -> Self {
-        self.policy.throttle = Some(throttle);
+        self.shared.throttle = Some(throttle);
         self
     }
 
     /// The layer's name.
     pub fn name(&self) -> &str {
-        &self.policy.name
+        &self.name
     }
 
     /// The budget, if any.
     pub fn budget(&self) -> Option<&Arc<RetryBudget>> {
-        self.policy.budget.as_ref()
+        self.shared.budget.as_ref()
     }
 
     /// The throttle, if any.
     pub fn throttle(&self) -> Option<&Arc<RetryThrottle>> {
-        self.policy.throttle.as_ref()
+        self.shared.throttle.as_ref()
     }
 }
 
 impl<C: Clone, P: Clone, R: Clone> Clone for RetryLayer<C, P, R> {
     fn clone(&self) -> Self {
         Self {
-            policy: self.policy.clone(),
+            name: Arc::clone(&self.name),
+            settings: self.settings,
+            classifier: self.classifier.clone(),
+            safety: self.safety.clone(),
+            replay: self.replay.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -221,14 +236,24 @@ impl<S, C: Clone, P: Clone, R: Clone> Layer<S> for RetryLayer<C, P, R> {
     type Service = Retry<S, C, P, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_policy(inner, Arc::new(self.policy.clone()))
+        let policy = Policy::new(
+            Arc::clone(&self.name),
+            self.settings,
+            self.classifier.clone(),
+            self.safety.clone(),
+            self.replay.clone(),
+            self.shared.clone(),
+        );
+        Retry::from_policy(inner, policy)
     }
 }
 
 impl<C, P, R> fmt::Debug for RetryLayer<C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("policy", &self.policy)
-            .finish()
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }

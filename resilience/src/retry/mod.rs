@@ -79,21 +79,18 @@
 //!
 //! # Costs
 //!
-//! A call that succeeds at once clones the request once (only when it could
-//! be retried), deposits in the budget (an atomic load and a
-//! compare-and-swap; the budget reads the clock on one deposit in 32), and
-//! neither reads the clock nor creates a timer unless a timeout is
-//! configured. With one, a request sent at once reads the clock once, for
-//! the deadline and the first attempt's cut-off (a buffered body's first
-//! attempt reads it again), and one box holds the timer and, if the call is
-//! retried, the retry state. Its future reaches the layer's policy through
-//! one `Arc` clone, except for a policy of plain values (no budget, no
-//! throttle, no custom backoff, a zero-sized classifier and replay), whose
-//! settings are interned once per distinct policy: its calls write no
-//! shared memory at all, so threads calling one such layer do not slow
-//! each other down.
-//! Beyond that, only retries read the clock and allocate (a custom `backon`
-//! schedule is boxed).
+//! A call that succeeds at once deposits in the budget (if any: an atomic
+//! load and a compare-and-swap on the calling thread's shard; the budget
+//! reads the clock on one deposit in 32), and, only when it could be
+//! retried, clones the request and the inner service once each. Its future
+//! owns a copy of the layer's plain settings, classifier and replay, and,
+//! when the layer has a budget, a throttle or a custom backoff, a clone of
+//! the calling thread's shard's `Arc` of them, so threads calling one layer
+//! do not write one cache line (see `policy.rs`). Without a timeout a call
+//! neither reads the clock nor creates a timer; with one, a request sent
+//! at once reads the clock once, for the deadline and the first attempt's
+//! cut-off, and boxes one timer. Beyond that, only retries read the clock
+//! and allocate (a custom `backon` schedule is boxed).
 //!
 //! # Observability
 //!
@@ -136,24 +133,24 @@ mod backoff;
 mod body;
 mod budget;
 mod config;
-mod extra;
+mod decision;
 pub mod future;
-mod give_up;
 mod layer;
 mod policy;
 mod rebuild;
 mod replay;
 mod throttle;
+mod timer;
 
 use std::{
-    fmt, mem,
+    fmt,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use tower_service::Service;
 
-use self::policy::{Policy, Route};
+use self::policy::Policy;
 pub use self::{
     backoff::{ConfigBackoff, DecorrelatedJitterBackoff, FullJitter, LinearBackoff},
     body::{BufferBodies, BufferRequest, ReplayBody, ReplaySource},
@@ -174,26 +171,24 @@ use crate::{
 /// A service that retries its inner service's retryable failures; made by
 /// [`RetryLayer`], whose documentation (and this module's) gives the contract.
 ///
-/// The inner service must be `Clone`: each call takes the ready service
-/// (`poll_ready` was called on it) and leaves a clone in its place, as
-/// `tower::retry` does, so the call's later attempts can wait for readiness
-/// on their own service without blocking other calls.
+/// The inner service must be `Clone`: a call that could be retried keeps a
+/// clone of it, as `tower::retry` does, so that its later attempts wait
+/// for readiness on their own service without blocking other calls. The
+/// first attempt goes to the ready service (`poll_ready` was called on
+/// it), or, when a body is read first, the ready service goes with the
+/// call and the clone stays. A call that cannot be retried clones nothing.
 pub struct Retry<S, C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     inner: S,
     policy: Arc<Policy<C, P, R>>,
-    /// How calls reach the policy: an interned plan or per-thread lanes
-    /// (see [`policy`]).
-    route: Route<C, P, R>,
 }
 
 // ===== impl Retry =====
 
 impl<S, C, P, R> Retry<S, C, P, R> {
-    fn from_policy(inner: S, policy: Arc<Policy<C, P, R>>) -> Self {
+    fn from_policy(inner: S, policy: Policy<C, P, R>) -> Self {
         Self {
             inner,
-            route: Route::new(&policy),
-            policy,
+            policy: Arc::new(policy),
         }
     }
 
@@ -219,12 +214,12 @@ impl<S, C, P, R> Retry<S, C, P, R> {
 
     /// The budget shared by this service's clones, if any.
     pub fn budget(&self) -> Option<&Arc<RetryBudget>> {
-        self.policy.budget.as_ref()
+        self.policy.budget()
     }
 
     /// The throttle shared by this service's clones, if any.
     pub fn throttle(&self) -> Option<&Arc<RetryThrottle>> {
-        self.policy.throttle.as_ref()
+        self.policy.throttle()
     }
 }
 
@@ -233,7 +228,6 @@ impl<S: Clone, C, P, R> Clone for Retry<S, C, P, R> {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
-            route: self.route.clone(),
         }
     }
 }
@@ -257,25 +251,21 @@ where
 {
     type Response = S::Response;
     type Error = ResilienceError;
-    type Future = ResponseFuture<Req, S, C, P, R>;
+    type Future = ResponseFuture<Req, S, C, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ResilienceError>> {
         self.inner.poll_ready(cx).map_err(ResilienceError::from_inner)
     }
 
-    // Always inlined, with the future's constructor: the compiler's own
-    // choice varied with unrelated changes, and out of line the call paid
-    // for saving six registers and for the future written through memory.
     #[inline(always)]
     fn call(&mut self, mut request: Req) -> Self::Future {
-        let policy = &self.policy;
-        let replayable = self.route.retries(policy)
+        let policy = &*self.policy;
+        if let Some(budget) = policy.budget() {
+            budget.deposit();
+        }
+        let replayable = policy.settings.max_attempts > 1
             && (policy.safety.is_safe(&request) || policy.safety.make_safe(&mut request));
-        let prepare = policy.replay.prepare(request, replayable);
-        // The ready service goes with this call; a clone, not yet ready,
-        // stays for the next one.
-        let clone = self.inner.clone();
-        let service = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(service, policy, &self.route, prepare, replayable)
+        let prepared = policy.replay.prepare(request, replayable);
+        ResponseFuture::new(&mut self.inner, policy, prepared)
     }
 }

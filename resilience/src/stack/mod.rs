@@ -111,7 +111,7 @@ pub use hedge_bodies::{
 pub use optional::{Optional, OptionalLayer, future::OptionalFuture};
 pub use overall::{OverallTimeoutLayer, OverallTimeoutService, future::OverallTimeoutFuture};
 pub use presets::{GRPC_BODY_BUFFER_LIMIT, GrpcBuilder, HttpBuilder};
-pub use slot::{AttemptTimeout, BreakerChoice, Off, OverallTimeout, Plan, Slot};
+pub use slot::{AttemptTimeout, BreakerChoice, BuildContext, Off, OverallTimeout, Slot};
 
 use crate::{CircuitBreaker, ConfigError};
 
@@ -140,7 +140,7 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
         Bh: Slot<C::Classifier, Q, R>,
         At: Slot<C::Classifier, Q, R>,
     {
-        let plan = Plan {
+        let context = BuildContext {
             classifier: self.classifier.into_classifier(),
             safety: self.safety,
             replay: self.replay,
@@ -154,29 +154,32 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
                 "cannot be combined with retry: both repeat requests; choose one",
             ));
         }
-        self.fallback.validate(&plan)?;
-        self.overall.validate(&plan)?;
-        self.retry.validate(&plan)?;
-        self.hedge.validate(&plan)?;
-        self.breaker.validate(&plan)?;
-        self.rate_limit.validate(&plan)?;
-        self.bulkhead.validate(&plan)?;
-        self.attempt.validate(&plan)?;
-        let breaker_layer = self.breaker.into_layer(&plan)?;
+        self.fallback.validate(&context)?;
+        self.overall.validate(&context)?;
+        self.retry.validate(&context)?;
+        self.hedge.validate(&context)?;
+        self.breaker.validate(&context)?;
+        self.rate_limit.validate(&context)?;
+        self.bulkhead.validate(&context)?;
+        self.attempt.validate(&context)?;
+        let breaker_layer = self.breaker.into_layer(&context)?;
         let breaker = Br::breaker_of(&breaker_layer);
         let chain = Stack::new(
-            self.attempt.into_layer(&plan)?,
+            self.attempt.into_layer(&context)?,
             Stack::new(
-                self.bulkhead.into_layer(&plan)?,
+                self.bulkhead.into_layer(&context)?,
                 Stack::new(
-                    self.rate_limit.into_layer(&plan)?,
+                    self.rate_limit.into_layer(&context)?,
                     Stack::new(
                         breaker_layer,
                         Stack::new(
-                            self.hedge.into_layer(&plan)?,
+                            self.hedge.into_layer(&context)?,
                             Stack::new(
-                                self.retry.into_layer(&plan)?,
-                                Stack::new(self.overall.into_layer(&plan)?, self.fallback.into_layer(&plan)?),
+                                self.retry.into_layer(&context)?,
+                                Stack::new(
+                                    self.overall.into_layer(&context)?,
+                                    self.fallback.into_layer(&context)?,
+                                ),
                             ),
                         ),
                     ),

@@ -1,7 +1,7 @@
 //! The builder's slots: what each enabled layer is before the stack is built.
 //!
 //! Each slot type turns into its layer when [`ResilienceBuilder::build`]
-//! runs, after every slot validated against the [`Plan`] (what the stack as
+//! runs, after every slot validated against the [`BuildContext`] (what the stack as
 //! a whole knows: its classifier, safety rules, replay and timeouts). An
 //! `Option` of a slot is a layer that a [`StackConfig`](super::StackConfig)
 //! may or may not enable at run time.
@@ -50,7 +50,7 @@ pub enum BreakerChoice {
 
 /// What [`ResilienceBuilder::build`] knows when it turns slots into layers.
 #[derive(Debug)]
-pub struct Plan<C, Q, R = CloneRequest> {
+pub struct BuildContext<C, Q, R = CloneRequest> {
     pub(super) classifier: C,
     pub(super) safety: Q,
     /// How retry makes each attempt's request.
@@ -88,10 +88,10 @@ pub trait Slot<C, Q, R = CloneRequest> {
     type Layer;
 
     /// Checks the config, building nothing.
-    fn validate(&self, plan: &Plan<C, Q, R>) -> Result<(), ConfigError>;
+    fn validate(&self, context: &BuildContext<C, Q, R>) -> Result<(), ConfigError>;
 
     /// Builds the layer; called only after every slot validated.
-    fn into_layer(self, plan: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError>;
+    fn into_layer(self, context: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError>;
 
     /// Whether the slot enables a layer.
     fn is_on(&self) -> bool {
@@ -113,11 +113,11 @@ pub trait Slot<C, Q, R = CloneRequest> {
 impl<C, Q, R> Slot<C, Q, R> for Off {
     type Layer = Identity;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         Ok(())
     }
 
-    fn into_layer(self, _: &Plan<C, Q, R>) -> Result<Identity, ConfigError> {
+    fn into_layer(self, _: &BuildContext<C, Q, R>) -> Result<Identity, ConfigError> {
         Ok(Identity::new())
     }
 
@@ -129,14 +129,14 @@ impl<C, Q, R> Slot<C, Q, R> for Off {
 impl<C, Q, R> Slot<C, Q, R> for OverallTimeout {
     type Layer = OverallTimeoutLayer;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         check::non_zero_duration("stack.overall_timeout", self.0)
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, R>) -> Result<OverallTimeoutLayer, ConfigError> {
+    fn into_layer(self, context: &BuildContext<C, Q, R>) -> Result<OverallTimeoutLayer, ConfigError> {
         // With retry, its deadline (the same duration) bounds the call.
         Ok(OverallTimeoutLayer(
-            (!plan.retry_holds_deadline).then(|| TimeoutLayer::overall(self.0)),
+            (!context.retry_holds_deadline).then(|| TimeoutLayer::overall(self.0)),
         ))
     }
 
@@ -148,9 +148,9 @@ impl<C, Q, R> Slot<C, Q, R> for OverallTimeout {
 impl<C, Q, R> Slot<C, Q, R> for AttemptTimeout {
     type Layer = TimeoutLayer;
 
-    fn validate(&self, plan: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, context: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         check::non_zero_duration("stack.attempt_timeout", self.0)?;
-        if plan.overall_timeout.is_some_and(|overall| self.0 > overall) {
+        if context.overall_timeout.is_some_and(|overall| self.0 > overall) {
             return Err(ConfigError::field(
                 "stack.attempt_timeout",
                 "must not be longer than the overall timeout",
@@ -159,7 +159,7 @@ impl<C, Q, R> Slot<C, Q, R> for AttemptTimeout {
         Ok(())
     }
 
-    fn into_layer(self, _: &Plan<C, Q, R>) -> Result<TimeoutLayer, ConfigError> {
+    fn into_layer(self, _: &BuildContext<C, Q, R>) -> Result<TimeoutLayer, ConfigError> {
         Ok(TimeoutLayer::attempt(self.0))
     }
 
@@ -171,11 +171,11 @@ impl<C, Q, R> Slot<C, Q, R> for AttemptTimeout {
 impl<F, C, Q, R> Slot<C, Q, R> for FallbackLayer<F> {
     type Layer = FallbackLayer<F>;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         Ok(())
     }
 
-    fn into_layer(self, _: &Plan<C, Q, R>) -> Result<Self, ConfigError> {
+    fn into_layer(self, _: &BuildContext<C, Q, R>) -> Result<Self, ConfigError> {
         Ok(self)
     }
 }
@@ -183,9 +183,9 @@ impl<F, C, Q, R> Slot<C, Q, R> for FallbackLayer<F> {
 impl RetryConfig {
     /// This config with the stack's timeouts: the overall timeout becomes the
     /// deadline; setting one here and on the stack is refused.
-    fn with_plan<C, Q, R>(&self, plan: &Plan<C, Q, R>) -> Result<RetryConfig, ConfigError> {
+    fn with_context<C, Q, R>(&self, context: &BuildContext<C, Q, R>) -> Result<RetryConfig, ConfigError> {
         let mut config = self.clone();
-        if let Some(deadline) = plan.overall_timeout {
+        if let Some(deadline) = context.overall_timeout {
             if config.overall_timeout.is_some() {
                 return Err(ConfigError::field(
                     "retry.overall_timeout",
@@ -194,7 +194,7 @@ impl RetryConfig {
             }
             config.overall_timeout = Some(deadline);
         }
-        if plan.attempt_timeout.is_some() && config.attempt_timeout.is_some() {
+        if context.attempt_timeout.is_some() && config.attempt_timeout.is_some() {
             return Err(ConfigError::field(
                 "retry.attempt_timeout",
                 "set either here or as the stack's attempt timeout, not both",
@@ -207,18 +207,18 @@ impl RetryConfig {
 impl<C: Clone, Q: Clone, R: Clone> Slot<C, Q, R> for RetryConfig {
     type Layer = RetryLayer<C, Q, R>;
 
-    fn validate(&self, plan: &Plan<C, Q, R>) -> Result<(), ConfigError> {
-        self.with_plan(plan)?.validate()
+    fn validate(&self, context: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
+        self.with_context(context)?.validate()
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError> {
-        let layer = RetryLayer::new(self.with_plan(plan)?)?
-            .classifier(plan.classifier.clone())
-            .safety(plan.safety.clone())
-            .replay(plan.replay.clone());
+    fn into_layer(self, context: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError> {
+        let layer = RetryLayer::new(self.with_context(context)?)?
+            .classifier(context.classifier.clone())
+            .safety(context.safety.clone())
+            .replay(context.replay.clone());
         // The attempt timeout sits below the breaker; the retry layer only
         // needs its length to plan attempts against the deadline.
-        Ok(match plan.attempt_timeout {
+        Ok(match context.attempt_timeout {
             Some(limit) => layer.plan_attempts(limit),
             None => layer,
         })
@@ -231,31 +231,31 @@ impl<C: Clone, Q: Clone, R: Clone> Slot<C, Q, R> for RetryConfig {
 impl<C: Clone, Q: Clone> Slot<C, Q, CloneRequest> for HedgeConfig {
     type Layer = HedgeLayer<C, Q>;
 
-    fn validate(&self, _: &Plan<C, Q, CloneRequest>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, CloneRequest>) -> Result<(), ConfigError> {
         HedgeConfig::validate(self)
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, CloneRequest>) -> Result<Self::Layer, ConfigError> {
+    fn into_layer(self, context: &BuildContext<C, Q, CloneRequest>) -> Result<Self::Layer, ConfigError> {
         Ok(HedgeLayer::new(self)?
-            .classifier(plan.classifier.clone())
-            .safety(plan.safety.clone()))
+            .classifier(context.classifier.clone())
+            .safety(context.safety.clone()))
     }
 }
 
 impl<C: Clone, Q: Clone> Slot<C, Q, RebuildBodies> for HedgeConfig {
     type Layer = HedgeBodiesLayer<C, Q>;
 
-    fn validate(&self, _: &Plan<C, Q, RebuildBodies>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, RebuildBodies>) -> Result<(), ConfigError> {
         HedgeConfig::validate(self)
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, RebuildBodies>) -> Result<Self::Layer, ConfigError> {
+    fn into_layer(self, context: &BuildContext<C, Q, RebuildBodies>) -> Result<Self::Layer, ConfigError> {
         Ok(HedgeBodiesLayer {
             hedge: HedgeLayer::new(self)?
-                .classifier(plan.classifier.clone())
+                .classifier(context.classifier.clone())
                 .safety(BufferedOnly),
-            safety: plan.safety.clone(),
-            buffer: BufferBodies::new(plan.replay.max_bytes()),
+            safety: context.safety.clone(),
+            buffer: BufferBodies::new(context.replay.max_bytes()),
         })
     }
 }
@@ -263,19 +263,19 @@ impl<C: Clone, Q: Clone> Slot<C, Q, RebuildBodies> for HedgeConfig {
 impl<C: Clone, Q, R> Slot<C, Q, R> for BreakerChoice {
     type Layer = CircuitBreakerLayer<C>;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         match self {
             BreakerChoice::Config(config) => config.validate(),
             BreakerChoice::Shared(_) => Ok(()),
         }
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError> {
+    fn into_layer(self, context: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError> {
         let layer = match self {
             BreakerChoice::Config(config) => CircuitBreakerLayer::new(config)?,
             BreakerChoice::Shared(breaker) => CircuitBreakerLayer::shared(breaker),
         };
-        Ok(layer.classifier(plan.classifier.clone()))
+        Ok(layer.classifier(context.classifier.clone()))
     }
 
     fn breaker_of(layer: &Self::Layer) -> Option<CircuitBreaker> {
@@ -286,11 +286,11 @@ impl<C: Clone, Q, R> Slot<C, Q, R> for BreakerChoice {
 impl<C, Q, R> Slot<C, Q, R> for RateLimitConfig {
     type Layer = RateLimitLayer;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         RateLimitConfig::validate(self)
     }
 
-    fn into_layer(self, _: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError> {
+    fn into_layer(self, _: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError> {
         RateLimitLayer::new(self)
     }
 }
@@ -298,11 +298,11 @@ impl<C, Q, R> Slot<C, Q, R> for RateLimitConfig {
 impl<C, Q, R> Slot<C, Q, R> for BulkheadConfig {
     type Layer = BulkheadLayer;
 
-    fn validate(&self, _: &Plan<C, Q, R>) -> Result<(), ConfigError> {
+    fn validate(&self, _: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
         BulkheadConfig::validate(self)
     }
 
-    fn into_layer(self, _: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError> {
+    fn into_layer(self, _: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError> {
         BulkheadLayer::new(self)
     }
 }
@@ -313,12 +313,14 @@ where
 {
     type Layer = OptionalLayer<T::Layer>;
 
-    fn validate(&self, plan: &Plan<C, Q, R>) -> Result<(), ConfigError> {
-        self.as_ref().map_or(Ok(()), |slot| slot.validate(plan))
+    fn validate(&self, context: &BuildContext<C, Q, R>) -> Result<(), ConfigError> {
+        self.as_ref().map_or(Ok(()), |slot| slot.validate(context))
     }
 
-    fn into_layer(self, plan: &Plan<C, Q, R>) -> Result<Self::Layer, ConfigError> {
-        Ok(OptionalLayer(self.map(|slot| slot.into_layer(plan)).transpose()?))
+    fn into_layer(self, context: &BuildContext<C, Q, R>) -> Result<Self::Layer, ConfigError> {
+        Ok(OptionalLayer(
+            self.map(|slot| slot.into_layer(context)).transpose()?,
+        ))
     }
 
     fn is_on(&self) -> bool {
