@@ -26,8 +26,8 @@ use crate::{config::ConfigError, error::TimeoutKind};
 #[derive(Debug, Clone)]
 pub struct TimeoutLayer {
     name: Arc<str>,
-    /// The name, kind and limit interned once per layer, not once per
-    /// service it makes.
+    /// The name's label, kind and limit, made once per layer rather than
+    /// once per service it makes.
     limit: Limit,
     kind: TimeoutKind,
     after: Duration,

@@ -190,8 +190,9 @@ mod kind_serde {
 pub struct Timeout<S> {
     inner: S,
     name: Arc<str>,
-    /// The name, kind and limit as the response future carries them: one
-    /// interned id, not a reference count per call.
+    /// The name, kind and limit as the response future carries them:
+    /// plain copied values and the name's label (`label.rs`), not a
+    /// reference count per call.
     limit: Limit,
     kind: TimeoutKind,
     after: Duration,
