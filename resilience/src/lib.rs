@@ -87,6 +87,7 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod fallback;
 pub mod hedge;
+pub mod idempotency;
 pub mod rate_limit;
 pub mod retry;
 pub mod stack;

@@ -1,0 +1,39 @@
+//! Idempotency keys on the server: the store that lets a request carrying
+//! an `Idempotency-Key` run its handler at most once, every repeat getting
+//! the first response.
+//!
+//! orch's clients send a key with every retried `POST`; this module is
+//! where a server remembers what it did with each key. The design follows
+//! the IETF draft "The Idempotency-Key HTTP Header Field"
+//! (`draft-ietf-httpapi-idempotency-key-header`) and Stripe's
+//! implementation (keys scoped per account, kept 24 hours, a request with a
+//! reused key and another payload refused), with Brandur Leach's PostgreSQL
+//! design for the locked, recoverable record. Two failures of other
+//! implementations are ruled out by the contract: a record in progress
+//! always has a lease deadline, so none is reclaimed while its handler may
+//! still run nor stays stuck forever, and completion is a compare-and-set
+//! on a fencing token, so a holder whose lease ran out cannot overwrite the
+//! work of the one that took over (AWS Powertools had both bugs).
+//!
+//! - [`IdempotencyStore`]: the trait the HTTP and gRPC layers call, with
+//!   its contract; usable as `Arc<dyn IdempotencyStore>`.
+//! - [`MemoryStore`]: the embedded default, sharded and bounded.
+//! - [`SavedResponse`]: a protocol-neutral saved response.
+//! - [`FencingToken`], [`Fingerprint`], [`Claim`], [`StoreError`]: the
+//!   vocabulary of the trait.
+//! - `conformance` (feature `testing`): the suite every backend must pass.
+
+mod error;
+mod memory;
+mod response;
+mod store;
+mod token;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+pub use error::{Capacity, StoreError};
+pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use response::{ResponseStatus, SavedResponse};
+pub use store::{Claim, IdempotencyStore};
+pub use token::{FencingToken, Fingerprint};
