@@ -32,28 +32,12 @@ fn paused_suite() -> Option<Suite> {
     Some(Conformance::new(store_with, Timing::paused()))
 }
 
-/// The suite on real time too, with the timing a server-backed store
-/// uses: the memory store does not depend on paused time to pass, and the
-/// real-time timing is exercised wherever the tests run.
-fn real_time_suite() -> Option<Suite> {
-    Some(Conformance::new(store_with, Timing::real_server()))
-}
-
 mod conformance_paused {
     use super::paused_suite;
 
     orch_resilience::idempotency_conformance_tests!(
         #[tokio::test(start_paused = true)]
         paused_suite
-    );
-}
-
-mod conformance_real_time {
-    use super::real_time_suite;
-
-    orch_resilience::idempotency_conformance_tests!(
-        #[tokio::test]
-        real_time_suite
     );
 }
 
