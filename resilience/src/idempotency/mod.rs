@@ -18,6 +18,7 @@
 //! - [`IdempotencyStore`]: the trait the HTTP and gRPC layers call, with
 //!   its contract; usable as `Arc<dyn IdempotencyStore>`.
 //! - [`MemoryStore`]: the embedded default, sharded and bounded.
+//! - `PostgresStore` (feature `postgres`): a table shared by replicas.
 //! - [`SavedResponse`]: a protocol-neutral saved response.
 //! - [`FencingToken`], [`Fingerprint`], [`Claim`], [`StoreError`]: the
 //!   vocabulary of the trait.
@@ -25,6 +26,8 @@
 
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod response;
 mod store;
 mod token;
@@ -34,6 +37,8 @@ pub mod conformance;
 
 pub use error::{Capacity, StoreError};
 pub use memory::{MemoryStore, MemoryStoreConfig};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreConfig};
 pub use response::{ResponseStatus, SavedResponse};
 pub use store::{Claim, IdempotencyStore};
 pub use token::{FencingToken, Fingerprint};
