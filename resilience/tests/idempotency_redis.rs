@@ -144,6 +144,64 @@ async fn down_server_is_unavailable_with_retry_after() {
     ));
 }
 
+/// An outage at start does not leave the store failed: once the server is
+/// reachable (here a forwarder to it appears on the port that was closed),
+/// the next operations succeed.
+#[tokio::test]
+async fn store_recovers_once_the_server_is_reachable() {
+    let Some(url) = redis_url("store_recovers_once_the_server_is_reachable") else {
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr().clone() else {
+        println!("store_recovers_once_the_server_is_reachable: skipped, {URL_VAR} is not TCP");
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let front = listener.local_addr().expect("addr");
+    drop(listener);
+    let store = RedisStoreConfig::default()
+        .url(format!("redis://{front}/"))
+        .key_prefix(format!("orch-test:{}:", uuid::Uuid::now_v7()))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .expect("valid config");
+    assert!(matches!(
+        store.claim("s", "k", fp(1), Duration::from_secs(1)).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+
+    let listener = tokio::net::TcpListener::bind(front)
+        .await
+        .expect("rebind the closed port");
+    let forwarder = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backend = format!("{host}:{port}");
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let mut outcome = None;
+    for _ in 0..50 {
+        match store.claim("s", "k", fp(1), Duration::from_secs(1)).await {
+            Ok(claim) => {
+                outcome = Some(claim);
+                break;
+            }
+            Err(StoreError::Unavailable { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(other) => panic!("only Unavailable while reconnecting, got {other:?}"),
+        }
+    }
+    forwarder.abort();
+    assert!(
+        matches!(outcome, Some(Claim::Acquired { .. })),
+        "the store reconnects within 5 s, got {outcome:?}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_field() {
     let cases = [
