@@ -34,6 +34,8 @@ mod token;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use error::{Capacity, StoreError};
 pub use memory::{MemoryStore, MemoryStoreConfig};
