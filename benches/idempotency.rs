@@ -27,11 +27,10 @@
 //! VM's two vCPUs may be one core's hyperthreads or be shared with other
 //! work), so read the store's scaling against it.
 //!
-//! - `redis_latency` (when `ORCH_TEST_REDIS_URL` is set): one claim plus
-//!   one complete on the Redis store against a bare `GET` then `SET` of a
-//!   fresh key on the same connection, both two round trips on loopback;
-//!   before it, the round trips per claim+complete are counted from the
-//!   server's `total_commands_processed` and printed.
+//! - `redis_latency` and `postgres_latency` (when the server's URL is set
+//!   in `ORCH_TEST_REDIS_URL` or `ORCH_TEST_POSTGRES_URL`): the latency a
+//!   networked store adds per keyed request against its server's bare
+//!   commands, and its round trips per operation (`support/store_latency.rs`).
 //!
 //! Run: `cargo bench --bench idempotency`.
 
@@ -318,136 +317,13 @@ fn claim_complete(c: &mut Criterion) {
     group(c, 2);
 }
 
-/// The Redis store's latency against bare commands; skipped without a
-/// server. Keys are fresh each iteration and expire within a minute.
-fn redis_latency(c: &mut Criterion) {
-    let Some(url) = std::env::var("ORCH_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        println!("redis_latency: skipped, ORCH_TEST_REDIS_URL is not set");
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let prefix = format!("orch-bench:{}:", uuid_like());
-    let store = orch::resilience::idempotency::redis::RedisStoreConfig::default()
-        .url(url.as_str())
-        .key_prefix(prefix.as_str())
-        .retention(Duration::from_secs(60))
-        .build()
-        .expect("valid config");
-    let bare = runtime.block_on(async {
-        let client = redis::Client::open(url.as_str()).expect("url");
-        redis::aio::ConnectionManager::new(client).await.expect("connect")
-    });
-    let next = AtomicU64::new(0);
-    let redis_claim_complete = |n: u64| {
-        let store = &store;
-        async move {
-            let mut buf = [0; 36];
-            let claim = store.claim(
-                SCOPE,
-                key(&mut buf, 0, n),
-                Fingerprint::from_bytes([7; 32]),
-                LEASE * 100,
-            );
-            let Ok(Claim::Acquired { token }) = claim.await else {
-                panic!("a fresh key is acquired")
-            };
-            store.complete(&token, response()).await.expect("complete");
-        }
-    };
+#[path = "support/store_latency.rs"]
+mod store_latency;
 
-    // Round trips: the top-level commands the store sent, from the
-    // server's per-command counters (the commands a script runs inside
-    // are counted apart, under their own names). A first call loads the
-    // scripts; afterwards every operation should be one EVALSHA.
-    runtime.block_on(redis_claim_complete(next.fetch_add(1, Ordering::Relaxed)));
-    let sent = |conn: &redis::aio::ConnectionManager| {
-        let mut conn = conn.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut conn)
-                .await
-                .expect("INFO");
-            let calls = |command: &str| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-                    .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            [calls("evalsha"), calls("eval"), calls("script|load")]
-        }
-    };
-    const COUNTED: u64 = 1000;
-    let before = runtime.block_on(sent(&bare));
-    for _ in 0..COUNTED {
-        runtime.block_on(redis_claim_complete(next.fetch_add(1, Ordering::Relaxed)));
-    }
-    let after = runtime.block_on(sent(&bare));
-    let per_op = |i: usize| (after[i] - before[i]) as f64 / COUNTED as f64;
-    println!(
-        "redis_latency: round trips per claim+complete over {COUNTED}: EVALSHA {:.2}, EVAL {:.2}, \
-         SCRIPT LOAD {:.2} (other clients of the server would add to them)",
-        per_op(0),
-        per_op(1),
-        per_op(2),
-    );
-
-    // Each sample runs its iterations in one `block_on`, so the
-    // runtime's entry cost is not in the figure.
-    let mut g = c.benchmark_group("redis_latency");
-    g.bench_function("bare GET+SET", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut conn = bare.clone();
-                let began = Instant::now();
-                for _ in 0..iters {
-                    let name = format!("{prefix}bare:{}", next.fetch_add(1, Ordering::Relaxed));
-                    let found: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(&name)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("GET");
-                    assert!(found.is_none(), "fresh key");
-                    let () = redis::cmd("SET")
-                        .arg(&name)
-                        .arg(&b"{\"order\":123456}"[..])
-                        .arg("PX")
-                        .arg(60_000)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("SET");
-                }
-                began.elapsed()
-            })
-        });
-    });
-    g.bench_function("store claim+complete", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let began = Instant::now();
-                for _ in 0..iters {
-                    redis_claim_complete(next.fetch_add(1, Ordering::Relaxed)).await;
-                }
-                began.elapsed()
-            })
-        });
-    });
-    g.finish();
-}
-
-/// A run-unique prefix part: the clock's nanoseconds.
-fn uuid_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default()
-}
-
-criterion_group!(benches, claim_complete, redis_latency);
+criterion_group!(
+    benches,
+    claim_complete,
+    store_latency::redis_latency,
+    store_latency::postgres_latency
+);
 criterion_main!(benches);
