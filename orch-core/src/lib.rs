@@ -58,11 +58,22 @@
 //! - `grpc`: `GrpcHealthProbe` (`grpc.health.v1` through tonic-health) and
 //!   served tonic children (`ChildSpec::serve_grpc`).
 //! - `backoff`: accept the `backoff` crate's schedules as restart backoff.
+//! - `schedule`: schedule policies of the autoscaler
+//!   (`autoscale::Schedule`, cron windows in a time zone).
+//!
+//! # Autoscaling
+//!
+//! The [`autoscale`] module decides how many replicas a [`Scaler`] (a
+//! supervisor's [`ReplicaGroup`]) should have, with HPA's target tracking,
+//! KEDA's queue backlog and scale to zero, and schedule windows, under
+//! HPA's stabilization windows and rate policies; every evaluation is a
+//! [`autoscale::Decision`] with its reason.
 // The one exception is the `pre_exec` that arms the parent-death signal
 // (child/spawner.rs), allowed there with its SAFETY argument.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod autoscale;
 pub mod child;
 #[cfg(feature = "config")]
 pub mod config;
@@ -85,7 +96,7 @@ pub use probe::GrpcHealthProbe;
 #[cfg(feature = "http")]
 pub use probe::{HttpProbe, HttpProbeBuilder};
 pub use probe::{Probe, ProbeKind, ProbeOutcome, ProbeSpec, ProbeTarget, ProbeTiming, TcpProbe, probe_fn};
-pub use scaler::{ScaleError, Scaler};
+pub use scaler::{ScaleError, ScaleStatus, Scaler};
 pub use signal::{ShutdownSignal, shutdown_signal};
 #[cfg(feature = "backoff")]
 pub use spec::LegacyBackoff;

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::EventHub;
-use crate::{ChildSpec, InstanceInfo, RestartType, ScaleError, Scaler, SpecError, Subscription};
+use crate::{ChildSpec, InstanceInfo, RestartType, ScaleError, ScaleStatus, Scaler, SpecError, Subscription};
 
 /// Why a supervisor stopped on its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,5 +229,17 @@ impl Scaler for ReplicaGroup {
             .resize(&self.group, replicas)
             .await
             .map_err(ScaleError::from_command)
+    }
+
+    async fn status(&self) -> Result<ScaleStatus, ScaleError> {
+        let children = self.handle.children().await.map_err(ScaleError::from_command)?;
+        children
+            .into_iter()
+            .find(|c| c.id == self.group)
+            .map(|c| ScaleStatus {
+                desired: c.desired,
+                ready: c.ready,
+            })
+            .ok_or_else(|| ScaleError::from_command(CommandError::NoSuchChild(self.group.clone())))
     }
 }
