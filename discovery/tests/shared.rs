@@ -474,3 +474,71 @@ async fn a_panic_in_an_endpoints_call_closes_the_shared_balancer() {
     let err = send(&mut client).await.unwrap_err();
     assert!(err.is_closed(), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_load_is_requests_in_flight_per_ready_endpoint() {
+    use orch_core::autoscale::{MetricSource, Reading};
+    use orch_discovery::balance::LoadSnapshot;
+
+    // Endpoints that answer only when released.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let connect = connect_fn({
+        let release = Arc::clone(&release);
+        move |endpoint: &Endpoint| {
+            let (release, id) = (Arc::clone(&release), endpoint.id().to_string());
+            tower::service_fn(move |()| {
+                let (release, id) = (Arc::clone(&release), id.clone());
+                async move {
+                    release.notified().await;
+                    Ok::<_, io::Error>(id)
+                }
+            })
+        }
+    });
+    let (tx, changes) = changes();
+    let client: Client = Balancer::with_config(&config(Algorithm::pending_requests()), changes, connect)
+        .unwrap()
+        .into_shared();
+    let load = client.load();
+    settle().await;
+    let reading = load.sample().await;
+    assert!(
+        matches!(&reading, Reading::Missing { reason } if reason.contains("no ready endpoint")),
+        "{reading:?}"
+    );
+
+    tx.send(EndpointChange::Insert(endpoint("e0", 1))).unwrap();
+    tx.send(EndpointChange::Insert(endpoint("e1", 1))).unwrap();
+    settle().await;
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { send(&mut client).await })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(
+        load.snapshot(),
+        Some(LoadSnapshot {
+            ready: 2,
+            in_flight: 6
+        })
+    );
+    let Reading::Sample { value, .. } = load.sample().await else {
+        panic!("two ready endpoints")
+    };
+    assert_eq!(value, 3.0);
+
+    release.notify_waiters();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    settle().await;
+    assert_eq!(load.snapshot().map(|s| s.in_flight), Some(0));
+
+    // The source does not keep the balancer alive.
+    drop(client);
+    settle().await;
+    assert_eq!(load.snapshot(), None);
+    assert!(matches!(load.sample().await, Reading::Missing { .. }));
+}

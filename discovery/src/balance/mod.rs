@@ -178,7 +178,7 @@ pub use connect::{ConnectFn, connect_fn};
 pub use error::{BalanceError, BoxError};
 pub use future::ResponseFuture;
 pub use key::{HeaderKey, NoKey, RequestKey};
-pub use shared::{SharedBalancer, SharedResponseFuture};
+pub use shared::{BalancerLoad, LoadSnapshot, SharedBalancer, SharedResponseFuture};
 
 use clock::Clock;
 use endpoints::{EndpointSet, MAX_CHANGES_PER_POLL};
@@ -399,6 +399,13 @@ where
     /// Endpoints that can be picked, as of the last `poll_ready`.
     pub fn ready_len(&self) -> usize {
         self.set.ready_len()
+    }
+
+    /// Requests in flight to the endpoints that can be picked, now (an
+    /// autoscaling signal: divided by [`ready_len`](Self::ready_len), the
+    /// load per replica).
+    pub fn in_flight(&self) -> usize {
+        self.set.in_flight()
     }
 
     /// The connector.

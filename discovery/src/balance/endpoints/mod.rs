@@ -96,6 +96,11 @@ impl<S, F> EndpointSet<S, F> {
         self.ready.len()
     }
 
+    /// Requests in flight to the endpoints that can be picked now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ready.in_flight()
+    }
+
     /// The clock that measures latency.
     #[inline]
     pub(crate) fn clock(&self) -> &Clock {

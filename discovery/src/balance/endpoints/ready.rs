@@ -111,6 +111,11 @@ impl<S> ReadyIndex<S> {
         self.slots.len()
     }
 
+    /// Requests in flight to the ready endpoints.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slots.iter().map(ReadySlot::in_flight).sum()
+    }
+
     /// Ready endpoints that are not ejected, and all ready endpoints.
     pub(crate) fn healthy_of_ready(&self) -> (usize, usize) {
         (self.slots.len() - self.ejected, self.slots.len())

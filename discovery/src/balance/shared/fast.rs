@@ -21,6 +21,7 @@ use tower_service::Service;
 
 use super::super::BalanceError;
 use super::future::BoxResponseFuture;
+use super::load::{LoadSnapshot, LoadView};
 
 /// The state behind the lock: one balancer, whoever polls it.
 pub(crate) struct Shared<B> {
@@ -55,7 +56,7 @@ pub(crate) enum FastCall<Req, Rsp> {
 
 /// The fast path, with the balancer's type erased so that the handle
 /// names only `Req` and `Rsp`.
-pub(crate) trait FastPath<Req, Rsp>: Send + Sync {
+pub(crate) trait FastPath<Req, Rsp>: LoadView {
     /// Calls the balancer at once if nothing queued waits and an endpoint
     /// is ready, or gives the request back counted as queued.
     fn try_call(&self, request: Req) -> FastCall<Req, Rsp>;
@@ -100,9 +101,23 @@ impl<B> Shared<B> {
     }
 }
 
+/// What a balancer reports of its load (implemented by [`Balancer`]).
+///
+/// [`Balancer`]: super::super::Balancer
+pub(crate) trait ReportsLoad {
+    fn load(&self) -> LoadSnapshot;
+}
+
+impl<B: ReportsLoad + Send> LoadView for Shared<B> {
+    fn load(&self) -> Option<LoadSnapshot> {
+        // Poisoned: the driver ends when it sees it; there is no load.
+        self.inner.lock().ok()?.balancer.as_ref().map(ReportsLoad::load)
+    }
+}
+
 impl<B, Req, Rsp> FastPath<Req, Rsp> for Shared<B>
 where
-    B: Service<Req, Response = Rsp, Error = BalanceError> + Send,
+    B: Service<Req, Response = Rsp, Error = BalanceError> + ReportsLoad + Send,
     B::Future: Send + 'static,
 {
     fn try_call(&self, request: Req) -> FastCall<Req, Rsp> {

@@ -19,6 +19,7 @@
 mod driver;
 mod fast;
 mod future;
+mod load;
 
 use std::{
     fmt,
@@ -36,9 +37,10 @@ use super::{BalanceError, Balancer, BoxError, FailureClassifier, RequestKey};
 use crate::{Endpoint, EndpointChange};
 
 pub use future::SharedResponseFuture;
+pub use load::{BalancerLoad, LoadSnapshot};
 
 use driver::{Driver, Message};
-use fast::{FastCall, FastPath, Shared};
+use fast::{FastCall, FastPath, ReportsLoad, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -135,6 +137,17 @@ impl<Req, Rsp> fmt::Debug for SharedBalancer<Req, Rsp> {
     }
 }
 
+impl<Req, Rsp> SharedBalancer<Req, Rsp> {
+    /// Requests in flight per ready endpoint, as a
+    /// [`MetricSource`](orch_core::autoscale::MetricSource) for the
+    /// autoscaler's target-tracking policy. It does not keep the balancer
+    /// alive.
+    pub fn load(&self) -> BalancerLoad {
+        let view: Arc<dyn load::LoadView> = self.balancer.clone();
+        BalancerLoad::new(&view)
+    }
+}
+
 impl<Req, Rsp> Service<Req> for SharedBalancer<Req, Rsp>
 where
     Req: Send + 'static,
@@ -182,6 +195,18 @@ where
 }
 
 // ===== impl Balancer =====
+
+impl<D, M, K, H> ReportsLoad for Balancer<D, M, K, H>
+where
+    M: Service<Endpoint>,
+{
+    fn load(&self) -> LoadSnapshot {
+        LoadSnapshot {
+            ready: self.ready_len(),
+            in_flight: self.in_flight(),
+        }
+    }
+}
 
 impl<D, M, K, H> Balancer<D, M, K, H>
 where
