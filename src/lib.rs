@@ -6,20 +6,22 @@
 //!
 //! - [`core`] (`orch-core`): the embedded supervisor (trees, replica
 //!   groups, restarts with backoff), health probes, lifecycle events, the
-//!   `Scaler` seam, served axum and tonic children, configuration loading.
+//!   `Scaler` seam and the autoscaler, served axum and tonic children,
+//!   configuration loading.
 //! - [`resilience`] (`orch-resilience`): tower layers for retry with
 //!   budgets, circuit breaking, timeouts, bulkheads, rate limits, hedging
 //!   and fallback, composed by `ResilienceLayer` with HTTP and gRPC presets.
 //! - [`discovery`] (`orch-discovery`): the endpoint registry and its
 //!   sources, the client-side balancer and its hyper and tonic connectors.
-//! - [`versioning`] (`orch-versioning`): reserved for versioned contracts;
-//!   empty today.
+//! - [`versioning`] (`orch-versioning`): API versions, their negotiation
+//!   and lifecycle (deprecation, sunset, removal) as a tower layer.
 //!
 //! Cargo features: `http` (HTTP probes, served axum children, the hyper
 //! connector), `grpc` (gRPC health probes, served tonic children, the tonic
 //! connector, replay of tonic bodies), `config` (`orch::core::config`),
 //! `backoff` (the unmaintained `backoff` crate's policies as restart
-//! backoff). The README's quick start shows the whole client path.
+//! backoff), `schedule` (the autoscaler's cron windows), `redis` and
+//! `postgres` (idempotency stores). The README's quick start shows the whole client path.
 #![forbid(unsafe_code)]
 
 pub use orch_core as core;

@@ -1,2 +1,52 @@
-//! API versions, negotiation and versioned contracts; not yet built.
+//! API versions for services that evolve without breaking their clients.
+//!
+//! A service declares the versions of its API in a [`VersionSet`] (numbered
+//! like Kubernetes' `v1`, or dated like Stripe's `2024-06-20`), each
+//! [`Lifecycle`]: stable, deprecated with a sunset, or removed, per
+//! version and per operation. A [`Negotiation`] reads the version a
+//! request asks for from a header (or gRPC metadata), a path prefix or a
+//! media type, in a configurable precedence, and falls back to a per-client
+//! pin or the default. The [`VersioningLayer`] applies it to every request
+//! of an axum, hyper or tonic server:
+//!
+//! - the handler finds the [`Negotiated`] version in the request's
+//!   extensions;
+//! - the response says which version answered (`Api-Version: 2`) and, for
+//!   a deprecated one, when it goes away: `Deprecation` (RFC 9745),
+//!   `Sunset` (RFC 8594) and a `Link` to the migration notes;
+//! - a version that is malformed or unknown gets `400` (`406` when it came
+//!   from `Accept`), a removed one `410 Gone`, as
+//!   `application/problem+json` (RFC 9457) listing the supported versions,
+//!   or as a gRPC status for gRPC requests;
+//! - `orch_api_requests_total{api, version, lifecycle}` counts who still
+//!   calls an old version.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use orch_versioning::{Lifecycle, Negotiation, VersionSet, VersioningLayer};
+//!
+//! let set = VersionSet::builder("orders")
+//!     .version("1", Lifecycle::deprecated(UNIX_EPOCH + Duration::from_secs(1_719_878_400)))
+//!     .version("2", Lifecycle::Stable)
+//!     .build()?;
+//! let layer = VersioningLayer::new(Negotiation::new(set).build()?);
+//! # let _ = layer;
+//! # Ok::<(), orch_versioning::VersionError>(())
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod layer;
+mod lifecycle;
+mod negotiate;
+mod problem;
+mod set;
+mod version;
+
+pub use error::VersionError;
+pub use layer::{ResponseFuture, Versioning, VersioningLayer};
+pub use lifecycle::{DEPRECATION, Deprecation, Lifecycle, SUNSET, parse_deprecation, parse_sunset};
+pub use negotiate::{Negotiated, Negotiation, NegotiationBuilder, OperationFn, Rejection, Source};
+pub use set::{PinFn, VersionSet, VersionSetBuilder};
+pub use version::{ApiDate, ApiVersion, ParseVersionError};
