@@ -20,6 +20,10 @@
 //! | hedging | [`hedge`] | latency tracker |
 //! | fallback | [`fallback`] | none |
 //! | all of them, in order | [`stack`] | as above |
+//! | fault injection for chaos tests | [`chaos`] | the seeded draws |
+//!
+//! The [`idempotency`] module is the server side of idempotency keys: the
+//! store that lets a keyed request run once.
 //!
 //! # HTTP and gRPC clients
 //!
@@ -85,6 +89,7 @@ mod shard;
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod chaos;
 pub mod fallback;
 pub mod hedge;
 pub mod idempotency;
