@@ -19,6 +19,7 @@
 //! | rate limit (GCRA) | [`rate_limit`] | the limiter |
 //! | hedging | [`hedge`] | latency tracker |
 //! | fallback | [`fallback`] | none |
+//! | idempotency keys on the server: stores, HTTP layer | [`idempotency`] | the store |
 //! | all of them, in order | [`stack`] | as above |
 //!
 //! # HTTP and gRPC clients
