@@ -19,7 +19,7 @@
 //! | rate limit (GCRA) | [`rate_limit`] | the limiter |
 //! | hedging | [`hedge`] | latency tracker |
 //! | fallback | [`fallback`] | none |
-//! | idempotency keys on the server: stores, HTTP layer | [`idempotency`] | the store |
+//! | idempotency keys on the server: stores, HTTP and gRPC layers | [`idempotency`] | the store |
 //! | all of them, in order | [`stack`] | as above |
 //!
 //! # HTTP and gRPC clients
@@ -72,7 +72,8 @@
 //! # Features
 //!
 //! - `tonic`: replay `tonic::body::Body` request bodies
-//!   ([`retry::RebuildBody`]), for the `grpc` preset over a tonic `Channel`.
+//!   ([`retry::RebuildBody`]), for the `grpc` preset over a tonic `Channel`;
+//!   the gRPC idempotency layer (`idempotency::grpc`).
 #![forbid(unsafe_code)]
 
 mod classify;

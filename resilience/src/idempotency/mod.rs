@@ -18,6 +18,8 @@
 //! - [`http`]: the layer that puts a store in front of an axum or hyper
 //!   service (`IdempotencyLayer`): key parsing, fingerprints, replays,
 //!   `application/problem+json` refusals, handlers run detached.
+//! - `grpc` (feature `tonic`): the same for tonic services
+//!   (`GrpcIdempotencyLayer`), refusals as gRPC statuses.
 //! - [`IdempotencyStore`]: the trait the layers call, with its contract;
 //!   usable as `Arc<dyn IdempotencyStore>`.
 //! - [`MemoryStore`]: the embedded default, sharded and bounded.
@@ -29,6 +31,8 @@
 //! - `conformance` (feature `testing`): the suite every backend must pass.
 
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod http;
 mod memory;
 #[cfg(feature = "postgres")]

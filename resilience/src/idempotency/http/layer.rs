@@ -94,6 +94,16 @@ impl IdempotencyLayer {
             shared: Arc::new(shared),
         }
     }
+
+    #[cfg(feature = "tonic")]
+    pub(crate) fn into_shared(self) -> Arc<Shared> {
+        self.shared
+    }
+
+    #[cfg(feature = "tonic")]
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
 }
 
 /// The state of a layer speaking `protocol`.

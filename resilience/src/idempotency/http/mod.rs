@@ -102,6 +102,8 @@ pub use fingerprint::{FingerprintFn, FingerprintHasher, default_fingerprint};
 pub use future::ResponseFuture;
 pub use key::KeyError;
 pub use layer::IdempotencyLayer;
+#[cfg(feature = "tonic")]
+pub(crate) use layer::shared as build_shared;
 pub use shared::{IDEMPOTENT_REPLAYED, ScopeFn};
 
 use crate::BoxError;

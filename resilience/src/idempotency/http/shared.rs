@@ -27,7 +27,7 @@ pub type ScopeFn = Arc<dyn Fn(&request::Parts) -> String + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
     Http,
-    #[allow(dead_code, reason = "made by the gRPC layer, still to come")]
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code, reason = "made by the gRPC layer"))]
     Grpc,
 }
 
