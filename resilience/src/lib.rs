@@ -19,6 +19,7 @@
 //! | rate limit (GCRA) | [`rate_limit`] | the limiter |
 //! | hedging | [`hedge`] | latency tracker |
 //! | fallback | [`fallback`] | none |
+//! | idempotency keys on the server: stores, HTTP and gRPC layers | [`idempotency`] | the store |
 //! | all of them, in order | [`stack`] | as above |
 //! | fault injection for chaos tests | [`chaos`] | the seeded draws |
 //!
@@ -75,7 +76,8 @@
 //! # Features
 //!
 //! - `tonic`: replay `tonic::body::Body` request bodies
-//!   ([`retry::RebuildBody`]), for the `grpc` preset over a tonic `Channel`.
+//!   ([`retry::RebuildBody`]), for the `grpc` preset over a tonic `Channel`;
+//!   the gRPC idempotency layer (`idempotency::grpc`).
 #![forbid(unsafe_code)]
 
 mod classify;

@@ -52,7 +52,8 @@ pub trait RequestSafety<Req>: Clone + Send + Sync + 'static {
 /// header are safe.
 ///
 /// With [`add_idempotency_key`](Self::add_idempotency_key), a request that is
-/// neither gets a fresh UUID v7 `Idempotency-Key` before its first attempt, so
+/// neither gets a fresh UUID v7 `Idempotency-Key` (as an sf-string,
+/// `"018f…"`) before its first attempt, so
 /// a server that deduplicates by key (orch's idempotency stores) runs it once
 /// however often it is retried.
 ///
@@ -98,7 +99,10 @@ impl<B: 'static> RequestSafety<http::Request<B>> for HttpSafety {
         if !self.add_key {
             return false;
         }
-        let key = uuid::Uuid::now_v7().hyphenated().to_string();
+        // An sf-string, as the IETF draft makes the field (RFC 8941 Item
+        // whose value is a String): servers that parse it strictly (orch's
+        // idempotency layer does) accept it, lenient ones strip the quotes.
+        let key = format!("\"{}\"", uuid::Uuid::now_v7().hyphenated());
         match HeaderValue::from_str(&key) {
             Ok(value) => {
                 request.headers_mut().insert(IDEMPOTENCY_KEY, value);
@@ -168,7 +172,8 @@ mod tests {
                 .make_safe(&mut post)
         );
         let key = post.headers()[IDEMPOTENCY_KEY].to_str().unwrap();
-        let parsed = uuid::Uuid::parse_str(key).unwrap();
+        let unquoted = key.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap();
+        let parsed = uuid::Uuid::parse_str(unquoted).unwrap();
         assert_eq!(parsed.get_version_num(), 7);
     }
 

@@ -15,16 +15,25 @@
 //! on a fencing token, so a holder whose lease ran out cannot overwrite the
 //! work of the one that took over (AWS Powertools had both bugs).
 //!
-//! - [`IdempotencyStore`]: the trait the HTTP and gRPC layers call, with
-//!   its contract; usable as `Arc<dyn IdempotencyStore>`.
+//! - [`http`]: the layer that puts a store in front of an axum or hyper
+//!   service (`IdempotencyLayer`): key parsing, fingerprints, replays,
+//!   `application/problem+json` refusals, handlers run detached.
+//! - `grpc` (feature `tonic`): the same for tonic services
+//!   (`GrpcIdempotencyLayer`), refusals as gRPC statuses.
+//! - [`IdempotencyStore`]: the trait the layers call, with its contract;
+//!   usable as `Arc<dyn IdempotencyStore>`.
 //! - [`MemoryStore`]: the embedded default, sharded and bounded.
 //! - `PostgresStore` (feature `postgres`): a table shared by replicas.
+//! - `redis` (feature `redis`): one Redis hash per record.
 //! - [`SavedResponse`]: a protocol-neutral saved response.
 //! - [`FencingToken`], [`Fingerprint`], [`Claim`], [`StoreError`]: the
 //!   vocabulary of the trait.
 //! - `conformance` (feature `testing`): the suite every backend must pass.
 
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
+pub mod http;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

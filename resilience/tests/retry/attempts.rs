@@ -197,7 +197,9 @@ async fn an_added_idempotency_key_is_the_same_on_every_attempt() {
     assert_eq!(keys.len(), 3);
     let first = keys[0].clone().expect("a key was added");
     assert!(keys.iter().all(|k| k.as_ref() == Some(&first)));
-    let uuid = uuid::Uuid::parse_str(first.to_str().unwrap()).unwrap();
+    // An sf-string (`"…"`), as the IETF draft makes the field.
+    let quoted = first.to_str().unwrap();
+    let uuid = uuid::Uuid::parse_str(quoted.trim_matches('"')).unwrap();
     assert_eq!(uuid.get_version_num(), 7);
 }
 
