@@ -60,6 +60,9 @@
 //! - `backoff`: accept the `backoff` crate's schedules as restart backoff.
 //! - `schedule`: schedule policies of the autoscaler
 //!   (`autoscale::Schedule`, cron windows in a time zone).
+//! - `nats`: the autoscaler's NATS JetStream signal
+//!   (`autoscale::JetStreamPending`, a durable consumer's pending and
+//!   ack pending counts, on `async-nats`).
 //!
 //! # Autoscaling
 //!

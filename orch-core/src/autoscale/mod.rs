@@ -10,7 +10,8 @@
 //!
 //! - Signals: [`MetricSource`] (a sample with a timestamp, or missing),
 //!   [`WorkQueue`] (an in-process queue whose depth is a signal),
-//!   [`source_fn`] (a closure).
+//!   [`source_fn`] (a closure), `JetStreamPending` (a NATS JetStream
+//!   consumer's unfinished messages, feature `nats`).
 //! - Policies: [`TargetTracking`] (HPA), [`QueueBacklog`] (KEDA, with
 //!   activation and scale to zero), [`Schedule`] (cron windows in a time
 //!   zone, feature `schedule`).
@@ -27,6 +28,8 @@ mod behavior;
 mod config;
 mod decision;
 mod error;
+#[cfg(feature = "nats")]
+mod nats;
 mod policy;
 mod queue;
 mod source;
@@ -36,6 +39,8 @@ pub use behavior::{Behavior, RateKind, RatePolicy, ScalingRules, SelectPolicy};
 pub use config::AutoscalerConfig;
 pub use decision::{Decision, DecisionSubscription, MetricState, Outcome, Steps};
 pub use error::AutoscaleError;
+#[cfg(feature = "nats")]
+pub use nats::{JetStreamPending, JetStreamPendingConfig};
 #[cfg(feature = "schedule")]
 pub use policy::Schedule;
 pub use policy::{PolicyConfig, QueueBacklog, Recommendation, TargetTracking, Vote};
