@@ -28,6 +28,12 @@
 //! `orch_api_deprecated_responses_total{api, version, operation}`, and a
 //! [`Deprecations`] handle to assert on in tests (see [`client`]).
 //!
+//! Before a version ships, [`compat`] compares the JSON Schemas of a
+//! contract's versions (generated with `schemars` under the `schema`
+//! feature, or checked in) and reports what breaks clients, and
+//! [`compat::assert_schema_unchanged_compatibly`] keeps a released
+//! version's checked-in schema from changing incompatibly.
+//!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use orch_versioning::{Lifecycle, Negotiation, VersionSet, VersioningLayer};
@@ -44,6 +50,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod compat;
 mod error;
 mod layer;
 mod lifecycle;
