@@ -21,6 +21,19 @@
 //! - `orch_api_requests_total{api, version, lifecycle}` counts who still
 //!   calls an old version.
 //!
+//! On the other side, a [`ClientVersioningLayer`] in a hyper or tonic
+//! client sends the version the client was written against (header, gRPC
+//! metadata or media type) and reads those `Deprecation`/`Sunset`/`Link`
+//! answers: one `tracing` warning per operation, a count in
+//! `orch_api_deprecated_responses_total{api, version, operation}`, and a
+//! [`Deprecations`] handle to assert on in tests (see [`client`]).
+//!
+//! Before a version ships, [`compat`] compares the JSON Schemas of a
+//! contract's versions (generated with `schemars` under the `schema`
+//! feature, or checked in) and reports what breaks clients, and
+//! [`compat::assert_schema_unchanged_compatibly`] keeps a released
+//! version's checked-in schema from changing incompatibly.
+//!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use orch_versioning::{Lifecycle, Negotiation, VersionSet, VersioningLayer};
@@ -36,6 +49,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod compat;
 mod error;
 mod layer;
 mod lifecycle;
@@ -44,6 +59,7 @@ mod problem;
 mod set;
 mod version;
 
+pub use client::{ClientVersioning, ClientVersioningLayer, DeprecationNotice, Deprecations, SendAs};
 pub use error::VersionError;
 pub use layer::{ResponseFuture, Versioning, VersioningLayer};
 pub use lifecycle::{DEPRECATION, Deprecation, Lifecycle, SUNSET, parse_deprecation, parse_sunset};
