@@ -110,7 +110,8 @@ impl Lifecycle {
         }
     }
 
-    /// A sunset before the deprecation is a contradiction.
+    /// A sunset before the deprecation is a contradiction, and an HTTP-date
+    /// can only say years 1970 to 9999.
     pub(crate) fn check(&self) -> Result<(), &'static str> {
         match self {
             Self::Deprecated(Deprecation {
@@ -118,6 +119,11 @@ impl Lifecycle {
                 sunset: Some(sunset),
                 ..
             }) if sunset < at => Err("the sunset is earlier than the deprecation"),
+            Self::Deprecated(Deprecation {
+                sunset: Some(sunset), ..
+            }) if *sunset < UNIX_EPOCH || *sunset >= UNIX_EPOCH + Duration::from_secs(LAST_HTTP_DATE) => {
+                Err("the sunset must be a date from 1970 to 9999 (an HTTP-date)")
+            }
             _ => Ok(()),
         }
     }
@@ -142,6 +148,9 @@ impl Lifecycle {
         }
     }
 }
+
+/// Seconds from the epoch to 10000-01-01: HTTP-dates end before it.
+const LAST_HTTP_DATE: u64 = 253_402_300_800;
 
 /// RFC 9745's `Deprecation` header.
 pub const DEPRECATION: header::HeaderName = header::HeaderName::from_static("deprecation");
@@ -206,6 +215,11 @@ mod tests {
                 .sunset(at - Duration::from_secs(1))
                 .check()
                 .is_err()
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(LAST_HTTP_DATE);
+        assert!(
+            Lifecycle::deprecated(at).sunset(far).check().is_err(),
+            "no HTTP-date after 9999"
         );
     }
 }
