@@ -4,6 +4,7 @@
 //! Numbered: version 2 renames `customer` to `customer_id` (untyped);
 //! version 3 splits the decimal `amount` into `amount_cents` and
 //! `currency` (typed, `OrderV2` ↔ `OrderV3`), for order bodies only.
+#![allow(dead_code, reason = "each test binary uses a part of the fixtures")]
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
