@@ -50,11 +50,14 @@ pin_project! {
     #[project = Projected]
     enum State<S, F, ReqBody, ResBody> {
         // Buffering the request body; `head` is taken when it is complete.
-        Reading { #[pin] body: ReqBody, buffer: BytesMut, limit: usize, head: Option<(request::Parts, S)> },
+        // The heads are boxed: the slow path pays one allocation for them,
+        // and the future every request of the latest version moves around
+        // stays small.
+        Reading { #[pin] body: ReqBody, buffer: BytesMut, limit: usize, head: Option<Box<(request::Parts, S)>> },
         // The inner service answers.
         Calling { #[pin] future: F },
         // Buffering the response body for the downgrade.
-        Writing { #[pin] body: ResBody, buffer: BytesMut, head: Option<response::Parts> },
+        Writing { #[pin] body: ResBody, buffer: BytesMut, head: Option<Box<response::Parts>> },
         // Answered here: a refusal, or a downgraded response.
         Answered { response: Option<Response<Full<Bytes>>> },
     }
@@ -84,7 +87,7 @@ where
                 body,
                 buffer: BytesMut::new(),
                 limit,
-                head: Some((parts, inner)),
+                head: Some(Box::new((parts, inner))),
             },
             walk: Some(walk),
         }
@@ -128,7 +131,7 @@ where
                             "the request body ended in an error before it was complete".to_owned(),
                         )),
                         Ok(()) => {
-                            let (mut parts, mut inner) = head.take().expect("the head is taken once");
+                            let (mut parts, mut inner) = *head.take().expect("the head is taken once");
                             match upgrade(walk, buffer, &mut parts.headers) {
                                 Ok(bytes) => {
                                     let request = Request::from_parts(parts, Either::Right(Full::new(bytes)));
@@ -153,13 +156,13 @@ where
                     State::Writing {
                         body,
                         buffer: BytesMut::new(),
-                        head: Some(parts),
+                        head: Some(Box::new(parts)),
                     }
                 }
                 Projected::Writing { body, buffer, head } => {
                     let walk = this.walk.as_ref().expect("a writing future has a walk");
                     let read = ready!(poll_buffer(body, buffer, None, cx));
-                    let mut parts = head.take().expect("the head is taken once");
+                    let mut parts = *head.take().expect("the head is taken once");
                     let downgraded = match read {
                         Ok(()) => downgrade(walk, buffer, &mut parts.headers),
                         Err(_) => Err(failed(walk, "the response body ended in an error")),

@@ -35,7 +35,9 @@ type NameFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 /// is not JSON or that a change cannot upgrade (the detail names the
 /// change and field), `500` for a response that cannot be downgraded (the
 /// cause is logged with `tracing`, not sent) and for a request without
-/// [`Negotiated`] in its extensions (the layer is misplaced).
+/// [`Negotiated`] in its extensions (the layer is misplaced). Refused and
+/// failed conversions are counted in
+/// `orch_api_chain_failures_total{api, direction}`.
 ///
 /// ```
 /// use axum::{Json, Router, routing::post};
