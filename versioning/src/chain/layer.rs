@@ -28,7 +28,8 @@ type NameFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 /// its new length. Other bodies, error responses (whose problem documents
 /// do not change with versions) and empty bodies pass untouched. A request
 /// of the latest version, or of any version no change lies after, is
-/// passed on as it is: no buffering, no parsing.
+/// passed on as it is: no buffering, no parsing. Bodies are converted as
+/// JSON text, so (de)compression layers go outside this one.
 ///
 /// Refusals are `application/problem+json` (RFC 9457): `413` for a request
 /// body over the [limit](Self::body_limit), `400` for a request body that
