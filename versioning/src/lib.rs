@@ -46,9 +46,16 @@
 //! # let _ = layer;
 //! # Ok::<(), orch_versioning::VersionError>(())
 //! ```
+//!
+//! A handler is written once, against the latest version: a
+//! [`ChangeChain`] of [`VersionChange`]s (Stripe's version changes) upgrades
+//! older clients' JSON requests to it and downgrades its responses back,
+//! through the [`ChainLayer`] placed inside the `VersioningLayer`, and
+//! writes the API's changelog from the changes' descriptions.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod chain;
 pub mod client;
 pub mod compat;
 mod error;
@@ -59,6 +66,12 @@ mod problem;
 mod set;
 mod version;
 
+#[cfg(feature = "testing")]
+pub use chain::testing;
+pub use chain::{
+    ChainError, ChainFuture, ChainLayer, Chained, ChangeChain, ChangeChainBuilder, ConversionError,
+    Direction, VersionChange,
+};
 pub use client::{ClientVersioning, ClientVersioningLayer, DeprecationNotice, Deprecations, SendAs};
 pub use error::VersionError;
 pub use layer::{ResponseFuture, Versioning, VersioningLayer};
