@@ -344,6 +344,10 @@ impl Gate {
         }
     }
 
+    fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
     fn log(&self) -> Vec<u32> {
         self.log.lock().unwrap().clone()
     }
@@ -413,6 +417,45 @@ async fn a_call_queues_behind_the_calls_that_wait_for_an_endpoint() {
     // The queue is empty again: calls go at once.
     let fourth = client.ready().await.unwrap().call(3).now_or_never();
     assert_eq!(fourth.expect("sent in this task").unwrap(), 3);
+}
+
+/// A `Ready` that found an endpoint ready reserved no place in the queue:
+/// should the endpoint be gone by `call`, the call waits in the queue all
+/// the same, and is sent once an endpoint is ready again.
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_endpoint_left_after_poll_ready_queues_and_is_sent_later() {
+    let gate = Gate::default();
+    gate.open();
+    let connect = connect_fn({
+        let gate = gate.clone();
+        move |_: &Endpoint| gate.clone()
+    });
+    let (tx, changes) = changes();
+    let config = config(Algorithm::RoundRobin).failfast_timeout(Duration::from_secs(60));
+    let mut client: SharedBalancer<u32, u32> = Balancer::with_config(&config, changes, connect)
+        .unwrap()
+        .into_shared();
+    tx.send(EndpointChange::Insert(endpoint("e0", 1))).unwrap();
+    settle().await;
+    assert_eq!(client.ready().await.unwrap().call(0).await.unwrap(), 0);
+
+    // Ready with the endpoint ready; another handle's call takes the
+    // balancer's turn, and the endpoint stops being ready before this
+    // call (the balancer asks it again on the next pick).
+    let mut late = client.clone();
+    late.ready().await.unwrap();
+    assert_eq!(client.ready().await.unwrap().call(1).await.unwrap(), 1);
+    gate.close();
+    let mut call = late.call(2);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(call.poll_unpin(&mut cx).is_pending());
+    settle().await;
+    assert!(call.poll_unpin(&mut cx).is_pending());
+    assert_eq!(gate.log(), [0, 1], "not sent while no endpoint is ready");
+
+    gate.open();
+    assert_eq!(call.await.unwrap(), 2);
+    assert_eq!(gate.log(), [0, 1, 2]);
 }
 
 #[tokio::test]
