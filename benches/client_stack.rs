@@ -55,7 +55,11 @@
 //! thread, client and servers included, the difference between two
 //! contenders on the same line, divided by the requests, is what one
 //! client adds to a call over the other; the difference between two
-//! request counts of one contender removes the setup. `benches/README.md`
+//! request counts of one contender removes the setup. How two worker
+//! threads interleave changes the runtime's own work from run to run (by
+//! about 1,000 instructions a call over gRPC); with
+//! `CLIENT_STACK_THREAD=current` every task runs on one thread, and two
+//! runs agree within a few dozen instructions a call. `benches/README.md`
 //! has the commands.
 
 #[path = "support/loopback.rs"]
@@ -89,11 +93,17 @@ fn main() {
         let line = format!("{protocol} @{concurrency}");
         filters.iter().all(|f| line.contains(f.as_str()))
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    // `CLIENT_STACK_THREAD=current`: every task on the main thread, for
+    // instruction counts that do not depend on how two workers interleave.
+    let mut runtime = match std::env::var("CLIENT_STACK_THREAD").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    };
+    let runtime = runtime.enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
         let mut table = Table::default();
         for (replicas, http, grpc) in [(1, "http/1.1 ×1", "grpc ×1"), (3, "http/1.1 ×3", "grpc ×3")] {
