@@ -42,13 +42,32 @@
 //! Run: `cargo bench --bench client_stack`; under `cargo test --benches`
 //! it runs one short round. Arguments select lines by protocol and
 //! concurrency: `cargo bench --bench client_stack -- "grpc ×1" @64`.
+//!
+//! # One contender, for instruction counts
+//!
+//! Wall-clock ratios on a shared machine are noisy; instruction counts are
+//! not. With `CLIENT_STACK_ONE=<contender>` (`direct`, `orch`, `tower`,
+//! `orch stack only`, `orch balancer only`) the harness runs only that
+//! contender on each selected line: a warm-up (connections, first-touch
+//! costs), then `CLIENT_STACK_REQUESTS` calls (default 2,000), once, and
+//! prints nothing but the line's name. Under
+//! `valgrind --tool=callgrind`, which counts the instructions of every
+//! thread, client and servers included, the difference between two
+//! contenders on the same line, divided by the requests, is what one
+//! client adds to a call over the other; the difference between two
+//! request counts of one contender removes the setup. How two worker
+//! threads interleave changes the runtime's own work from run to run (by
+//! about 1,000 instructions a call over gRPC); with
+//! `CLIENT_STACK_THREAD=current` every task runs on one thread, and two
+//! runs agree within a few dozen instructions a call. `benches/README.md`
+//! has the commands.
 
 #[path = "support/loopback.rs"]
 mod loopback;
 
 use std::time::Duration;
 
-use loopback::{Table, measure};
+use loopback::{Table, measure, run_one};
 
 /// Requests per contender per round, and rounds, when benchmarking.
 const REQUESTS: usize = 4_000;
@@ -58,6 +77,11 @@ fn main() {
     // `cargo test --benches` passes no `--bench`: one short round proves the
     // harness works without spending a minute.
     let quick = !std::env::args().any(|a| a == "--bench");
+    let only = std::env::var("CLIENT_STACK_ONE").ok();
+    let only_requests = match std::env::var("CLIENT_STACK_REQUESTS") {
+        Ok(n) => n.parse().expect("CLIENT_STACK_REQUESTS is a number of requests"),
+        Err(_) => 2_000,
+    };
     let (requests, rounds) = if quick { (200, 1) } else { (REQUESTS, ROUNDS) };
     // Other arguments select the lines that contain each of them, read as
     // "{protocol} @{concurrency}": `-- "grpc ×1" @64`.
@@ -69,26 +93,48 @@ fn main() {
         let line = format!("{protocol} @{concurrency}");
         filters.iter().all(|f| line.contains(f.as_str()))
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    // `CLIENT_STACK_THREAD=current`: every task on the main thread, for
+    // instruction counts that do not depend on how two workers interleave.
+    let mut runtime = match std::env::var("CLIENT_STACK_THREAD").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    };
+    let runtime = runtime.enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
         let mut table = Table::default();
         for (replicas, http, grpc) in [(1, "http/1.1 ×1", "grpc ×1"), (3, "http/1.1 ×3", "grpc ×3")] {
             for concurrency in [1, 64] {
-                if selected(http, concurrency) {
-                    let contenders = loopback::http_contenders(replicas).await;
-                    measure(&mut table, http, concurrency, requests, rounds, &contenders).await;
-                }
-                if selected(grpc, concurrency) {
-                    let contenders = loopback::grpc_contenders(replicas).await;
-                    measure(&mut table, grpc, concurrency, requests, rounds, &contenders).await;
+                for protocol in [http, grpc] {
+                    if !selected(protocol, concurrency) {
+                        continue;
+                    }
+                    let contenders = if protocol == http {
+                        loopback::http_contenders(replicas).await
+                    } else {
+                        loopback::grpc_contenders(replicas).await
+                    };
+                    match &only {
+                        Some(name) => {
+                            let Some(contender) = contenders.iter().find(|c| c.name == name) else {
+                                continue;
+                            };
+                            run_one(contender, concurrency, only_requests).await;
+                            println!("{protocol} @{concurrency} {name}: {only_requests} requests");
+                        }
+                        None => {
+                            measure(&mut table, protocol, concurrency, requests, rounds, &contenders).await
+                        }
+                    }
                 }
             }
         }
-        table.print();
+        if only.is_none() {
+            table.print();
+        }
     });
     // Servers and clients are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -500,6 +500,13 @@ async fn run(contender: &Contender, concurrency: usize, requests: usize) -> Run 
     }
 }
 
+/// `contender` alone: a warm-up as `measure` does it, then `requests`
+/// calls, for counting instructions (see the bench's module docs).
+pub async fn run_one(contender: &Contender, concurrency: usize, requests: usize) {
+    run(contender, concurrency, 500).await;
+    run(contender, concurrency, requests).await;
+}
+
 /// One line of the table: a contender's median run.
 struct Line {
     protocol: &'static str,

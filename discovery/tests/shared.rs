@@ -21,7 +21,6 @@ use orch_discovery::{
     Endpoint, EndpointChange,
     balance::{Algorithm, BalanceError, Balancer, SharedBalancer, connect_fn},
 };
-use std::future::Future;
 use support::{Fleet, changes, config, endpoint};
 use tower::{Service, ServiceExt};
 
@@ -296,123 +295,6 @@ async fn an_endpoint_that_breaks_while_idle_is_evicted_before_its_next_pick() {
         assert_eq!(send(&mut client).await.unwrap(), healthy);
     }
     assert_eq!(broken.calls.load(Ordering::SeqCst), 2);
-}
-
-// ===== the fast path =====
-
-/// A call with a ready endpoint is sent in the caller's task: once the
-/// driver has run (and the balancer knows whom to wake), calls do not
-/// wait for it.
-#[tokio::test(start_paused = true)]
-async fn a_call_with_a_ready_endpoint_does_not_wait_for_the_driver() {
-    let fleet = Fleet::default();
-    let (tx, changes) = changes();
-    let balancer = Balancer::with_config(&config(Algorithm::RoundRobin), changes, fleet.connector()).unwrap();
-    let (mut client, driver): (Client, _) = balancer.into_shared_pair();
-    tx.send(EndpointChange::Insert(endpoint("e0", 1))).unwrap();
-    let mut cx = Context::from_waker(Waker::noop());
-
-    // Before the driver runs, a call waits for it.
-    let mut first = client.ready().await.unwrap().call(());
-    assert!(first.poll_unpin(&mut cx).is_pending());
-    let mut driver = Box::pin(driver);
-    assert!(driver.as_mut().poll(&mut cx).is_pending());
-    assert_eq!(first.await.unwrap(), "e0");
-
-    // The driver is not polled again: calls go through all the same.
-    for _ in 0..3 {
-        let answer = send(&mut client).now_or_never().expect("sent in this task");
-        assert_eq!(answer.unwrap(), "e0");
-    }
-    assert_eq!(fleet.calls("e0"), 4);
-}
-
-/// An endpoint that is ready when its gate is open, and logs the requests
-/// it gets, in order.
-#[derive(Clone, Default)]
-struct Gate {
-    open: Arc<AtomicBool>,
-    waker: Arc<Mutex<Option<Waker>>>,
-    log: Arc<Mutex<Vec<u32>>>,
-}
-
-impl Gate {
-    fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        if let Some(waker) = self.waker.lock().unwrap().take() {
-            waker.wake();
-        }
-    }
-
-    fn log(&self) -> Vec<u32> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Service<u32> for Gate {
-    type Response = u32;
-    type Error = io::Error;
-    type Future = Ready<Result<u32, io::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
-        if self.open.load(Ordering::SeqCst) {
-            return Poll::Ready(Ok(()));
-        }
-        *self.waker.lock().unwrap() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-
-    fn call(&mut self, request: u32) -> Self::Future {
-        self.log.lock().unwrap().push(request);
-        ready(Ok(request))
-    }
-}
-
-/// Calls that waited for an endpoint go first: a call made once the
-/// endpoint is ready, before the driver has sent the waiting ones, queues
-/// behind them instead of overtaking them.
-#[tokio::test(start_paused = true)]
-async fn a_call_queues_behind_the_calls_that_wait_for_an_endpoint() {
-    let gate = Gate::default();
-    let connect = connect_fn({
-        let gate = gate.clone();
-        move |_: &Endpoint| gate.clone()
-    });
-    let (tx, changes) = changes();
-    let config = config(Algorithm::RoundRobin).failfast_timeout(Duration::from_secs(60));
-    let mut client: SharedBalancer<u32, u32> = Balancer::with_config(&config, changes, connect)
-        .unwrap()
-        .into_shared();
-    tx.send(EndpointChange::Insert(endpoint("e0", 1))).unwrap();
-
-    let waiting: Vec<_> = (0..2)
-        .map(|i| {
-            let mut c = client.clone();
-            tokio::spawn(async move { c.ready().await?.call(i).await })
-        })
-        .collect();
-    settle().await;
-
-    // Ready now, and the driver woken but not yet run: the next call joins
-    // the queue, unsent.
-    gate.open();
-    let mut third = client.ready().await.unwrap().call(2);
-    assert!(
-        third
-            .poll_unpin(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-    );
-    assert!(gate.log().is_empty(), "nothing was sent in this task");
-
-    for (i, task) in waiting.into_iter().enumerate() {
-        assert_eq!(task.await.unwrap().unwrap(), i as u32);
-    }
-    assert_eq!(third.await.unwrap(), 2);
-    assert_eq!(gate.log(), [0, 1, 2], "in the order of the calls");
-
-    // The queue is empty again: calls go at once.
-    let fourth = client.ready().await.unwrap().call(3).now_or_never();
-    assert_eq!(fourth.expect("sent in this task").unwrap(), 3);
 }
 
 #[tokio::test]

@@ -18,13 +18,13 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper_util::{
-    client::legacy::{Builder, Client, connect::HttpConnector},
+    client::legacy::{Builder, Client, ResponseFuture, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use tower_service::Service;
 
 use super::{
-    ConnectorError,
+    ConnectorError, EndpointFuture,
     tcp::{self, Broken},
 };
 use crate::{Endpoint, balance::BoxError};
@@ -246,7 +246,7 @@ where
 {
     type Response = Response<Incoming>;
     type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<Response<Incoming>, ConnectorError>>;
+    type Future = EndpointFuture<ResponseFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
         if self.broken.poll(cx.waker()) {
@@ -257,29 +257,14 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.broken.get() {
-            let error = self.broken_error();
-            return Box::pin(async move { Err(error) });
+            return EndpointFuture::failed(self.broken_error());
         }
         let (mut head, body) = request.into_parts();
         head.uri = match self.point(std::mem::take(&mut head.uri)) {
             Ok(uri) => uri,
-            Err(error) => return Box::pin(async move { Err(error) }),
+            Err(error) => return EndpointFuture::failed(error),
         };
         let response = self.client.request(Request::from_parts(head, body));
-        let address = self.address;
-        let broken = Arc::clone(&self.broken);
-        Box::pin(async move {
-            response.await.map_err(|error| {
-                if error.is_connect() {
-                    broken.set();
-                    tcp::connect_error(address, error)
-                } else {
-                    ConnectorError::Request {
-                        address,
-                        source: error.into(),
-                    }
-                }
-            })
-        })
+        EndpointFuture::sent(response, self.address, &self.broken)
     }
 }

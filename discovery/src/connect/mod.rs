@@ -60,6 +60,8 @@
 //!   name [`ConnectorError`].
 
 mod error;
+#[cfg(any(feature = "hyper", feature = "tonic"))]
+mod future;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 #[cfg(any(feature = "hyper", feature = "tonic"))]
@@ -74,6 +76,8 @@ pub use self::hyper::{HyperConnector, HyperEndpoint};
 #[cfg(feature = "tonic")]
 pub use self::tonic::{TonicConnector, TonicEndpoint};
 pub use error::ConnectorError;
+#[cfg(any(feature = "hyper", feature = "tonic"))]
+pub use future::EndpointFuture;
 
 #[cfg(doc)]
 use crate::Endpoint;

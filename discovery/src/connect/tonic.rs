@@ -12,18 +12,18 @@ use std::{
 use ::tonic::{
     ConnectError,
     body::Body,
-    transport::{Channel, Endpoint as ChannelSettings},
+    transport::{Channel, Endpoint as ChannelSettings, channel::ResponseFuture},
 };
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use tower_service::Service;
 
 use super::{
-    ConnectorError,
+    ConnectorError, EndpointFuture,
     tcp::{self, Broken},
     watched::WatchedConnector,
 };
-use crate::{Endpoint, balance::BoxError};
+use crate::Endpoint;
 
 /// A connector that makes each [`Endpoint`] a [`TonicEndpoint`]: a tonic
 /// `Channel` connected eagerly to the endpoint's address, with the
@@ -199,7 +199,7 @@ impl fmt::Debug for TonicEndpoint {
 impl Service<Request<Body>> for TonicEndpoint {
     type Response = Response<Body>;
     type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<Response<Body>, ConnectorError>>;
+    type Future = EndpointFuture<ResponseFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
         if self.broken.poll(cx.waker()) {
@@ -213,38 +213,8 @@ impl Service<Request<Body>> for TonicEndpoint {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         if self.broken.get() {
-            let error = self.broken_error();
-            return Box::pin(async move { Err(error) });
+            return EndpointFuture::failed(self.broken_error());
         }
-        let response = self.channel.call(request);
-        let address = self.address;
-        let broken = Arc::clone(&self.broken);
-        Box::pin(async move {
-            response.await.map_err(|error| {
-                let error: BoxError = error.into();
-                if is_connect(&*error) {
-                    broken.set();
-                    // The chain keeps tonic's `ConnectError`: UNAVAILABLE.
-                    tcp::connect_error(address, error)
-                } else {
-                    ConnectorError::Request {
-                        address,
-                        source: error,
-                    }
-                }
-            })
-        })
+        EndpointFuture::sent(self.channel.call(request), self.address, &self.broken)
     }
-}
-
-/// Whether tonic says the request could not connect.
-fn is_connect(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if error.is::<ConnectError>() {
-            return true;
-        }
-        next = error.source();
-    }
-    false
 }

@@ -50,16 +50,32 @@ pub(crate) enum FastCall<Req, Rsp> {
     /// The balancer's answer with no call queued before this one: the
     /// driver would have answered the same.
     Failed(BalanceError),
-    /// For the driver: it was counted as queued, and must be sent.
-    Queue(Req),
+    /// Not sent: the request back, counted as queued if the caller asked
+    /// for it with [`IfBusy::Queue`].
+    Busy(Req),
+}
+
+/// What [`FastPath::try_call`] does with a call it cannot send at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfBusy {
+    /// Count it as queued, under the same lock as the check, so that a call
+    /// that comes next queues behind it: the caller holds a place in the
+    /// queue and sends it there at once.
+    Queue,
+    /// Count nothing: the caller has no place in the queue yet.
+    GiveBack,
 }
 
 /// The fast path, with the balancer's type erased so that the handle
 /// names only `Req` and `Rsp`.
 pub(crate) trait FastPath<Req, Rsp>: LoadView {
+    /// Whether a call made now would be sent at once: nothing queued waits
+    /// and an endpoint is ready.
+    fn ready_now(&self) -> bool;
+
     /// Calls the balancer at once if nothing queued waits and an endpoint
-    /// is ready, or gives the request back counted as queued.
-    fn try_call(&self, request: Req) -> FastCall<Req, Rsp>;
+    /// is ready (or answers its fail-fast error), or gives the request back.
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp>;
 }
 
 // ===== impl Shared =====
@@ -120,10 +136,28 @@ where
     B: Service<Req, Response = Rsp, Error = BalanceError> + ReportsLoad + Send,
     B::Future: Send + 'static,
 {
-    fn try_call(&self, request: Req) -> FastCall<Req, Rsp> {
+    fn ready_now(&self) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let Inner {
+            balancer,
+            driver,
+            queued,
+        } = &mut *inner;
+        let (0, Some(balancer), Some(driver)) = (*queued, balancer.as_mut(), driver.as_ref()) else {
+            return false;
+        };
+        // Failing fast is not "ready": the call goes the queue's way and
+        // `try_call` answers it, so that the balancer counts it once.
+        let mut cx = Context::from_waker(driver);
+        matches!(balancer.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp> {
         // Poisoned: the driver ends when it sees it, and answers `Closed`.
         let Ok(mut inner) = self.inner.lock() else {
-            return FastCall::Queue(request);
+            return FastCall::Busy(request);
         };
         let Inner {
             balancer,
@@ -148,9 +182,9 @@ where
                 Poll::Pending => {}
             }
         }
-        // Counted under the lock, before the message is sent, so a call
-        // that comes next sees it and queues behind it.
-        *queued += 1;
-        FastCall::Queue(request)
+        if if_busy == IfBusy::Queue {
+            *queued += 1;
+        }
+        FastCall::Busy(request)
     }
 }

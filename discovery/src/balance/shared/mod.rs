@@ -40,7 +40,7 @@ pub use future::SharedResponseFuture;
 pub use load::{BalancerLoad, LoadSnapshot};
 
 use driver::{Driver, Message};
-use fast::{FastCall, FastPath, ReportsLoad, Shared};
+use fast::{FastCall, FastPath, IfBusy, ReportsLoad, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -82,18 +82,22 @@ use fast::{FastCall, FastPath, ReportsLoad, Shared};
 ///
 /// # The `Service` contract
 ///
-/// - `poll_ready` reserves a place in the driver's queue (at most
+/// - `poll_ready` is `Ready` at once when no call waits in the driver's
+///   queue and an endpoint is ready: the call will go in the caller's
+///   task. Otherwise it reserves a place in the queue (at most
 ///   [`BalancerConfig::queue_capacity`](super::BalancerConfig::queue_capacity)
 ///   requests wait there); while the queue is full it returns `Pending`,
 ///   which is the backpressure. It fails only with
 ///   [`BalanceError::Closed`], when the driver is gone: that is final.
 /// - `call` sends the request at once, in the caller's task, when no
-///   earlier call waits in the queue and an endpoint is ready (the place
+///   earlier call waits in the queue and an endpoint is ready (a place
 ///   reserved in the queue is given back). Otherwise the request joins the
 ///   queue, and the driver sends the queued requests in order as
-///   endpoints become ready: first come, first served. A `call` without a
-///   `Ready` from `poll_ready` before it sends nothing and its future fails
-///   with [`BalanceError::NotReady`].
+///   endpoints become ready: first come, first served. Should the ready
+///   endpoints be gone between a `Ready` that reserved no place and the
+///   `call`, the call's future waits for a place in the queue itself. A
+///   `call` without a `Ready` from `poll_ready` before it sends nothing
+///   and its future fails with [`BalanceError::NotReady`].
 /// - Each call's future fails with [`BalanceError::NoEndpoints`] when the
 ///   balancer found no ready endpoint within its fail-fast timeout (the
 ///   timeout runs from when the first call found none, as in [`Balancer`],
@@ -108,25 +112,41 @@ use fast::{FastCall, FastPath, ReportsLoad, Shared};
 ///   answers [`BalanceError::Closed`] from then on.
 ///
 /// Cost per call over a [`Balancer`] used directly, when an endpoint is
-/// ready: a place reserved in the queue and given back, one uncontended
-/// lock, and one boxed response future. Calls that wait go through the
-/// driver: one message through a tokio channel and one `oneshot` back, as
-/// with `Buffer`.
+/// ready: the lock taken twice uncontended (once in `poll_ready`, once in
+/// `call`) and one boxed response future; cloning a handle is two
+/// reference counts. Calls that wait go through the driver: a place
+/// reserved in the queue, one message through a tokio channel and one
+/// `oneshot` back, as with `Buffer`.
 pub struct SharedBalancer<Req, Rsp> {
-    requests: PollSender<Message<Req, Rsp>>,
     balancer: Arc<dyn FastPath<Req, Rsp>>,
-    /// `poll_ready` reserved a place in the queue and no `call` used it.
-    reserved: bool,
+    /// The driver's queue; the driver ends when every sender is gone.
+    requests: mpsc::Sender<Message<Req, Rsp>>,
+    /// Made on the first call that must wait for a place in the queue, and
+    /// kept: a handle whose calls all go at once never needs it.
+    queue: Option<PollSender<Message<Req, Rsp>>>,
+    ready: Readiness,
+}
+
+/// What the last `poll_ready` granted, until `call` uses it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// No `Ready` since the last `call`.
+    Unpolled,
+    /// Nothing queued and an endpoint ready: the call goes at once.
+    Now,
+    /// A place in the queue is reserved (in `queue`).
+    Queued,
 }
 
 impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
-    /// Another handle to the same driver; a place reserved by the original's
-    /// `poll_ready` is not cloned.
+    /// Another handle to the same driver; what the original's
+    /// `poll_ready` granted (a place in the queue) is not cloned.
     fn clone(&self) -> Self {
         Self {
-            requests: self.requests.clone(),
             balancer: Arc::clone(&self.balancer),
-            reserved: false,
+            requests: self.requests.clone(),
+            queue: None,
+            ready: Readiness::Unpolled,
         }
     }
 }
@@ -148,6 +168,32 @@ impl<Req, Rsp> SharedBalancer<Req, Rsp> {
     }
 }
 
+impl<Req, Rsp> SharedBalancer<Req, Rsp>
+where
+    Req: Send + 'static,
+    Rsp: Send + 'static,
+{
+    /// Sends `request` to the driver through the place reserved in `queue`.
+    fn queue(&mut self, request: Req) -> SharedResponseFuture<Rsp> {
+        let Some(queue) = self.queue.as_mut() else {
+            return SharedResponseFuture::failed(BalanceError::NotReady);
+        };
+        let (respond, reply) = oneshot::channel();
+        match queue.send_item(Message { request, respond }) {
+            Ok(()) => SharedResponseFuture::waiting(reply),
+            // Closed since `poll_ready`: the driver is gone.
+            Err(_) => SharedResponseFuture::failed(BalanceError::Closed),
+        }
+    }
+
+    /// Gives back the place reserved (or being waited for) in the queue.
+    fn abort_reserved(&mut self) {
+        if let Some(queue) = &mut self.queue {
+            queue.abort_send();
+        }
+    }
+}
+
 impl<Req, Rsp> Service<Req> for SharedBalancer<Req, Rsp>
 where
     Req: Send + 'static,
@@ -158,40 +204,82 @@ where
     type Future = SharedResponseFuture<Rsp>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        // A place in the queue even for a call that will skip it: whether
-        // it can is known only in `call`, under the balancer's lock, and a
-        // call that cannot must not wait for a place then.
-        let ready = self
-            .requests
-            .poll_reserve(cx)
-            .map_err(|_closed| BalanceError::Closed);
-        self.reserved = matches!(ready, Poll::Ready(Ok(())));
+        if self.ready != Readiness::Unpolled {
+            return Poll::Ready(Ok(()));
+        }
+        if self.balancer.ready_now() {
+            // A place being waited for is not needed any more.
+            self.abort_reserved();
+            self.ready = Readiness::Now;
+            return Poll::Ready(Ok(()));
+        }
+        // A place in the queue even for a call that may yet go at once:
+        // whether it can is known only in `call`, under the balancer's
+        // lock, and a call that cannot must not wait for a place then.
+        let requests = &self.requests;
+        let queue = self
+            .queue
+            .get_or_insert_with(|| PollSender::new(requests.clone()));
+        let ready = queue.poll_reserve(cx).map_err(|_closed| BalanceError::Closed);
+        if let Poll::Ready(Ok(())) = ready {
+            self.ready = Readiness::Queued;
+        }
         ready
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if !std::mem::take(&mut self.reserved) {
+        match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
             // No `Ready` from `poll_ready` first: a broken `Service` contract.
-            return SharedResponseFuture::failed(BalanceError::NotReady);
-        }
-        let request = match self.balancer.try_call(request) {
-            FastCall::Sent(future) => {
-                self.requests.abort_send();
-                return SharedResponseFuture::sent(future);
+            Readiness::Unpolled => SharedResponseFuture::failed(BalanceError::NotReady),
+            Readiness::Now => match self.balancer.try_call(request, IfBusy::GiveBack) {
+                FastCall::Sent(future) => SharedResponseFuture::sent(future),
+                FastCall::Failed(error) => SharedResponseFuture::failed(error),
+                FastCall::Busy(request) => {
+                    let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
+                    SharedResponseFuture::sent(Box::pin(queued))
+                }
+            },
+            Readiness::Queued => {
+                let request = match self.balancer.try_call(request, IfBusy::Queue) {
+                    FastCall::Sent(future) => {
+                        self.abort_reserved();
+                        return SharedResponseFuture::sent(future);
+                    }
+                    FastCall::Failed(error) => {
+                        self.abort_reserved();
+                        return SharedResponseFuture::failed(error);
+                    }
+                    FastCall::Busy(request) => request,
+                };
+                self.queue(request)
             }
-            FastCall::Failed(error) => {
-                self.requests.abort_send();
-                return SharedResponseFuture::failed(error);
-            }
-            FastCall::Queue(request) => request,
-        };
-        let (respond, reply) = oneshot::channel();
-        match self.requests.send_item(Message { request, respond }) {
-            Ok(()) => SharedResponseFuture::waiting(reply),
-            // Closed since `poll_ready`: the driver is gone.
-            Err(_) => SharedResponseFuture::failed(BalanceError::Closed),
         }
     }
+}
+
+/// A call whose `Ready` reserved no place in the queue and found no ready
+/// endpoint in `call` after all (they left in between): what `poll_ready`
+/// and `call` would have done, in the call's future. It waits for a place
+/// in the queue, tries the fast path again, and otherwise queues: the
+/// count and the send with no `await` between them, so a call dropped
+/// while it waits leaves nothing counted.
+async fn queue_later<Req, Rsp>(
+    balancer: Arc<dyn FastPath<Req, Rsp>>,
+    requests: mpsc::Sender<Message<Req, Rsp>>,
+    request: Req,
+) -> Result<Rsp, BalanceError> {
+    let place = requests
+        .reserve_owned()
+        .await
+        .map_err(|_closed| BalanceError::Closed)?;
+    let request = match balancer.try_call(request, IfBusy::Queue) {
+        FastCall::Sent(future) => return future.await,
+        FastCall::Failed(error) => return Err(error),
+        FastCall::Busy(request) => request,
+    };
+    let (respond, reply) = oneshot::channel();
+    place.send(Message { request, respond });
+    SharedResponseFuture::waiting(reply).await
 }
 
 // ===== impl Balancer =====
@@ -278,9 +366,10 @@ where
         let (sender, receiver) = mpsc::channel(self.queue_capacity);
         let balancer = Arc::new(Shared::new(self));
         let shared = SharedBalancer {
-            requests: PollSender::new(sender),
             balancer: Arc::clone(&balancer) as Arc<dyn FastPath<_, _>>,
-            reserved: false,
+            requests: sender,
+            queue: None,
+            ready: Readiness::Unpolled,
         };
         (shared, Driver::new(balancer, receiver))
     }
