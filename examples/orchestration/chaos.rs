@@ -129,25 +129,14 @@ impl ChaosPlan {
             ChaosLevel::Low => (1, 1, Duration::from_millis(1500)),
             ChaosLevel::High => (3, 2, Duration::from_secs(2)),
         };
-        for _ in 0..orders_crashes {
-            let when = at(0.15, 0.7);
-            plan.actions.push((
-                when,
-                Action::Crash {
-                    target: Target::Orders,
-                    ordinal: 0,
-                },
-            ));
-        }
-        for _ in 0..payments_crashes {
-            let when = at(0.15, 0.7);
-            plan.actions.push((
-                when,
-                Action::Crash {
-                    target: Target::Payments,
-                    ordinal: 0,
-                },
-            ));
+        for (target, crashes) in [
+            (Target::Orders, orders_crashes),
+            (Target::Payments, payments_crashes),
+        ] {
+            for _ in 0..crashes {
+                let when = at(0.15, 0.7);
+                plan.actions.push((when, Action::Crash { target, ordinal: 0 }));
+            }
         }
         let when = at(0.3, 0.6);
         plan.actions

@@ -130,7 +130,7 @@ pub async fn run(
         while users.len() < wanted {
             let retire = CancellationToken::new();
             let index = users.len();
-            let client = if index % 3 == 0 {
+            let client = if index.is_multiple_of(3) {
                 (1, clients.v1.clone())
             } else {
                 (2, clients.v2.clone())

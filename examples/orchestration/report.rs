@@ -84,6 +84,14 @@ pub struct CrashCheck {
     pub scaled_away: bool,
 }
 
+impl CrashCheck {
+    /// Whether the supervisor repaired the crash: the replica is back in
+    /// rotation, or a scale-down removed it before it came back.
+    pub fn repaired(&self) -> bool {
+        self.scaled_away || (self.restarted && self.in_rotation)
+    }
+}
+
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -187,7 +195,7 @@ impl Report {
         violations.extend(
             crashes
                 .iter()
-                .filter(|c| !c.scaled_away && !(c.restarted && c.in_rotation))
+                .filter(|c| !c.repaired())
                 .map(|c| Violation::NotRestarted {
                     instance: c.crash.instance.clone(),
                     generation: c.crash.generation,

@@ -134,31 +134,31 @@ pub async fn run(
     };
     background.cancel();
     handle.shutdown().await?;
-    let (records, crashes, in_rotation, cut, openings, v1_told_deprecated) = outcome?;
+    let played = outcome?;
     Ok(Report::new(Evidence {
         chaos: (config.chaos, config.seed),
         elapsed: started.elapsed(),
-        records: &records,
+        records: &played.records,
         stats: &stats,
         events: &timeline.events(),
-        cut,
+        cut: played.cut,
         scales: timeline.scales(),
-        crashes,
-        in_rotation,
-        openings,
-        v1_told_deprecated,
+        crashes: played.crashes,
+        in_rotation: played.in_rotation,
+        openings: played.openings,
+        v1_told_deprecated: played.v1_told_deprecated,
     }))
 }
 
-/// What the scenario leaves for the report.
-type Played = (
-    Vec<load::OrderRecord>,
-    Vec<Crash>,
-    Vec<String>,
-    Instant,
-    (u64, u64),
-    bool,
-);
+/// What the scenario leaves for the report (see [`Evidence`]).
+struct Played {
+    records: Vec<load::OrderRecord>,
+    crashes: Vec<Crash>,
+    in_rotation: Vec<String>,
+    cut: Instant,
+    openings: (u64, u64),
+    v1_told_deprecated: bool,
+}
 
 /// Everything the scenario drives, once the tree runs.
 struct Scenario<'a> {
@@ -233,14 +233,14 @@ impl Scenario<'_> {
         let openings = |breaker: &Option<orch::resilience::CircuitBreaker>| {
             breaker.as_ref().map_or(0, |b| b.metrics().openings)
         };
-        Ok((
+        Ok(Played {
             records,
             crashes,
             in_rotation,
             cut,
-            (openings(&clients.breaker), openings(&self.payments_breaker)),
-            !clients.deprecations.is_empty(),
-        ))
+            openings: (openings(&clients.breaker), openings(&self.payments_breaker)),
+            v1_told_deprecated: !clients.deprecations.is_empty(),
+        })
     }
 
     /// Waits (at most [`SETTLE`], or until `shutdown`) until every crashed

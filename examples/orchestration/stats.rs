@@ -59,7 +59,7 @@ impl Counter {
 /// would show in. The `Charge` handler writes to it every time it runs.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    charges: Mutex<HashMap<String, Vec<String>>>,
+    charges: ByOrder,
     next: AtomicU64,
 }
 
@@ -67,23 +67,13 @@ impl Ledger {
     /// Charges `order_id` and returns the new charge's id.
     pub fn charge(&self, order_id: &str) -> String {
         let charge_id = format!("ch_{:06}", self.next.fetch_add(1, Ordering::Relaxed));
-        let mut charges = self
-            .charges
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        charges
-            .entry(order_id.to_owned())
-            .or_default()
-            .push(charge_id.clone());
+        self.charges.add(order_id, &charge_id);
         charge_id
     }
 
     /// Every charge, by order id.
     pub fn snapshot(&self) -> HashMap<String, Vec<String>> {
-        self.charges
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.charges.snapshot()
     }
 
     /// Charges made.
@@ -96,25 +86,37 @@ impl Ledger {
 /// not by replay), by order id, with the charge each confirmed.
 #[derive(Debug, Default)]
 pub struct Book {
-    confirmed: Mutex<HashMap<String, Vec<String>>>,
+    confirmed: ByOrder,
 }
 
 impl Book {
     /// Records that a handler confirmed `order_id` with `charge_id`.
     pub fn confirm(&self, order_id: &str, charge_id: &str) {
-        let mut confirmed = self
-            .confirmed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        confirmed
+        self.confirmed.add(order_id, charge_id);
+    }
+
+    /// Every confirmation, by order id.
+    pub fn snapshot(&self) -> HashMap<String, Vec<String>> {
+        self.confirmed.snapshot()
+    }
+}
+
+/// Charge ids by order id, every one kept: a second one for an order is
+/// the evidence of a broken invariant.
+#[derive(Debug, Default)]
+struct ByOrder(Mutex<HashMap<String, Vec<String>>>);
+
+impl ByOrder {
+    fn add(&self, order_id: &str, charge_id: &str) {
+        let mut by_order = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_order
             .entry(order_id.to_owned())
             .or_default()
             .push(charge_id.to_owned());
     }
 
-    /// Every confirmation, by order id.
-    pub fn snapshot(&self) -> HashMap<String, Vec<String>> {
-        self.confirmed
+    fn snapshot(&self) -> HashMap<String, Vec<String>> {
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()

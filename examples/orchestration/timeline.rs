@@ -103,7 +103,8 @@ fn log(event: &LifecycleEvent) {
             )
         }
         EventKind::Ready { address } => {
-            tracing::info!(instance = id, generation, address = ?address, "ready: in rotation")
+            let address = address.map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(instance = id, generation, %address, "ready: in rotation")
         }
         EventKind::NotReady => tracing::info!(instance = id, generation, "not ready: out of rotation"),
         EventKind::Stopped { forced } => tracing::debug!(instance = id, forced, "stopped"),
