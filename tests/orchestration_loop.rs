@@ -7,7 +7,9 @@
 //! - every replica chaos crashed is restarted and back in rotation;
 //! - the autoscaler scales `orders` up under load and down once the
 //!   stabilization window has passed;
-//! - a short chaos soak at the highest level, over several seeds.
+//! - a short chaos soak at the highest level, over several seeds;
+//! - and the report does name a double charge and an unrepaired crash
+//!   (so the example's exit code means something).
 #![allow(dead_code, reason = "the example's modules carry what only its main uses")]
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
@@ -137,4 +139,48 @@ async fn chaos_soak_over_several_seeds() {
             assert!(crash.repaired(), "seed {seed}: {crash:?} was repaired");
         }
     }
+}
+
+#[tokio::test]
+async fn the_report_names_a_double_charge_and_a_crash_left_unrepaired() {
+    let stats = stats::Stats::default();
+    let first = stats.ledger.charge("ord_a");
+    let _second = stats.ledger.charge("ord_a");
+    stats.book.confirm("ord_a", &first);
+    let records = [load::OrderRecord {
+        order_id: "ord_a".into(),
+        version: 2,
+        outcome: load::Outcome::Accepted { charge_id: first },
+        latency: Duration::from_millis(5),
+        sends: 1,
+    }];
+    let crash = chaos::Crash {
+        instance: "app/orders-0".into(),
+        generation: 0,
+    };
+    let report = Report::new(report::Evidence {
+        chaos: (ChaosLevel::Low, 1),
+        elapsed: Duration::from_secs(1),
+        records: &records,
+        stats: &stats,
+        events: &[],
+        cut: tokio::time::Instant::now(),
+        scales: Vec::new(),
+        crashes: vec![crash],
+        in_rotation: Vec::new(),
+        openings: (0, 0),
+        v1_told_deprecated: false,
+    });
+    let kinds: Vec<_> = report.violations.iter().map(|v| format!("{v}")).collect();
+    assert!(
+        matches!(
+            report.violations[..],
+            [
+                report::Violation::DoubleCharge { .. },
+                report::Violation::WrongCharge { .. },
+                report::Violation::NotRestarted { .. },
+            ]
+        ),
+        "{kinds:#?}"
+    );
 }

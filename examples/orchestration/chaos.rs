@@ -105,7 +105,9 @@ pub struct ChaosPlan {
     pub order_errors: f64,
     /// Share of charges answered `UNAVAILABLE` by an injected fault.
     pub charge_errors: f64,
-    /// A window in which every charge fails.
+    /// A window in which every charge fails, from when the payments faults
+    /// are built (just before the tree starts, a fraction of a second
+    /// before the load).
     pub payments_outage: Option<(Duration, Duration)>,
 }
 

@@ -89,24 +89,10 @@ pub async fn run(
         .child(orders.child(config.replicas)?)
         .build()?;
     let handle = Supervisor::start(spec)?;
-    let _payments_source = SupervisorSource::new("payments")
-        .start(&handle, &payments_registry)
-        .await?;
-    let _orders_source = SupervisorSource::new("orders")
-        .start(&handle, &orders_registry)
-        .await?;
-
-    let autoscaler = Autoscaler::builder(config.autoscaler.clone())
-        .name("orders")
-        .source(BACKLOG_METRIC, queue.clone())
-        .scaler(handle.replica_group("orders"))
-        .build()?;
     let timeline = Arc::new(Timeline::default());
-    timeline.follow(&handle, &autoscaler.handle(), started);
     let background = CancellationToken::new();
-    tokio::spawn(autoscaler.run(background.clone()));
-
     let scenario = Scenario {
+        started,
         config: &config,
         options,
         handle: &handle,
@@ -162,6 +148,7 @@ struct Played {
 
 /// Everything the scenario drives, once the tree runs.
 struct Scenario<'a> {
+    started: Instant,
     config: &'a DemoConfig,
     options: RunOptions,
     handle: &'a SupervisorHandle,
@@ -171,14 +158,31 @@ struct Scenario<'a> {
     queue: WorkQueue<crate::worker::Job>,
     registries: (&'a Registry, &'a Registry),
     payments_breaker: Option<orch::resilience::CircuitBreaker>,
-    timeline: &'a Timeline,
+    timeline: &'a Arc<Timeline>,
     background: &'a CancellationToken,
 }
 
 impl Scenario<'_> {
-    /// Waits for the replicas, runs the load under chaos, waits for the
-    /// crashed replicas to be back, and serves on if asked.
+    /// Connects the registries and the autoscaler to the tree, waits for
+    /// the replicas, runs the load under chaos, waits for the crashed
+    /// replicas to be back, and serves on if asked.
     async fn play(self, stop: &CancellationToken) -> Result<Played, BoxError> {
+        let (orders_registry, payments_registry) = self.registries;
+        let _payments_source = SupervisorSource::new("payments")
+            .start(self.handle, payments_registry)
+            .await?;
+        let _orders_source = SupervisorSource::new("orders")
+            .start(self.handle, orders_registry)
+            .await?;
+        let autoscaler = Autoscaler::builder(self.config.autoscaler.clone())
+            .name("orders")
+            .source(BACKLOG_METRIC, self.queue.clone())
+            .scaler(self.handle.replica_group("orders"))
+            .build()?;
+        self.timeline
+            .follow(self.handle, &autoscaler.handle(), self.started);
+        tokio::spawn(autoscaler.run(self.background.clone()));
+
         let replicas = self.config.replicas;
         for registry in [self.registries.0, self.registries.1] {
             let ready = registry.wait_until(move |endpoints| endpoints.len() >= replicas);
