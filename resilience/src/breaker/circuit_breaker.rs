@@ -88,6 +88,11 @@ pub struct BreakerMetrics {
     pub consecutive_failures: u32,
     /// Calls rejected since the breaker was built.
     pub rejections: u64,
+    /// Times the breaker opened since it was built: from closed (a
+    /// threshold crossed) or again from half-open (trials failed). Forced
+    /// opens are not counted. A count rather than the state, so that a
+    /// dashboard or a report sampling now and then misses no opening.
+    pub openings: u64,
 }
 
 // ===== impl CircuitBreaker =====

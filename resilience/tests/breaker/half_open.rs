@@ -59,6 +59,25 @@ async fn half_open_reopens_when_the_trials_fail() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn openings_count_every_open_but_not_forced_ones() {
+    let breaker = config().half_open_permits(1).build().unwrap();
+    assert_eq!(breaker.metrics().openings, 0);
+    trip(&breaker);
+    assert_eq!(breaker.metrics().openings, 1, "closed -> open");
+    advance(10 * SEC).await;
+    breaker.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(breaker.metrics().openings, 2, "half-open -> open");
+    breaker.force_open();
+    breaker.normal();
+    assert_eq!(
+        breaker.metrics().openings,
+        2,
+        "a forced open is the operator's, not a trip"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_reopens_as_soon_as_the_failures_are_certain() {
     let breaker = config().build().unwrap();
     trip(&breaker);

@@ -108,6 +108,8 @@ struct Control {
     trials_epoch: u32,
     /// The outcomes of the current half-open state's trials.
     trials: Totals,
+    /// Times the breaker opened (forced opens aside) since it was built.
+    openings: u64,
 }
 
 // ===== impl StateMachine =====
@@ -136,6 +138,7 @@ impl StateMachine {
                 reopens: 0,
                 trials_epoch: 0,
                 trials: Totals::default(),
+                openings: 0,
             }),
             config,
             origin: Instant::now(),
@@ -174,17 +177,19 @@ impl StateMachine {
 
     /// A snapshot of the numbers of the window that decides the current
     /// state. Off the hot path: it sums every shard's window, and takes the
-    /// control lock while half-open to read the trials.
+    /// control lock to read the openings and, while half-open, the trials.
     pub(super) fn metrics(&self) -> BreakerMetrics {
         let phase = self.phase();
         let window_epoch = self.window_epoch.load(Ordering::Relaxed);
-        let totals = if phase.state == BreakerState::HalfOpen {
+        let (openings, trials) = {
             let control = self.lock_control();
-            if control.trials_epoch == phase.epoch {
-                control.trials
-            } else {
-                Totals::default()
-            }
+            (
+                control.openings,
+                (control.trials_epoch == phase.epoch).then_some(control.trials),
+            )
+        };
+        let totals = if phase.state == BreakerState::HalfOpen {
+            trials.unwrap_or_default()
         } else {
             let now = if self.has_time_window() {
                 self.now_nanos()
@@ -203,6 +208,7 @@ impl StateMachine {
             consecutive_failures: EpochCount::unpack(self.failure_streak.load(Ordering::Relaxed))
                 .count_in(window_epoch),
             rejections: self.shards.iter().map(Shard::rejections).sum(),
+            openings,
         }
     }
 }

@@ -73,6 +73,7 @@ impl StateMachine {
         let mut open_wait = None;
         match to {
             BreakerState::Open => {
+                control.openings = control.openings.saturating_add(1);
                 control.reopens = if current.state == BreakerState::HalfOpen {
                     control.reopens.saturating_add(1)
                 } else {

@@ -1,20 +1,26 @@
-//! The orchestration loop in one process, as far as it is built today: a
-//! supervisor tree runs real TCP servers on 127.0.0.1, probes them, restarts
-//! a crashed one (which comes back on a new port and is routed to again only
-//! once ready), scales a replica group up and down, supervises an OS process,
-//! and shuts everything down in reverse start order.
+//! The supervisor tree, focused: process supervision, crash and restart,
+//! scaling a replica group, draining, and shutdown in reverse start order,
+//! over a plain line protocol on raw TCP so that nothing but the supervisor
+//! and its client path is in view.
 //!
-//! The client side is the loop of DESIGN.md: the supervisor's lifecycle
-//! events feed a registry (`SupervisorSource`), the registry feeds a
-//! client-side balancer (P2C over peak-EWMA), and calls go through the
-//! resilience stack (retry with a budget, circuit breaker, timeouts). A
-//! replica that crashes leaves the balancer before it restarts, one that is
-//! scaled away leaves it before it stops (drain), and one that comes back is
-//! used again once ready.
+//! - A tree of three children: `api`, a replica group of TCP servers on
+//!   127.0.0.1 with TCP readiness and liveness probes; `reporter`, an OS
+//!   process that fails its first run and is restarted (transient); `jobs`,
+//!   a nested one-for-all supervisor.
+//! - The supervisor's lifecycle events feed a registry (`SupervisorSource`),
+//!   the registry a P2C peak-EWMA balancer, and calls go through the
+//!   resilience stack (retry with a budget, circuit breaker, timeouts).
+//! - One replica crashes: it leaves the balancer before it restarts, comes
+//!   back on a new port, and is routed to again once ready. The group is
+//!   scaled to 5 and then to 2: the replicas scaled away drain out of the
+//!   balancer before they stop. Every event is printed as it happens.
+//!
+//! The whole loop with HTTP and gRPC services, the autoscaler, versioning,
+//! idempotency and chaos is the `orchestration` example.
 //!
 //! ```text
-//! cargo run --example orchestration            # the scenario, a summary, then exit
-//! cargo run --example orchestration -- --serve # the scenario, then serve until Ctrl-C or SIGTERM
+//! cargo run --example supervisor_tree            # the scenario, a summary, then exit
+//! cargo run --example supervisor_tree -- --serve # the scenario, then serve until Ctrl-C or SIGTERM
 //! ```
 
 use std::collections::BTreeMap;
