@@ -38,7 +38,8 @@ pub struct Hpa {
     recommendations: VecDeque<(u64, usize)>,
     /// Scale events (second, signed change) of the last [`RATE_PERIOD`].
     events: VecDeque<(u64, i64)>,
-    /// Where orch's target tracking departs from HPA, do as orch does.
+    /// Where orch's target tracking departs from HPA (utilisation as a
+    /// real number), do as orch does.
     orch_rules: bool,
 }
 
@@ -57,12 +58,9 @@ impl Hpa {
         }
     }
 
-    /// This HPA with orch's three departures from it, for a cross-check of
+    /// This HPA with orch's one departure from it, for a cross-check of
     /// everything else: utilisation as a real number rather than whole
-    /// percent; on a scale-down, pods not counted as ready taken at the
-    /// target (HPA leaves them out; it takes pods with no metric at the
-    /// target); and with no metric, a recommendation of the current count
-    /// kept in the stabilization window (HPA keeps none).
+    /// percent (orch's metric is a number, not a quantity of millicores).
     pub fn with_orch_rules(mut self) -> Self {
         self.orch_rules = true;
         self
@@ -80,11 +78,6 @@ impl Hpa {
             let Some((sample, ready)) = world.scraped().filter(|&(_, ready)| ready > 0) else {
                 // HPA: "did not receive metrics for any ready pods", an
                 // error that ends the sync with no recommendation kept.
-                // orch holds instead, and a hold is a recommendation of
-                // the current count that stays in the window.
-                if self.orch_rules {
-                    self.normalize(now, current, current);
-                }
                 return;
             };
             let raw = self.replica_count(current, ready, sample.utilisation);
@@ -121,14 +114,6 @@ impl Hpa {
         if unready == 0 || ratio <= 1.0 {
             if (1.0 - ratio).abs() <= self.tolerance {
                 return current;
-            }
-            if self.orch_rules && unready > 0 {
-                let adjusted = (percent(utilisation) * ready as f64 + target * unready as f64)
-                    / (target * current as f64);
-                if (1.0 - adjusted).abs() <= self.tolerance || adjusted > 1.0 {
-                    return current;
-                }
-                return ceil(adjusted * current as f64);
             }
             return ceil(ratio * ready as f64);
         }

@@ -11,8 +11,8 @@ pub trait Scaler: Send + Sync {
 
     /// The instances asked for and how many of them are ready, for the
     /// autoscaler's rules about replicas that are not ready yet (as
-    /// Kubernetes' HPA: on scale-up they count as idle, on scale-down as
-    /// busy). The provided method asks [`current`](Self::current) and
+    /// Kubernetes' HPA: on scale-up they count as idle, a scale-down
+    /// leaves them out). The provided method asks [`current`](Self::current) and
     /// counts every instance as ready: a scaler that can tell should.
     async fn status(&self) -> Result<ScaleStatus, ScaleError> {
         let desired = self.current().await?;

@@ -370,6 +370,7 @@ async fn an_autoscaler_follows_the_consumer_from_zero_and_back() {
         const PER_REPLICA: f64 = 10.0;
         let immediate = ScalingRules {
             stabilization_window: Duration::ZERO,
+            cooldown: Duration::ZERO,
             select: SelectPolicy::Max,
             policies: Vec::new(),
         };

@@ -272,7 +272,7 @@ impl Autoscaler {
             outcome,
             reason,
         };
-        self.report(&decision);
+        decision.report(&self.name);
         self.log.publish(decision)
     }
 
@@ -359,6 +359,11 @@ impl Autoscaler {
             })
             .max_by_key(|(n, _)| *n);
         let holding = recommendations.iter().find(|r| r.vote == Vote::Hold);
+        // A hold that decides (no policy wants more than the current count)
+        // is no recommendation at all: HPA ends such a sync in an error and
+        // keeps nothing, so a metric that comes back after an outage is not
+        // held up by the outage's holds in the scale-down window.
+        let held = holding.is_some() && highest.is_none_or(|(n, _)| n < current);
         let recommended = match (highest, holding) {
             (Some((n, _)), Some(_)) => n.max(current),
             (Some((n, _)), None) => n,
@@ -374,8 +379,17 @@ impl Autoscaler {
         } else {
             recommended
         };
-        let stabilized = self.history.stabilize(&config.behavior, now, current, cooled);
-        let rate_limited = self.history.limit(&config.behavior, now, current, stabilized);
+        let stabilized = if held {
+            current
+        } else {
+            self.history.stabilize(&config.behavior, now, current, cooled)
+        };
+        let cooldown_left = self.history.cooling(&config.behavior, now, current, stabilized);
+        let rate_limited = if cooldown_left.is_some() {
+            current
+        } else {
+            self.history.limit(&config.behavior, now, current, stabilized)
+        };
         let target = rate_limited.clamp(config.min_replicas, config.max_replicas);
         let steps = Steps {
             recommended,
@@ -389,6 +403,15 @@ impl Autoscaler {
             format!(
                 "{rate_limited} clamped to {target} (min_replicas {}, max_replicas {})",
                 config.min_replicas, config.max_replicas
+            )
+        } else if let Some(left) = cooldown_left {
+            let (way, cooldown) = if stabilized > current {
+                ("up", config.behavior.scale_up.cooldown)
+            } else {
+                ("down", config.behavior.scale_down.cooldown)
+            };
+            format!(
+                "the scale-{way} cooldown ({cooldown:?}) holds {current} against {stabilized} for {left:?} more"
             )
         } else if rate_limited != stabilized {
             format!(
@@ -412,9 +435,10 @@ impl Autoscaler {
             )
         } else {
             match (highest, holding) {
-                (_, Some(hold)) if recommended == current && highest.is_none_or(|(n, _)| n < current) => {
-                    format!("{} holds the current count: {}", hold.policy, hold.reason)
-                }
+                (_, Some(hold)) if held => format!(
+                    "{} holds the current count: {} (kept out of the stabilization window)",
+                    hold.policy, hold.reason
+                ),
                 (Some((n, by)), _) => format!(
                     "{by_policy} recommends {n}: {why}",
                     by_policy = by.policy,
@@ -443,37 +467,6 @@ impl Autoscaler {
                 }
             }
             Err(error) => Outcome::Failed(error.to_string()),
-        }
-    }
-
-    /// Traces and metrics of one decision.
-    fn report(&self, decision: &Decision) {
-        let name = self.name.to_string();
-        metrics::gauge!("orch_autoscaler_target_replicas", "autoscaler" => name.clone())
-            .set(decision.steps.target as f64);
-        for (metric, state) in &decision.inputs {
-            if let MetricState::Fresh(value) = state {
-                metrics::gauge!("orch_autoscaler_metric_value", "autoscaler" => name.clone(), "metric" => metric.clone())
-                    .set(*value);
-            }
-        }
-        match &decision.outcome {
-            Outcome::Scaled { from, to } => {
-                let direction = if to > from { "up" } else { "down" };
-                metrics::counter!("orch_autoscaler_scale_events_total", "autoscaler" => name, "direction" => direction)
-                    .increment(1);
-                tracing::info!(autoscaler = %self.name, from, to, reason = %decision.reason, "autoscaler: scaled");
-            }
-            Outcome::Failed(error) => {
-                metrics::counter!("orch_autoscaler_scale_failures_total", "autoscaler" => name).increment(1);
-                tracing::warn!(autoscaler = %self.name, %error, target = decision.steps.target, "autoscaler: scaling failed");
-            }
-            Outcome::DryRun { would } => {
-                tracing::info!(autoscaler = %self.name, current = decision.current, would, reason = %decision.reason, "autoscaler: dry run");
-            }
-            Outcome::Unchanged | Outcome::StatusUnavailable(_) => {
-                tracing::debug!(autoscaler = %self.name, current = decision.current, reason = %decision.reason, "autoscaler: unchanged");
-            }
         }
     }
 }

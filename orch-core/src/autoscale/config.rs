@@ -43,7 +43,7 @@ pub struct AutoscalerConfig {
     pub scale_to_zero_cooldown: Duration,
     /// The policies; the highest recommendation wins.
     pub policies: Vec<PolicyConfig>,
-    /// Stabilization and rate limits per direction.
+    /// Stabilization, rate limits and cooldowns per direction.
     pub behavior: Behavior,
     /// Record decisions without acting on them.
     pub dry_run: bool,

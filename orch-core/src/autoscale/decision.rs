@@ -1,6 +1,7 @@
 //! The record every evaluation leaves: what the autoscaler saw, what each
 //! policy said, what it did and why. Operators read it to trust (or tune)
-//! the autoscaler; tests read it to assert behaviour.
+//! the autoscaler; tests read it to assert behaviour. It also goes out as
+//! traces and metrics.
 
 use std::{fmt, sync::Arc, time::SystemTime};
 
@@ -25,7 +26,8 @@ pub struct Decision {
     /// Each policy's recommendation, in configuration order.
     pub recommendations: Vec<Recommendation>,
     /// The count after each step, in order: combined recommendation,
-    /// scale-to-zero cooldown, stabilization, rate limit, min/max clamp.
+    /// scale-to-zero cooldown, stabilization, cooldown and rate limit,
+    /// min/max clamp.
     pub steps: Steps,
     /// What was done.
     pub outcome: Outcome,
@@ -59,7 +61,7 @@ pub struct Steps {
     pub cooled: usize,
     /// After the stabilization windows.
     pub stabilized: usize,
-    /// After the rate policies.
+    /// After the direction's cooldown and rate policies.
     pub rate_limited: usize,
     /// After `min_replicas` and `max_replicas`: the target.
     pub target: usize,
@@ -87,6 +89,39 @@ pub enum Outcome {
     /// The scaler could not say how many replicas there are: nothing was
     /// decided.
     StatusUnavailable(String),
+}
+
+impl Decision {
+    /// Traces and metrics of one self.
+    pub(crate) fn report(&self, autoscaler: &str) {
+        let name = autoscaler.to_owned();
+        metrics::gauge!("orch_autoscaler_target_replicas", "autoscaler" => name.clone())
+            .set(self.steps.target as f64);
+        for (metric, state) in &self.inputs {
+            if let MetricState::Fresh(value) = state {
+                metrics::gauge!("orch_autoscaler_metric_value", "autoscaler" => name.clone(), "metric" => metric.clone())
+                    .set(*value);
+            }
+        }
+        match &self.outcome {
+            Outcome::Scaled { from, to } => {
+                let direction = if to > from { "up" } else { "down" };
+                metrics::counter!("orch_autoscaler_scale_events_total", "autoscaler" => name, "direction" => direction)
+                    .increment(1);
+                tracing::info!(autoscaler, from, to, reason = %self.reason, "autoscaler: scaled");
+            }
+            Outcome::Failed(error) => {
+                metrics::counter!("orch_autoscaler_scale_failures_total", "autoscaler" => name).increment(1);
+                tracing::warn!(autoscaler, %error, target = self.steps.target, "autoscaler: scaling failed");
+            }
+            Outcome::DryRun { would } => {
+                tracing::info!(autoscaler, current = self.current, would, reason = %self.reason, "autoscaler: dry run");
+            }
+            Outcome::Unchanged | Outcome::StatusUnavailable(_) => {
+                tracing::debug!(autoscaler, current = self.current, reason = %self.reason, "autoscaler: unchanged");
+            }
+        }
+    }
 }
 
 impl fmt::Display for Decision {

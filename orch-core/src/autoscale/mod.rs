@@ -4,9 +4,9 @@
 //! Every evaluation period (15 s by default, milliseconds in-process) the
 //! [`Autoscaler`] reads the scaler's status and its [`MetricSource`]s, asks
 //! each policy for a number of replicas, takes the highest, and moves
-//! toward it within the [`Behavior`] (stabilization windows, rate limits)
-//! and the bounds. Every evaluation leaves a [`Decision`] with its inputs,
-//! each policy's recommendation, what was done and why.
+//! toward it within the [`Behavior`] (stabilization windows, rate limits,
+//! cooldowns) and the bounds. Every evaluation leaves a [`Decision`] with
+//! its inputs, each policy's recommendation, what was done and why.
 //!
 //! - Signals: [`MetricSource`] (a sample with a timestamp, or missing),
 //!   [`WorkQueue`] (an in-process queue whose depth is a signal),

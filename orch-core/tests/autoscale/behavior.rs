@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use orch_core::autoscale::{AutoscalerConfig, Behavior, Outcome, RatePolicy, SelectPolicy, TargetTracking};
+use orch_core::autoscale::{
+    AutoscalerConfig, Behavior, Outcome, QueueBacklog, RatePolicy, SelectPolicy, TargetTracking,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{Gauge, Group, PERIOD, autoscaler, step};
@@ -156,4 +158,90 @@ async fn the_running_loop_publishes_every_decision_and_explains_the_last() {
     assert_eq!(late.last.as_deref(), Some(&*second));
     shutdown.cancel();
     running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_scale_up_rate_counts_a_scale_down_of_the_same_period() {
+    let group = Group::with(10);
+    let load = Gauge::new(6.0);
+    let mut behavior = Behavior::default();
+    behavior.scale_down.stabilization_window = Duration::ZERO;
+    let config = tracking()
+        .replicas(1, 100)
+        .evaluation_period(Duration::from_secs(5))
+        .behavior(behavior);
+    let mut scaler = autoscaler(config, &group, &load);
+    let five = Duration::from_secs(5);
+    assert_eq!(
+        step(&mut scaler, five).await.outcome,
+        Outcome::Scaled { from: 10, to: 6 }
+    );
+    // Five seconds later the load asks for 50. The 15 s period began at 10
+    // replicas (6, plus the 4 removed within it): +100 % of 10 is 20, not
+    // +100 % of 6.
+    load.set(500.0 / 6.0);
+    let decision = step(&mut scaler, five).await;
+    assert_eq!(
+        decision.outcome,
+        Outcome::Scaled { from: 6, to: 20 },
+        "{decision}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_cooldown_turns_a_staircase_into_one_step_per_cooldown() {
+    let group = Group::with(1);
+    let backlog = Gauge::new(0.0);
+    let second = Duration::from_secs(1);
+    let config = AutoscalerConfig::default()
+        .replicas(1, 100)
+        .evaluation_period(second)
+        .behavior(Behavior::default().cooldowns(PERIOD, Duration::ZERO))
+        .policy(QueueBacklog::new("load", 10.0));
+    let mut scaler = autoscaler(config, &group, &backlog);
+    // A backlog growing by one replica's worth a second, for a minute.
+    let mut moved_at = Vec::new();
+    for t in 1..=60 {
+        backlog.set(10.0 * t as f64);
+        let decision = step(&mut scaler, second).await;
+        if matches!(decision.outcome, Outcome::Scaled { .. }) {
+            moved_at.push(t);
+        } else if t > 2 && decision.steps.stabilized > decision.current {
+            assert!(decision.reason.contains("scale-up cooldown"), "{decision}");
+        }
+    }
+    // Each step takes what the rate policies allow for the 15 s since
+    // the last: +4 or +100 % of the period's start.
+    assert_eq!(moved_at, [2, 17, 32, 47]);
+    assert_eq!(*group.scaled.lock().unwrap(), [2, 6, 12, 24]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_down_cooldown_holds_scale_downs_but_not_a_scale_up() {
+    let group = Group::with(20);
+    let load = Gauge::new(0.0);
+    let second = Duration::from_secs(1);
+    let mut behavior = Behavior::default().cooldowns(Duration::ZERO, Duration::from_secs(60));
+    behavior.scale_down.stabilization_window = Duration::ZERO;
+    let config = tracking()
+        .replicas(1, 100)
+        .evaluation_period(second)
+        .behavior(behavior);
+    let mut scaler = autoscaler(config, &group, &load);
+    let mut moved_at = Vec::new();
+    for t in 1..=70 {
+        // A total of 100, then 50 but for a burst of 120 at 30 s.
+        let total = match t {
+            1 => 100.0,
+            30 => 120.0,
+            _ => 50.0,
+        };
+        load.set(total / group.replicas() as f64);
+        if let Outcome::Scaled { to, .. } = step(&mut scaler, second).await.outcome {
+            moved_at.push((t, to));
+        }
+    }
+    // Down to 10 at once; the burst scales up at once; the next
+    // scale-down waits 60 s from the first.
+    assert_eq!(moved_at, [(1, 10), (30, 12), (61, 5)]);
 }

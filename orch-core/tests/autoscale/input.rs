@@ -85,7 +85,7 @@ fn a_config_file_reads_with_durations_and_rejects_unknown_keys() {
                 { "kind": "schedule", "start": "0 8 * * 1-5", "end": "0 18 * * 1-5",
                   "time_zone": "Europe/Paris", "replicas": 4, "lead": "10m" }
             ],
-            "behavior": { "scale_down": { "stabilization_window": "1m",
+            "behavior": { "scale_down": { "stabilization_window": "1m", "cooldown": "4m",
                 "policies": [{ "kind": "replicas", "value": 2, "period": "30s" }] } }
         }"#,
     )
@@ -95,6 +95,12 @@ fn a_config_file_reads_with_durations_and_rejects_unknown_keys() {
     assert_eq!(
         config.behavior.scale_down.stabilization_window,
         Duration::from_secs(60)
+    );
+    assert_eq!(config.behavior.scale_down.cooldown, Duration::from_secs(240));
+    assert_eq!(
+        config.behavior.scale_up.cooldown,
+        Duration::ZERO,
+        "none by default"
     );
     config.validate().unwrap();
 

@@ -100,6 +100,30 @@ async fn a_missing_metric_never_scales_down() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_outage_of_the_metric_leaves_nothing_in_the_stabilization_window() {
+    let group = Group::with(4);
+    let load = Gauge::new(10.0);
+    let config = AutoscalerConfig::default().policy(TargetTracking::new("load", 10.0));
+    let mut scaler = autoscaler(config, &group, &load);
+    // On target: recommendations of 4 in the 300 s window.
+    for _ in 0..4 {
+        assert_eq!(step(&mut scaler, PERIOD).await.outcome, Outcome::Unchanged);
+    }
+    // Six minutes without a metric: HPA skips those syncs, keeping nothing.
+    load.set(f64::NAN);
+    for _ in 0..24 {
+        let decision = step(&mut scaler, PERIOD).await;
+        assert_eq!(decision.outcome, Outcome::Unchanged, "{decision}");
+        assert!(decision.reason.contains("holds the current count"), "{decision}");
+    }
+    // The last recommendation of 4 is older than the window: the metric's
+    // return scales down at once, not 300 s after the outage.
+    load.set(5.0);
+    let decision = step(&mut scaler, PERIOD).await;
+    assert_eq!(decision.outcome, Outcome::Scaled { from: 4, to: 2 }, "{decision}");
+}
+
 /// A source whose one sample was taken when it was made.
 struct Frozen(Instant);
 
@@ -202,4 +226,21 @@ async fn replicas_still_starting_do_not_push_the_count_further() {
     let decision = step(&mut scaler, PERIOD).await;
     assert_eq!(decision.outcome, Outcome::Unchanged, "{decision}");
     assert_eq!(decision.ready, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_down_leaves_out_the_replicas_not_ready() {
+    let group = Group::with(6);
+    let load = Gauge::new(3.0);
+    let config = AutoscalerConfig::default()
+        .behavior(no_down_window())
+        .policy(TargetTracking::new("load", 10.0));
+    let mut scaler = autoscaler(config, &group, &load);
+    // Two of six ready, at 3 each against 10: HPA sizes the group on the
+    // ready ones, ceil(2 × 0.3) = 1, rather than counting the four still
+    // starting at the target, ceil((6 + 40) / 10) = 5.
+    group.set_ready(2);
+    let decision = step(&mut scaler, PERIOD).await;
+    assert_eq!(decision.outcome, Outcome::Scaled { from: 6, to: 1 }, "{decision}");
+    assert!(decision.reason.contains("not ready left out"), "{decision}");
 }

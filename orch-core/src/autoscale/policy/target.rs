@@ -1,7 +1,12 @@
 //! Target tracking, Kubernetes HPA's formula: desired = ceil(current ×
 //! value / target), no change within the tolerance, and HPA's rules for
-//! replicas that are not ready (idle on scale-up, at target on
+//! replicas that are not ready (idle on a scale-up, left out of a
 //! scale-down) and for a missing metric (hold: no scale-down).
+//!
+//! HPA's third case, ready pods with no metric (taken at the target on a
+//! scale-down, idle on a scale-up), has no counterpart here: the metric
+//! is one average over the ready replicas, so no ready replica is without
+//! one; a missing average is a hold.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,31 +92,41 @@ impl TargetTracking {
                 format!("{value:.2} per ready replica is within {tolerance} of the target {target}"),
             );
         }
-        let unready = (current - ready) as f64;
-        let used = value * ready as f64;
-        // HPA: replicas not ready count as idle when scaling up and as at
-        // target when scaling down, so neither direction is exaggerated
-        // by replicas that are still starting.
-        let adjusted = if ratio > 1.0 {
-            used
-        } else {
-            used + target * unready
-        };
-        let adjusted_ratio = adjusted / (target * current as f64);
-        if within(adjusted_ratio) || (adjusted_ratio > 1.0) != (ratio > 1.0) {
+        let unready = current - ready;
+        // HPA's replica calculator (`calcPlainMetricReplicas`): replicas not
+        // ready are left out of a scale-down, which sizes the group on the
+        // ready ones alone, and count as idle on a scale-up, so that
+        // replicas still starting neither hide load nor double-count it.
+        if ratio < 1.0 || unready == 0 {
+            let desired = (ratio * ready as f64 - 1e-9).ceil().max(0.0) as usize;
+            let why = if unready == 0 {
+                String::new()
+            } else {
+                format!(", the {unready} not ready left out")
+            };
+            return (
+                Vote::Replicas(desired),
+                value > 0.0,
+                format!("{value:.2} per ready replica against a target of {target}{why}"),
+            );
+        }
+        let adjusted_ratio = value * ready as f64 / (target * current as f64);
+        if within(adjusted_ratio) || adjusted_ratio < 1.0 {
             return (
                 Vote::Replicas(current),
                 value > 0.0,
                 format!(
-                    "{value:.2} per ready replica, but counting the {unready} not ready the change is within tolerance"
+                    "{value:.2} per ready replica, but counting the {unready} not ready as idle the change is within tolerance"
                 ),
             );
         }
-        let desired = (adjusted / target - 1e-9).ceil().max(0.0) as usize;
+        let desired = (adjusted_ratio * current as f64 - 1e-9).ceil() as usize;
         (
             Vote::Replicas(desired),
             value > 0.0,
-            format!("{value:.2} per ready replica against a target of {target}"),
+            format!(
+                "{value:.2} per ready replica against a target of {target}, the {unready} not ready counted as idle"
+            ),
         )
     }
 }
@@ -146,8 +161,12 @@ mod tests {
         let p = TargetTracking::new("m", 10.0);
         // Up: 2 ready at 20 each, 2 not ready count as 0: 40 / 10 = 4, no change.
         assert_eq!(vote(&p, 4, 2, Ok(20.0)), Vote::Replicas(4));
-        // Down: 2 ready at 2, 2 not ready count as 10: (4 + 20) / 10 = 3.
-        assert_eq!(vote(&p, 4, 2, Ok(2.0)), Vote::Replicas(3));
+        // Up, more: 2 ready at 40, 2 not ready at 0: 80 / 10 = 8.
+        assert_eq!(vote(&p, 4, 2, Ok(40.0)), Vote::Replicas(8));
+        // Down: the 2 not ready are left out: ceil(2 × 3 / 10) = 1.
+        assert_eq!(vote(&p, 4, 2, Ok(3.0)), Vote::Replicas(1));
+        // Within tolerance of the ready ones: no change.
+        assert_eq!(vote(&p, 4, 2, Ok(9.5)), Vote::Replicas(4));
         assert_eq!(vote(&p, 4, 4, Err("stale")), Vote::Hold);
         assert_eq!(vote(&p, 4, 0, Ok(2.0)), Vote::Hold);
     }
