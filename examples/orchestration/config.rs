@@ -98,11 +98,13 @@ pub fn autoscaler(min: usize, max: usize, stabilization: Duration) -> Autoscaler
         .behavior(Behavior {
             scale_up: ScalingRules {
                 stabilization_window: Duration::ZERO,
+                cooldown: Duration::ZERO,
                 select: SelectPolicy::Max,
                 policies: vec![RatePolicy::percent(100, second), RatePolicy::replicas(4, second)],
             },
             scale_down: ScalingRules {
                 stabilization_window: stabilization,
+                cooldown: Duration::ZERO,
                 select: SelectPolicy::Max,
                 policies: vec![RatePolicy::percent(100, second)],
             },

@@ -67,9 +67,12 @@ async fn main() -> ExitCode {
     if flags.json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
+        // Colours only on a terminal: a CI log or a pipe gets plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            .with_ansi(ansi)
             .init();
     }
     // The crashes are injected failures, not bugs worth a backtrace.
