@@ -7,8 +7,12 @@
 use std::path::Path;
 
 const PROTO_DIR: &str = "examples/proto";
-const PROTOS: &[&str] = &["payments.proto"];
-const GENERATED: &[&str] = &["orch.examples.payments.v1.rs"];
+const PROTOS: &[&str] = &["payments.proto", "orders_v1.proto", "orders_v2.proto"];
+const GENERATED: &[&str] = &[
+    "orch.examples.payments.v1.rs",
+    "orch.examples.orders.v1.rs",
+    "orch.examples.orders.v2.rs",
+];
 
 #[test]
 fn checked_in_grpc_code_is_current() {
