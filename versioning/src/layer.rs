@@ -11,13 +11,17 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{Request, Response, header};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Negotiated, Negotiation, problem::rejection_response};
+use crate::{
+    Negotiated, Negotiation,
+    echo::{Echo, Echoes},
+    problem::rejection_response,
+};
 
 /// Versions every request through a [`Negotiation`].
 ///
@@ -51,14 +55,22 @@ use crate::{Negotiated, Negotiation, problem::rejection_response};
 /// ```
 #[derive(Debug, Clone)]
 pub struct VersioningLayer {
-    negotiation: Arc<Negotiation>,
+    shared: Arc<Shared>,
+}
+
+/// What every service of one layer reads.
+#[derive(Debug)]
+struct Shared {
+    negotiation: Negotiation,
+    echoes: Echoes,
 }
 
 impl VersioningLayer {
     /// A layer negotiating with `negotiation`.
     pub fn new(negotiation: Negotiation) -> Self {
+        let echoes = Echoes::new(&negotiation);
         Self {
-            negotiation: Arc::new(negotiation),
+            shared: Arc::new(Shared { negotiation, echoes }),
         }
     }
 }
@@ -69,7 +81,7 @@ impl<S> Layer<S> for VersioningLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Versioning {
             inner,
-            negotiation: Arc::clone(&self.negotiation),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -78,7 +90,7 @@ impl<S> Layer<S> for VersioningLayer {
 #[derive(Debug, Clone)]
 pub struct Versioning<S> {
     inner: S,
-    negotiation: Arc<Negotiation>,
+    shared: Arc<Shared>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Versioning<S>
@@ -95,35 +107,35 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let set = self.negotiation.set();
-        let api = set.name().to_owned();
-        match self.negotiation.negotiate(&mut parts) {
+        let Shared { negotiation, echoes } = &*self.shared;
+        match negotiation.negotiate(&mut parts) {
             Ok(negotiated) => {
+                let echo = echoes.of(&negotiated);
                 metrics::counter!(
                     "orch_api_requests_total",
-                    "api" => api,
-                    "version" => negotiated.version.to_string(),
+                    "api" => echoes.api.clone(),
+                    "version" => echo.label.clone(),
                     "lifecycle" => negotiated.lifecycle.label()
                 )
                 .increment(1);
-                let mut headers = HeaderMap::new();
-                if let Ok(value) = HeaderValue::from_str(&negotiated.version.to_string()) {
-                    headers.insert(self.negotiation.header().clone(), value);
-                }
-                negotiated.lifecycle.write_headers(&mut headers);
                 parts.extensions.insert::<Negotiated>(negotiated);
-                ResponseFuture::called(self.inner.call(Request::from_parts(parts, body)), headers)
+                ResponseFuture::called(self.inner.call(Request::from_parts(parts, body)), echo)
             }
             Err(rejection) => {
-                metrics::counter!("orch_api_version_rejections_total", "api" => api, "reason" => rejection.label())
-                    .increment(1);
+                metrics::counter!(
+                    "orch_api_version_rejections_total",
+                    "api" => echoes.api.clone(),
+                    "reason" => rejection.label()
+                )
+                .increment(1);
                 tracing::debug!(?rejection, "api version refused");
                 let grpc = parts
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.starts_with("application/grpc"));
-                let response = rejection_response(set, self.negotiation.header().as_str(), &rejection, grpc);
+                let response =
+                    rejection_response(negotiation.set(), negotiation.header().as_str(), &rejection, grpc);
                 ResponseFuture::refused(response.map(Full::new))
             }
         }
@@ -141,19 +153,19 @@ pin_project! {
 pin_project! {
     #[project = Projected]
     enum State<F> {
-        // The inner service answers; these headers are added.
-        Called { #[pin] future: F, headers: Option<HeaderMap> },
+        // The inner service answers; the echo's headers are added.
+        Called { #[pin] future: F, echo: Option<Arc<Echo>> },
         // Refused before the inner service.
         Refused { response: Option<Response<Full<Bytes>>> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn called(future: F, headers: HeaderMap) -> Self {
+    fn called(future: F, echo: Arc<Echo>) -> Self {
         Self {
             state: State::Called {
                 future,
-                headers: Some(headers),
+                echo: Some(echo),
             },
         }
     }
@@ -175,10 +187,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            Projected::Called { future, headers } => {
+            Projected::Called { future, echo } => {
                 let mut response = std::task::ready!(future.poll(cx))?;
-                if let Some(headers) = headers.take() {
-                    for (name, value) in headers.iter() {
+                if let Some(echo) = echo.take() {
+                    for (name, value) in echo.headers.iter() {
                         response.headers_mut().append(name, value.clone());
                     }
                 }

@@ -58,6 +58,7 @@
 mod chain;
 pub mod client;
 pub mod compat;
+mod echo;
 mod error;
 mod layer;
 mod lifecycle;
