@@ -57,8 +57,9 @@ use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Payments the client makes, each sent concurrently this many times.
+/// Payments the client makes, each with a key of its own.
 const PAYMENTS: usize = 8;
+/// How many copies of each payment are sent at once.
 const DUPLICATES: usize = 3;
 /// How many times one send is repeated while the server answers `409`.
 const MAX_ATTEMPTS: usize = 5;
