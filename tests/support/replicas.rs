@@ -262,7 +262,7 @@ impl Fleet {
 }
 
 /// A probe that runs every [`PROBE_PERIOD`].
-fn fast(probe: impl orch::core::Probe) -> ProbeSpec {
+pub fn fast(probe: impl orch::core::Probe) -> ProbeSpec {
     ProbeSpec::new(probe)
         .period(PROBE_PERIOD)
         .timeout(Duration::from_millis(500))
