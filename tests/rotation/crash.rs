@@ -1,32 +1,60 @@
 //! A crash under load: the crashed incarnation leaves the balancer, takes
 //! no request sent after that, and its restart is back in rotation (it
-//! serves) only once it is ready.
+//! serves) only once it is ready. Two kinds of crash: the instance ends
+//! itself (`ChildContext::fail`, as the main example's chaos does), and
+//! the supervisor kills it on a failed liveness probe.
 
 use orch::core::EventKind;
 
-use super::{CALLERS, Events, Load, Seen, Servers, Tap, reached, replicas::Running, wait_for_ready};
+use super::{CALLERS, Rig, Seen, none_sent_after_removal, reached};
 
 const VICTIM: &str = "app/web-1";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_replica_is_out_of_rotation_until_its_restart_is_ready() {
-    let servers = Servers::new();
-    let web = Running::start(servers.child(3), 3).await;
-    let mut events = Events::watch(&web);
-    let tap = Tap::default();
-    let client = tap.balancer(&web.registry);
-    wait_for_ready(&client, 3).await;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// `ChildContext::fail`: cancelled at once, no drain. What was on its
+    /// way to it may fail (there is no retry here).
+    Fail,
+    /// The liveness probe fails and the supervisor kills it: `Stopping`,
+    /// then the drain delay, then the cancellation, so nothing fails.
+    Liveness,
+}
 
-    let load = Load::start(&client);
-    load.wait_for_more(200).await;
-    servers.context(VICTIM, 0).fail("test: crash");
-    let exited = events
-        .wait_for(
-            VICTIM,
-            0,
-            |k| matches!(k, EventKind::Exited { reason } if reason.is_abnormal()),
-        )
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fails_is_out_of_rotation_until_its_restart_is_ready() {
+    crash_and_restart(Crash::Fail).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_by_its_liveness_probe_is_out_of_rotation_until_its_restart_is_ready() {
+    crash_and_restart(Crash::Liveness).await;
+}
+
+async fn crash_and_restart(crash: Crash) {
+    let Rig {
+        servers,
+        web,
+        mut events,
+        tap,
+        load,
+    } = Rig::start(3).await;
+    match crash {
+        Crash::Fail => servers.context(VICTIM, 0).fail("test: crash"),
+        Crash::Liveness => servers.make_sick(VICTIM, 0),
+    }
+    // What takes it out of the registry: Stopping, or the exit itself.
+    let left = events
+        .wait_for(VICTIM, 0, |k| {
+            *k == EventKind::Stopping || matches!(k, EventKind::Exited { .. })
+        })
         .await;
+    let exited = events
+        .wait_for(VICTIM, 0, |k| matches!(k, EventKind::Exited { .. }))
+        .await;
+    assert!(
+        matches!(&exited.kind, EventKind::Exited { reason } if reason.is_abnormal()),
+        "{crash:?} is a crash: {exited:?}"
+    );
     let ready = events
         .wait_for(VICTIM, 1, |k| matches!(k, EventKind::Ready { .. }))
         .await;
@@ -46,19 +74,11 @@ async fn a_crashed_replica_is_out_of_rotation_until_its_restart_is_ready() {
         panic!("{VICTIM}: expected insert, remove, insert; the balancer saw {changes:?}");
     };
     assert!(added_at < removed_at && removed_at < back_at);
-    assert!(*removed_at >= exited.at, "the removal follows the crash");
+    assert!(*removed_at >= left.at, "the removal follows the crash");
     assert!(*back_at >= ready.at, "the restart is added once it is ready");
 
     // The crashed incarnation got nothing sent after its removal.
-    let old: Vec<_> = reached(&arrivals, &sent, VICTIM, 0).collect();
-    assert!(!old.is_empty(), "{VICTIM} served before its crash");
-    for (arrival, request) in &old {
-        assert!(
-            request.at <= *removed_at,
-            "request {} was sent after the balancer dropped {VICTIM}#0, and reached it",
-            arrival.key
-        );
-    }
+    none_sent_after_removal(&arrivals, &sent, (VICTIM, 0), *removed_at);
     // The restart served, and only what the balancer sent once it was back.
     let new: Vec<_> = reached(&arrivals, &sent, VICTIM, 1).collect();
     assert!(!new.is_empty(), "{VICTIM}#1 is back in rotation");
@@ -69,9 +89,11 @@ async fn a_crashed_replica_is_out_of_rotation_until_its_restart_is_ready() {
             arrival.key
         );
     }
-    // A crash may cut what was in flight to it, and nothing else.
+    // A crash may cut what was in flight to it, and nothing else; a
+    // drained kill cuts nothing.
     let failed: Vec<_> = sent.iter().filter(|s| s.outcome.is_err()).collect();
-    assert!(failed.len() <= CALLERS, "{} failed: {failed:?}", failed.len());
+    let allowed = if crash == Crash::Fail { CALLERS } else { 0 };
+    assert!(failed.len() <= allowed, "{} failed: {failed:?}", failed.len());
     for request in &failed {
         assert!(
             request.at <= *removed_at,

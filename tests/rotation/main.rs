@@ -82,6 +82,8 @@ struct ServerLog {
     cancelled: Vec<(String, u64, Instant)>,
     /// Each incarnation's context, so that a test can crash it.
     contexts: Vec<ChildContext>,
+    /// Incarnations (id, generation) whose liveness probe fails.
+    sick: Vec<(String, u64)>,
 }
 
 /// What the replicas of a test recorded. Every incarnation shares it.
@@ -93,15 +95,16 @@ impl Servers {
         Self(Arc::new(watch::channel(ServerLog::default()).0))
     }
 
-    /// A replica group `web` of `replicas` axum servers with a readiness
-    /// probe and a [`DRAIN`]: `GET /work/{key}` is recorded, takes a few
-    /// milliseconds (so that requests are in flight when a replica leaves)
-    /// and answers `{instance}#{generation}`.
+    /// A replica group `web` of `replicas` axum servers with readiness
+    /// and liveness probes and a [`DRAIN`]: `GET /work/{key}` is recorded,
+    /// takes a few milliseconds (so that requests are in flight when a
+    /// replica leaves) and answers `{instance}#{generation}`.
     fn child(&self, replicas: usize) -> ChildSpec {
         let servers = self.clone();
         ChildSpec::serve_http("web", move |ctx| servers.router(ctx))
             .replicas(replicas)
             .readiness(fast(HttpProbe::get("/ready").unwrap()))
+            .liveness(fast(HttpProbe::get("/healthz").unwrap()).failure_threshold(1))
             .drain_delay(DRAIN)
             .shutdown_grace(Duration::from_secs(2))
     }
@@ -119,6 +122,7 @@ impl Servers {
         });
         Router::new()
             .route("/ready", get(|| async { StatusCode::OK }))
+            .route("/healthz", get(healthz))
             .route("/work/{key}", get(work))
             .with_state((self.clone(), id, generation))
     }
@@ -133,6 +137,13 @@ impl Servers {
             .iter()
             .find(|(id, g, _)| id == replica && *g == generation)
             .map(|(_, _, at)| *at)
+    }
+
+    /// The incarnation's liveness probe fails from now on; it still
+    /// answers `/work`, so the supervisor's kill drains it like a stop.
+    fn make_sick(&self, replica: &str, generation: u64) {
+        self.0
+            .send_modify(|log| log.sick.push((replica.to_owned(), generation)));
     }
 
     fn context(&self, replica: &str, generation: u64) -> ChildContext {
@@ -158,6 +169,20 @@ impl Servers {
             .await
             .unwrap_or_else(|_| panic!("{replica}#{generation} never served {n} requests"))
             .unwrap();
+    }
+}
+
+async fn healthz(State((servers, replica, generation)): State<(Servers, String, u64)>) -> StatusCode {
+    let sick = servers
+        .0
+        .borrow()
+        .sick
+        .iter()
+        .any(|(id, g)| *id == replica && *g == generation);
+    if sick {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
     }
 }
 
@@ -359,6 +384,39 @@ impl Events {
     }
 }
 
+// ===== the rig =====
+
+/// A running group with its servers, events and balancer watched, and the
+/// load on it: 200 requests have been answered when [`start`](Self::start)
+/// returns.
+struct Rig {
+    servers: Servers,
+    web: Running,
+    events: Events,
+    tap: Tap,
+    load: Load,
+}
+
+impl Rig {
+    async fn start(replicas: usize) -> Self {
+        let servers = Servers::new();
+        let web = Running::start(servers.child(replicas), replicas).await;
+        let events = Events::watch(&web);
+        let tap = Tap::default();
+        let client = tap.balancer(&web.registry);
+        wait_for_ready(&client, replicas).await;
+        let load = Load::start(&client);
+        load.wait_for_more(200).await;
+        Self {
+            servers,
+            web,
+            events,
+            tap,
+            load,
+        }
+    }
+}
+
 // ===== shared checks =====
 
 /// The requests that reached `replica`'s incarnation `generation`, each
@@ -379,4 +437,25 @@ fn reached<'a>(
                 s.unwrap_or_else(|| panic!("request {} reached a replica unsent", a.key)),
             )
         })
+}
+
+/// The requests that reached `replica`'s incarnation `generation`, after
+/// checking that there were some and that none was sent after `removed_at`,
+/// when the balancer dropped that incarnation.
+fn none_sent_after_removal<'a>(
+    arrivals: &'a [Arrival],
+    sent: &'a [Sent],
+    (replica, generation): (&'a str, u64),
+    removed_at: Instant,
+) -> Vec<(&'a Arrival, &'a Sent)> {
+    let hits: Vec<_> = reached(arrivals, sent, replica, generation).collect();
+    assert!(!hits.is_empty(), "{replica}#{generation} served before it left");
+    for (arrival, request) in &hits {
+        assert!(
+            request.at <= removed_at,
+            "request {} was sent after the balancer dropped {replica}#{generation}, and reached it",
+            arrival.key
+        );
+    }
+    hits
 }
