@@ -17,7 +17,9 @@
 //! Every decision is printed on one line as it is made (the autoscaler's
 //! decision subscription): the scale-up and its rate limit, the
 //! stabilization window holding the scale-down after the queue drained,
-//! then the scale-down to one replica; then a summary. It ends by itself
+//! then the scale-down to one replica (in one step, or two when the last
+//! jobs in progress left a small recommendation in the window); then a
+//! summary. It ends by itself
 //! within about 10 s, or at Ctrl-C or SIGTERM.
 //!
 //! ```text
@@ -34,7 +36,7 @@ use orch::core::{
     ChildSpec, Scaler, Supervisor, SupervisorSpec,
     autoscale::{
         Autoscaler, AutoscalerConfig, Behavior, Decision, MetricState, Outcome, QueueBacklog, RatePolicy,
-        ScalingRules, SelectPolicy, TargetTracking, WorkQueue, source_fn,
+        TargetTracking, WorkQueue, source_fn,
     },
     shutdown_signal,
 };
@@ -98,10 +100,15 @@ fn workers(work: &Work) -> ChildSpec {
     .shutdown_grace(Duration::from_secs(1))
 }
 
-/// Backlog and in-progress policies; HPA's behaviour with in-process
-/// periods: up at once within a rate, down after a 3 s window.
+/// Backlog and in-progress policies, with HPA's behaviour at in-process
+/// periods: its rates per second rather than per 15 s, and a 3 s
+/// scale-down window rather than 300 s.
 fn autoscaler_config() -> AutoscalerConfig {
     let second = Duration::from_secs(1);
+    let mut behavior = Behavior::default();
+    behavior.scale_up.policies = vec![RatePolicy::percent(100, second), RatePolicy::replicas(4, second)];
+    behavior.scale_down.policies = vec![RatePolicy::percent(100, second)];
+    behavior.scale_down.stabilization_window = Duration::from_secs(3);
     AutoscalerConfig::default()
         .replicas(MIN_REPLICAS, MAX_REPLICAS)
         .evaluation_period(Duration::from_millis(500))
@@ -109,20 +116,7 @@ fn autoscaler_config() -> AutoscalerConfig {
         .scale_to_zero_cooldown(Duration::ZERO)
         .policy(QueueBacklog::new("backlog", 10.0))
         .policy(TargetTracking::new("in_progress", 1.5))
-        .behavior(Behavior {
-            scale_up: ScalingRules {
-                stabilization_window: Duration::ZERO,
-                cooldown: Duration::ZERO,
-                select: SelectPolicy::Max,
-                policies: vec![RatePolicy::percent(100, second), RatePolicy::replicas(4, second)],
-            },
-            scale_down: ScalingRules {
-                stabilization_window: Duration::from_secs(3),
-                cooldown: Duration::ZERO,
-                select: SelectPolicy::Max,
-                policies: vec![RatePolicy::percent(100, second)],
-            },
-        })
+        .behavior(behavior)
 }
 
 /// The scale events and holds, for the summary.
