@@ -88,12 +88,12 @@ fn workers(work: &Work) -> ChildSpec {
                 })
             });
             let loops: Vec<_> = loops.collect();
-            for worker in loops {
-                // A worker that panicked is this replica's crash.
-                worker.await?;
-            }
+            let ended = futures_util::future::join_all(loops).await;
             work.replicas.fetch_sub(1, Ordering::Relaxed);
-            Ok::<_, BoxError>(())
+            // A worker that panicked is this replica's crash.
+            ended
+                .into_iter()
+                .try_for_each(|worker| worker.map_err(BoxError::from))
         }
     })
     .replicas(MIN_REPLICAS)
@@ -266,8 +266,10 @@ async fn main() -> Result<(), BoxError> {
         "    scale-ups          {}, peak {} replicas (max {MAX_REPLICAS})",
         seen.ups, seen.peak
     );
-    println!("    held by the rate   {} evaluations", seen.held_by_rate);
-    println!("    held by the window {} evaluations", seen.held_by_window);
+    println!(
+        "    evaluations held   {} by the rate policies, {} by the window",
+        seen.held_by_rate, seen.held_by_window
+    );
     println!("    scale-downs        {}, back to {MIN_REPLICAS}", seen.downs);
     outcome?;
     Ok(())
