@@ -317,6 +317,25 @@ impl Incarnations {
             .find(|(id, _)| id.ends_with(&format!("/{}-{ordinal}", target.child())))
             .map(|(_, incarnation)| Arc::clone(incarnation))
     }
+
+    /// A running incarnation of `target` to crash: replica `ordinal` if it
+    /// runs, else the first one that does. The planned one may be gone
+    /// (scaled away, or restarting after an earlier fault) by the time its
+    /// crash is due, and a crash the plan promised must still happen.
+    fn victim(&self, target: Target, ordinal: usize) -> Option<Arc<Incarnation>> {
+        let running = |incarnation: &Arc<Incarnation>| {
+            !incarnation.crashed.is_cancelled() && !incarnation.ctx.is_cancelled()
+        };
+        if let Some(planned) = self.get(target, ordinal).filter(running) {
+            return Some(planned);
+        }
+        let live = self.live.lock().ok()?;
+        let prefix = format!("/{}-", target.child());
+        live.iter()
+            .filter(|(id, incarnation)| id.contains(&prefix) && running(incarnation))
+            .map(|(_, incarnation)| Arc::clone(incarnation))
+            .next()
+    }
 }
 
 /// A crash chaos caused, to check that the supervisor repaired it.
@@ -340,12 +359,18 @@ pub async fn run(plan: ChaosPlan, incarnations: Arc<Incarnations>, stop: Cancell
         }
         match action {
             Action::Crash { target, ordinal } => {
-                let Some(victim) = incarnations.get(target, ordinal) else {
-                    continue;
+                // No replica of the target running at all (every one
+                // restarting): try again shortly, until the run stops.
+                let victim = loop {
+                    if let Some(victim) = incarnations.victim(target, ordinal) {
+                        break Some(victim);
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => break None,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
                 };
-                if victim.crashed.is_cancelled() || victim.ctx.is_cancelled() {
-                    continue;
-                }
+                let Some(victim) = victim else { break };
                 tracing::info!(instance = %victim.ctx.id(), generation = victim.ctx.generation(), "chaos: crash");
                 victim.crashed.cancel();
                 victim.ctx.fail("chaos: crashed");
