@@ -27,6 +27,10 @@
 //!   seconds of a replica's work, per replica). This and the lines below
 //!   add cooldowns to HPA's default behaviour: 15 s between two scale-ups,
 //!   240 s between two scale-downs;
+//! - `orch, 15 s, in-process now + backlog`: the same, but the utilisation
+//!   is the busy share of the last second, read at the evaluation (as
+//!   `BalancerLoad` reads the requests in flight now) rather than the mean
+//!   since the last evaluation;
 //! - `orch, 1 s`: target tracking alone on the in-process utilisation,
 //!   evaluated every second;
 //! - `orch, 1 s + backlog`: plus the queue-backlog policy;
@@ -131,8 +135,11 @@ fn contenders() -> Vec<Contender> {
     let backlog = QueueBacklog::new("backlog", 5.0 * CAPACITY);
     let lunch = Schedule::new("0 12 * * *", "30 12 * * *", "Europe/Paris", lunch_need())
         .lead(Duration::from_secs(120));
-    let live = |config: AutoscalerConfig, backlog: bool| Kind::Orch {
-        utilisation: Signal::LiveUtilisation(config.evaluation_period.as_secs() as usize),
+    // `window`: seconds the utilisation is averaged over, up to the
+    // evaluation: the period (a busy-time counter read as a delta) or the
+    // last second (the busy share now, as a balancer's in-flight count).
+    let live = |config: AutoscalerConfig, window: usize, backlog: bool| Kind::Orch {
+        utilisation: Signal::LiveUtilisation(window),
         config: Box::new(config.behavior(Behavior::default().cooldowns(UP_COOLDOWN, DOWN_COOLDOWN))),
         view: View::Serving,
         backlog,
@@ -159,25 +166,31 @@ fn contenders() -> Vec<Contender> {
             name: "orch, 15 s, in-process + backlog",
             period: 15,
             phase: 0,
-            kind: live(orch(15).policy(backlog.clone()), true),
+            kind: live(orch(15).policy(backlog.clone()), 15, true),
+        },
+        Contender {
+            name: "orch, 15 s, in-process now + backlog",
+            period: 15,
+            phase: 0,
+            kind: live(orch(15).policy(backlog.clone()), 1, true),
         },
         Contender {
             name: "orch, 1 s",
             period: 1,
             phase: 0,
-            kind: live(orch(1), false),
+            kind: live(orch(1), 1, false),
         },
         Contender {
             name: "orch, 1 s + backlog",
             period: 1,
             phase: 0,
-            kind: live(orch(1).policy(backlog.clone()), true),
+            kind: live(orch(1).policy(backlog.clone()), 1, true),
         },
         Contender {
             name: "orch, 1 s + backlog + schedule",
             period: 1,
             phase: 0,
-            kind: live(orch(1).policy(backlog).policy(lunch), true),
+            kind: live(orch(1).policy(backlog).policy(lunch), 1, true),
         },
     ]
 }

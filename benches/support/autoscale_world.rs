@@ -16,7 +16,8 @@
 //!   window after it became ready (its CPU rule for pods still starting),
 //!   so "ready" in that view is the replicas ready at the window's start.
 //! - In-process signals, read at any instant with no lag: the utilisation
-//!   since the last evaluation (a busy-time counter), the backlog.
+//!   since the last evaluation (a busy-time counter) or in the last second
+//!   (the busy share now), the backlog.
 
 use std::{
     collections::VecDeque,
@@ -268,7 +269,7 @@ pub enum Signal {
     /// metrics-server's last utilisation sample, with its age.
     ScrapedUtilisation,
     /// The utilisation of the last this many seconds (the evaluation
-    /// period: since the last evaluation), read in-process.
+    /// period: since the last evaluation; 1: now), read in-process.
     LiveUtilisation(usize),
     /// The backlog, read in-process.
     Backlog,
