@@ -374,7 +374,9 @@ impl Autoscaler {
             self.last_active = now;
         }
         let cooling = now.saturating_duration_since(self.last_active) < config.scale_to_zero_cooldown;
-        let cooled = if recommended == 0 && current > 0 && cooling {
+        // The cooldown guards the step to zero only: with a floor above
+        // zero the clamp below decides, and names the floor as the reason.
+        let cooled = if recommended == 0 && current > 0 && config.min_replicas == 0 && cooling {
             1
         } else {
             recommended

@@ -65,6 +65,30 @@ async fn an_idle_queue_scales_to_zero_after_the_cooldown_and_the_first_job_bring
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_idle_queue_above_a_floor_names_the_floor_not_the_scale_to_zero_cooldown() {
+    let group = Group::with(3);
+    let jobs: WorkQueue<u32> = WorkQueue::new();
+    let config = AutoscalerConfig::default()
+        .replicas(1, 10)
+        .scale_to_zero_cooldown(Duration::from_secs(120))
+        .behavior(no_down_window())
+        .policy(QueueBacklog::new("jobs", 5.0));
+    let mut scaler = Autoscaler::builder(config)
+        .source("jobs", jobs.clone())
+        .scaler(Arc::clone(&group))
+        .build()
+        .unwrap();
+
+    let decision = step(&mut scaler, PERIOD).await;
+    assert_eq!(decision.outcome, Outcome::Scaled { from: 3, to: 1 }, "{decision}");
+    assert!(
+        !decision.reason.contains("scale-to-zero"),
+        "min_replicas 1 never scales to zero: {decision}"
+    );
+    assert!(decision.reason.contains("min_replicas 1"), "{decision}");
+}
+
 fn no_down_window() -> orch_core::autoscale::Behavior {
     let mut behavior = orch_core::autoscale::Behavior::default();
     behavior.scale_down.stabilization_window = Duration::ZERO;
