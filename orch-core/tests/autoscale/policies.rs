@@ -33,11 +33,7 @@ async fn an_idle_queue_scales_to_zero_after_the_cooldown_and_the_first_job_bring
         .scale_to_zero_cooldown(Duration::from_secs(120))
         .behavior(no_down_window())
         .policy(QueueBacklog::new("jobs", 5.0));
-    let mut scaler = Autoscaler::builder(config)
-        .source("jobs", jobs.clone())
-        .scaler(Arc::clone(&group))
-        .build()
-        .unwrap();
+    let mut scaler = on_queue(config, &group, &jobs);
 
     // Idle: one replica stays until 120 s after the start.
     let mut at_zero = None;
@@ -74,11 +70,7 @@ async fn an_idle_queue_above_a_floor_names_the_floor_not_the_scale_to_zero_coold
         .scale_to_zero_cooldown(Duration::from_secs(120))
         .behavior(no_down_window())
         .policy(QueueBacklog::new("jobs", 5.0));
-    let mut scaler = Autoscaler::builder(config)
-        .source("jobs", jobs.clone())
-        .scaler(Arc::clone(&group))
-        .build()
-        .unwrap();
+    let mut scaler = on_queue(config, &group, &jobs);
 
     let decision = step(&mut scaler, PERIOD).await;
     assert_eq!(decision.outcome, Outcome::Scaled { from: 3, to: 1 }, "{decision}");
@@ -87,6 +79,15 @@ async fn an_idle_queue_above_a_floor_names_the_floor_not_the_scale_to_zero_coold
         "min_replicas 1 never scales to zero: {decision}"
     );
     assert!(decision.reason.contains("min_replicas 1"), "{decision}");
+}
+
+/// An autoscaler of `group` reading the backlog of `jobs` as "jobs".
+fn on_queue(config: AutoscalerConfig, group: &Arc<Group>, jobs: &WorkQueue<u32>) -> Autoscaler {
+    Autoscaler::builder(config)
+        .source("jobs", jobs.clone())
+        .scaler(Arc::clone(group))
+        .build()
+        .unwrap()
 }
 
 fn no_down_window() -> orch_core::autoscale::Behavior {
