@@ -87,7 +87,7 @@ fn on_queue(config: AutoscalerConfig, group: &Arc<Group>, jobs: &WorkQueue<u32>)
         .source("jobs", jobs.clone())
         .scaler(Arc::clone(group))
         .build()
-        .unwrap()
+        .expect("a valid autoscaler")
 }
 
 fn no_down_window() -> orch_core::autoscale::Behavior {
