@@ -22,6 +22,11 @@
 //!   map), each with keys of its own. Throughput counts both threads'
 //!   operations, so perfect scaling shows twice the one-thread figure.
 //!
+//! Each state also has an `allocation only` line: the same allocations
+//! and footprint as the bare map's records, each thread on its own, with
+//! nothing shared; its two-thread gain is what the allocator and memory
+//! give any in-memory store.
+//!
 //! Each group also has `ceiling/arithmetic only`, two threads that share
 //! nothing: its two-thread gain is what the machine can give at all (a
 //! VM's two vCPUs may be one core's hyperthreads or be shared with other
@@ -35,7 +40,7 @@
 //! Run: `cargo bench --bench idempotency`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::Future,
     hash::{BuildHasher, RandomState},
     hint::black_box,
@@ -218,6 +223,49 @@ impl Target for Spin {
     }
 }
 
+/// The allocations of the bare map's records and nothing else: each
+/// thread makes the name and the response of its keys and keeps them in a
+/// queue of its own (in the steady state the last `window` of them), so no
+/// line is shared. Its two-thread gain is what the allocator and the memory
+/// system give to this much allocation and this footprint, the ceiling for
+/// any store that keeps its records in memory.
+struct AllocOnly {
+    queues: [Padded<Mutex<VecDeque<Held>>>; 2],
+    window: Option<u64>,
+}
+
+type Held = (Arc<str>, SavedResponse);
+
+impl AllocOnly {
+    fn new(window: Option<u64>) -> Self {
+        Self {
+            queues: [Padded(Mutex::default()), Padded(Mutex::default())],
+            window,
+        }
+    }
+
+    fn steady() -> Self {
+        Self::new(Some(1 << 15))
+    }
+
+    fn growing() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Target for AllocOnly {
+    #[inline]
+    fn claim_complete(&self, thread: u8, n: u64) {
+        let name: Arc<str> = BareMap::name(thread, n).into();
+        // Uncontended: each thread has its own queue.
+        let mut queue = self.queues[usize::from(thread)].0.lock().expect("lock");
+        queue.push_back((name, response()));
+        if self.window.is_some_and(|window| queue.len() as u64 > window) {
+            drop(queue.pop_front());
+        }
+    }
+}
+
 /// How a line's target lives across samples.
 enum Life<T> {
     /// One target for every sample: the steady state. Each thread's next
@@ -307,6 +355,18 @@ fn group(c: &mut Criterion, threads: u8) {
         "growing/memory store",
         threads,
         Life::PerSample(Store::growing),
+    );
+    line(
+        &mut g,
+        "steady/allocation only",
+        threads,
+        Life::shared(AllocOnly::steady()),
+    );
+    line(
+        &mut g,
+        "growing/allocation only",
+        threads,
+        Life::PerSample(AllocOnly::growing),
     );
     line(&mut g, "ceiling/arithmetic only", threads, Life::shared(Spin));
     g.finish();
