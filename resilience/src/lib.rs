@@ -101,8 +101,8 @@ pub mod stack;
 pub mod timeout;
 
 pub use breaker::{
-    BreakerMetrics, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker, CircuitBreakerConfig,
-    CircuitBreakerLayer, CircuitBreakerService, OwnedBreakerPermit, SlidingWindow,
+    BreakerMetrics, BreakerPermit, BreakerRegistry, BreakerState, BreakerTransition, CircuitBreaker,
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, OwnedBreakerPermit, SlidingWindow,
 };
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 pub use classify::{

@@ -10,7 +10,7 @@
 use std::{fmt, sync::Arc};
 
 use super::{
-    CircuitBreakerLayer,
+    BreakerTransition, CircuitBreakerLayer,
     config::CircuitBreakerConfig,
     permit::{Admission, BreakerPermit, OwnedBreakerPermit},
     state::{BreakerState, TransitionReason},
@@ -182,6 +182,20 @@ impl CircuitBreaker {
             breaker: self.lanes.for_thread(),
             admission: Some(admission),
         }
+    }
+
+    /// Every state change from now on, as a [`BreakerTransition`], in the
+    /// order the breaker made them.
+    ///
+    /// A `tokio` broadcast receiver: each subscriber gets every transition,
+    /// and one that falls more than 64 behind hears
+    /// `RecvError::Lagged(missed)` and goes on from the oldest it still
+    /// has (read [`state`](Self::state) for the state now). Transitions
+    /// that happen on their own (open to half-open when the wait is over)
+    /// are made, and so sent, by the next call that asks, as the type's
+    /// docs explain. A breaker with no subscriber sends nothing.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BreakerTransition> {
+        self.machine.subscribe()
     }
 
     /// A snapshot of the breaker's numbers (see [`BreakerMetrics`]).

@@ -126,8 +126,11 @@
 //! `forced_open`, `disabled`, `metrics_only`, `normal`, `reset`) and, when
 //! known, `calls`, `failure_rate`, `slow_call_rate` and `open_wait_ms`:
 //! `WARN` when the breaker opens, `INFO` for other transitions, `DEBUG` for
-//! each rejection (`reason`, `remaining_ms`). Metrics, through the `metrics`
-//! facade (nothing is recorded per admitted call):
+//! each rejection (`reason`, `remaining_ms`). Code that must act on a
+//! transition gets the same facts as a [`BreakerTransition`] from
+//! [`CircuitBreaker::subscribe`], every change in the order it was made.
+//! Metrics, through the `metrics` facade (nothing is recorded per admitted
+//! call):
 //!
 //! | metric | kind | labels | meaning |
 //! |---|---|---|---|
@@ -186,6 +189,7 @@ mod permit;
 mod registry;
 mod state;
 mod state_machine;
+mod transition;
 mod window;
 
 pub use circuit_breaker::{BreakerMetrics, CircuitBreaker};
@@ -194,7 +198,8 @@ pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{BreakerPermit, OwnedBreakerPermit};
 pub use registry::BreakerRegistry;
-pub use state::BreakerState;
+pub use state::{BreakerState, TransitionReason};
+pub use transition::BreakerTransition;
 
 /// A `tower` service guarded by a [`CircuitBreaker`].
 ///

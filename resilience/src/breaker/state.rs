@@ -117,9 +117,12 @@ impl Phase {
     }
 }
 
-/// Why the breaker changed state; the `reason` field of transition events.
+/// Why the breaker changed state: the `reason` of a
+/// [`BreakerTransition`](super::BreakerTransition) and of the `tracing`
+/// event of each transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TransitionReason {
+#[non_exhaustive]
+pub enum TransitionReason {
     /// The window's failure rate reached the threshold.
     FailureRate,
     /// The window's slow-call rate reached the threshold.
@@ -149,7 +152,8 @@ pub(crate) enum TransitionReason {
 }
 
 impl TransitionReason {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The reason as it appears in `tracing` events (`"failure_rate"`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::FailureRate => "failure_rate",
             Self::SlowCallRate => "slow_call_rate",

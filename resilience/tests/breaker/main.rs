@@ -6,6 +6,7 @@
 //! - `half_open`: how it recovers (trials, their slots, backoff of the wait);
 //! - `modes`: the operator's controls and the metrics it reports;
 //! - `sharing`: one breaker behind registries, clones and threads;
+//! - `subscribers`: transitions as values, in order, to every subscriber;
 //! - `threads`: outcomes recorded wherever a response future completes;
 //! - `config`: validation and serialization of `CircuitBreakerConfig`.
 //!
@@ -21,6 +22,7 @@ mod half_open;
 mod modes;
 mod open;
 mod sharing;
+mod subscribers;
 mod threads;
 mod tripping;
 

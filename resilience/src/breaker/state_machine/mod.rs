@@ -22,12 +22,13 @@ use std::{
     },
 };
 
-use tokio::time::Instant;
+use tokio::{sync::broadcast, time::Instant};
 
 use super::{
-    BreakerMetrics,
+    BreakerMetrics, BreakerTransition,
     config::{CircuitBreakerConfig, SlidingWindow},
     state::{BreakerState, Phase},
+    transition::SUBSCRIBER_BACKLOG,
     window::{self, Shard, Totals},
 };
 use crate::{
@@ -71,6 +72,9 @@ pub(super) struct StateMachine {
     exceeded: Padded<AtomicBool>,
     /// Serialises transitions and holds what only they and trials touch.
     control: Mutex<Control>,
+    /// Transitions for [`CircuitBreaker::subscribe`](super::CircuitBreaker::subscribe),
+    /// sent under the control lock so that subscribers hear them in order.
+    transitions: broadcast::Sender<BreakerTransition>,
 }
 
 /// A count and the epoch it was counted in, packed into one atomic word so
@@ -140,6 +144,7 @@ impl StateMachine {
                 trials: Totals::default(),
                 openings: 0,
             }),
+            transitions: broadcast::channel(SUBSCRIBER_BACKLOG).0,
             config,
             origin: Instant::now(),
         }

@@ -4,15 +4,19 @@
 //! so racing threads make it once; it writes what the new state needs (the
 //! open deadline, the trial slots, the window's epoch) before publishing the
 //! new phase, and is announced (`tracing` event, metrics) only after the
-//! lock is released. The operator's mode switches are transitions too.
+//! lock is released; subscribers get it under the lock, in order. The
+//! operator's mode switches are transitions too.
 
 use std::{
-    sync::{MutexGuard, PoisonError, atomic::Ordering},
+    sync::{Arc, MutexGuard, PoisonError, atomic::Ordering},
     time::Duration,
 };
 
+use tokio::sync::broadcast;
+
 use super::{Control, EpochCount, StateMachine};
 use crate::breaker::{
+    BreakerTransition,
     state::{BreakerState, Phase, TransitionReason},
     window::Totals,
 };
@@ -26,6 +30,21 @@ pub(super) struct Transition {
     open_wait: Option<Duration>,
     /// The window or trials that decided it, when a verdict did.
     totals: Option<Totals>,
+}
+
+impl Transition {
+    fn to_public(self, name: &Arc<str>) -> BreakerTransition {
+        BreakerTransition {
+            name: Arc::clone(name),
+            from: self.from,
+            to: self.to,
+            reason: self.reason,
+            open_wait: self.open_wait,
+            calls: self.totals.map(|t| t.calls),
+            failure_rate: self.totals.map(|t| t.failure_rate()),
+            slow_call_rate: self.totals.map(|t| t.slow_call_rate()),
+        }
+    }
 }
 
 impl StateMachine {
@@ -108,13 +127,24 @@ impl StateMachine {
         }
         // Release: publishes the fields written above with the new phase.
         self.phase.store(next.pack(), Ordering::Release);
-        Transition {
+        let made = Transition {
             from: current.state,
             to,
             reason,
             open_wait,
             totals,
+        };
+        // Under the lock, so that subscribers hear transitions in the
+        // order they were made; `send` only queues, it runs no user code.
+        if self.transitions.receiver_count() > 0 {
+            let _no_receiver_left = self.transitions.send(made.to_public(&self.config.name));
         }
+        made
+    }
+
+    /// A receiver of every transition from now on.
+    pub(in crate::breaker) fn subscribe(&self) -> broadcast::Receiver<BreakerTransition> {
+        self.transitions.subscribe()
     }
 
     /// Emits the event and metrics of a transition.
