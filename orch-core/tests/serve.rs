@@ -3,8 +3,8 @@
 //! connections at once and lets a request in flight finish inside the grace
 //! period, and one that outlives it is cut with its instance; a crashed
 //! child comes back on a fresh listener with a fresh router, and so does
-//! one that failed itself (`ChildContext::fail`); a bind failure is the
-//! child's exit error.
+//! one that failed itself (`ChildContext::fail`), which leaves rotation
+//! before it drains; a bind failure is the child's exit error.
 //!
 //! Real sockets need real time, so nothing here asserts a duration: every
 //! wait is bounded by `WAIT`, far longer than any step needs.
@@ -263,6 +263,72 @@ async fn a_served_child_that_fails_itself_exits_failed_and_is_restarted() {
     );
     let second = ready_at(&mut events, 1).await;
     assert_eq!(get_text(second, "/generation").await.1, "1");
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown ends")
+        .expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_served_child_that_fails_itself_leaves_rotation_before_it_drains() {
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let child = ChildSpec::serve_http("web", {
+        let (entered, release) = (entered.clone(), release.clone());
+        move |ctx| {
+            let ctx = ctx.clone();
+            let (entered, release) = (entered.clone(), release.clone());
+            generation_router(&ctx)
+                .route(
+                    "/slow",
+                    get(move || async move {
+                        entered.notify_one();
+                        release.notified().await;
+                        "finished"
+                    }),
+                )
+                .route(
+                    "/crash",
+                    get(move || async move {
+                        ctx.fail("asked to crash");
+                        StatusCode::ACCEPTED
+                    }),
+                )
+        }
+    })
+    .restart(RestartType::Temporary);
+    let (handle, mut events) = start(child);
+    let addr = ready_at(&mut events, 0).await;
+    let slow = tokio::spawn(get_text(addr, "/slow"));
+    tokio::time::timeout(WAIT, entered.notified())
+        .await
+        .expect("the slow call reaches its handler");
+    assert_eq!(get_text(addr, "/crash").await.0, StatusCode::ACCEPTED);
+
+    // Out of rotation while a request is still in flight: the instance
+    // has not exited, it is draining.
+    let (before, left) = wait_for(&mut events, WAIT, |e| {
+        matches!(e.kind, EventKind::NotReady | EventKind::Exited { .. })
+    })
+    .await;
+    assert_eq!(
+        (left.generation, &left.kind),
+        (0, &EventKind::NotReady),
+        "{before:?}"
+    );
+    assert!(!slow.is_finished());
+
+    release.notify_one();
+    assert_eq!(
+        slow.await.expect("the slow call's task"),
+        (StatusCode::OK, "finished".to_owned())
+    );
+    let (_, exit) = wait_for(&mut events, WAIT, support::is_exit).await;
+    assert_eq!(
+        exit.kind,
+        EventKind::Exited {
+            reason: ExitReason::Failed("asked to crash".into())
+        }
+    );
     tokio::time::timeout(WAIT, handle.shutdown())
         .await
         .expect("shutdown ends")

@@ -12,8 +12,9 @@ const VICTIM: &str = "app/web-1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Crash {
-    /// `ChildContext::fail`: cancelled at once, no drain. What was on its
-    /// way to it may fail (there is no retry here).
+    /// `ChildContext::fail`: out of rotation (`NotReady`) and cancelled at
+    /// once, no drain delay. What was on its way to it may fail (there is
+    /// no retry here).
     Fail,
     /// The liveness probe fails and the supervisor kills it: `Stopping`,
     /// then the drain delay, then the cancellation, so nothing fails.
@@ -42,10 +43,14 @@ async fn crash_and_restart(crash: Crash) {
         Crash::Fail => servers.context(VICTIM, 0).fail("test: crash"),
         Crash::Liveness => servers.make_sick(VICTIM, 0),
     }
-    // What takes it out of the registry: Stopping, or the exit itself.
+    // What takes it out of the registry: NotReady (`fail`), Stopping (a
+    // kill), or the exit itself.
     let left = events
         .wait_for(VICTIM, 0, |k| {
-            *k == EventKind::Stopping || matches!(k, EventKind::Exited { .. })
+            matches!(
+                k,
+                EventKind::NotReady | EventKind::Stopping | EventKind::Exited { .. }
+            )
         })
         .await;
     let exited = events

@@ -16,6 +16,16 @@ pub(crate) struct InstanceShared {
     pub(crate) failure: OnceLock<Arc<str>>,
 }
 
+/// What a running child tells its supervisor, outside its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildReport {
+    /// [`ChildContext::announce`]: where it serves.
+    Announced(SocketAddr),
+    /// [`ChildContext::fail`]: it is ending as a crash, so it leaves
+    /// rotation now rather than when it has drained.
+    Failed,
+}
+
 /// Given to every task child when it starts.
 ///
 /// The child should finish soon after [`cancelled`](Self::cancelled)
@@ -27,7 +37,7 @@ pub struct ChildContext {
     generation: u64,
     cancel: CancellationToken,
     shared: Arc<InstanceShared>,
-    on_announce: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+    report: Arc<dyn Fn(ChildReport) + Send + Sync>,
 }
 
 impl std::fmt::Debug for ChildContext {
@@ -46,14 +56,14 @@ impl ChildContext {
         generation: u64,
         cancel: CancellationToken,
         shared: Arc<InstanceShared>,
-        on_announce: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+        report: Arc<dyn Fn(ChildReport) + Send + Sync>,
     ) -> Self {
         Self {
             id,
             generation,
             cancel,
             shared,
-            on_announce,
+            report,
         }
     }
 
@@ -92,7 +102,7 @@ impl ChildContext {
     /// also what makes it ready. Only the first call of an incarnation counts.
     pub fn announce(&self, address: SocketAddr) {
         if self.shared.address.set(address).is_ok() {
-            (self.on_announce)(address);
+            (self.report)(ChildReport::Announced(address));
         }
     }
 
@@ -106,7 +116,11 @@ impl ChildContext {
     /// and however its future then ends, short of a panic, the exit is
     /// [`ExitReason::Failed`](crate::ExitReason::Failed) with `reason`:
     /// the restart policy, the restart intensity and the crash counter
-    /// treat it as a crash. Only the first call of an incarnation counts.
+    /// treat it as a crash. The instance leaves rotation at once: if it
+    /// was ready, [`NotReady`](crate::EventKind::NotReady) is published
+    /// before it starts to drain, so a registry stops routing to it while
+    /// it finishes the requests it has. Only the first call of an
+    /// incarnation counts.
     ///
     /// ```
     /// use orch_core::{ChildContext, ChildSpec};
@@ -124,7 +138,11 @@ impl ChildContext {
     /// ```
     pub fn fail(&self, reason: impl Into<String>) {
         let reason: String = reason.into();
-        let _first = self.shared.failure.set(reason.into());
+        if self.shared.failure.set(reason.into()).is_ok() {
+            // Before the cancellation: the instance is out of rotation
+            // before it starts to drain.
+            (self.report)(ChildReport::Failed);
+        }
         self.cancel.cancel();
     }
 

@@ -8,7 +8,7 @@ mod spawner;
 mod task;
 
 pub use context::ChildContext;
-pub(crate) use context::InstanceShared;
+pub(crate) use context::{ChildReport, InstanceShared};
 pub(crate) use process::run_process;
 pub use process::{OutputMode, ProcessSpec};
 pub(crate) use task::{TaskFactory, factory as task_factory, run_task};

@@ -147,7 +147,9 @@ pub enum EventKind {
         /// [`ChildContext::announce`](crate::ChildContext::announce).
         address: Option<SocketAddr>,
     },
-    /// The instance left rotation without exiting (readiness probe failed).
+    /// The instance left rotation without exiting: its readiness probe
+    /// failed, or it called [`ChildContext::fail`](crate::ChildContext::fail)
+    /// and is draining before it exits.
     NotReady,
     /// The incarnation ended.
     Exited {

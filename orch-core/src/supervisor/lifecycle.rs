@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::runtime::{AfterStop, Instance, Key, Msg, Phase, Runtime};
-use crate::child::{ChildContext, InstanceShared, run_process, run_task};
+use crate::child::{ChildContext, ChildReport, InstanceShared, run_process, run_task};
 use crate::probe::{ProbeTarget, ProbeTransition, run_probes};
 use crate::spec::{ChildKind, ReadyGate};
 use crate::{EventKind, ExitReason, InstanceId, LifecycleEvent};
@@ -78,8 +78,11 @@ impl Runtime {
             generation,
             cancel.clone(),
             shared.clone(),
-            Arc::new(move |address| {
-                let _ = tx.send(Msg::Announced { key, address });
+            Arc::new(move |report| {
+                let _ = tx.send(match report {
+                    ChildReport::Announced(address) => Msg::Announced { key, address },
+                    ChildReport::Failed => Msg::Failed { key },
+                });
             }),
         );
         let tx = self.msg_tx.clone();
@@ -122,6 +125,7 @@ impl Runtime {
             startup_done: probes.startup.is_none(),
             probe_ready: probes.readiness.is_none(),
             announced: spec.ready_gate == ReadyGate::Started,
+            failed: false,
             ready: false,
         });
         tracing::debug!(child = %spec.id, ordinal, generation, "starting instance");
@@ -134,7 +138,11 @@ impl Runtime {
         let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() else {
             return;
         };
-        let ready = inst.phase == Phase::Running && inst.startup_done && inst.probe_ready && inst.announced;
+        let ready = inst.phase == Phase::Running
+            && inst.startup_done
+            && inst.probe_ready
+            && inst.announced
+            && !inst.failed;
         if ready == inst.ready {
             return;
         }
@@ -160,6 +168,17 @@ impl Runtime {
             tracing::debug!(child = %self.positions[index].spec.id, ordinal = key.ordinal, %address, "instance announced");
             if let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() {
                 inst.announced = true;
+            }
+            self.update_ready(index, key.ordinal);
+        }
+    }
+
+    /// The child called [`ChildContext::fail`]: out of rotation now; its
+    /// exit, once it has drained, is handled as a crash.
+    pub(super) fn on_failed(&mut self, key: Key) {
+        if let Some(index) = self.find(key) {
+            if let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() {
+                inst.failed = true;
             }
             self.update_ready(index, key.ordinal);
         }

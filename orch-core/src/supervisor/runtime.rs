@@ -40,6 +40,10 @@ pub(super) enum Msg {
         key: Key,
         address: SocketAddr,
     },
+    /// The child called `ChildContext::fail`.
+    Failed {
+        key: Key,
+    },
     RestartDue {
         token: u64,
     },
@@ -89,6 +93,8 @@ pub(super) struct Instance {
     pub(super) startup_done: bool,
     pub(super) probe_ready: bool,
     pub(super) announced: bool,
+    /// The child called `ChildContext::fail`: never ready again.
+    pub(super) failed: bool,
     pub(super) ready: bool,
 }
 
@@ -292,6 +298,10 @@ impl Runtime {
             Msg::Probe { key, transition } => self.on_probe(key, transition).await,
             Msg::Announced { key, address } => {
                 self.on_announce(key, address);
+                Ok(())
+            }
+            Msg::Failed { key } => {
+                self.on_failed(key);
                 Ok(())
             }
             Msg::RestartDue { token } => {
