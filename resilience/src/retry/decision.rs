@@ -20,27 +20,30 @@ pub(super) struct Deadline {
     pub(super) after: Duration,
 }
 
-/// What the timer means while an attempt runs.
+/// Which time limit the timer stands for while an attempt runs.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Cut {
+pub(super) enum Cutoff {
+    /// The attempt's own timeout, of this length.
     Attempt(Duration),
+    /// The whole call's deadline, this long after the call began.
     Overall(Duration),
 }
 
 /// When the timer of an attempt starting at `now` fires, and what that
-/// means: the attempt's own cut-off, or the overall deadline when that
+/// means: the attempt's own cutoff, or the overall deadline when that
 /// comes first; `None` with neither.
-pub(super) fn cut_for(
+pub(super) fn cutoff_for(
     now: Instant,
     attempt_timeout: Option<Duration>,
     deadline: Option<Deadline>,
-) -> Option<(Instant, Cut)> {
-    let attempt_end = attempt_timeout.and_then(|limit| Some((now.checked_add(limit)?, Cut::Attempt(limit))));
+) -> Option<(Instant, Cutoff)> {
+    let attempt_end =
+        attempt_timeout.and_then(|limit| Some((now.checked_add(limit)?, Cutoff::Attempt(limit))));
     match (attempt_end, deadline) {
-        (Some((end, cut)), Some(d)) if end <= d.at => Some((end, cut)),
+        (Some((end, cutoff)), Some(d)) if end <= d.at => Some((end, cutoff)),
         // Only the first attempt, or one delayed by the service's readiness,
         // can end after the deadline: later attempts start only when they fit.
-        (_, Some(d)) => Some((d.at, Cut::Overall(d.after))),
+        (_, Some(d)) => Some((d.at, Cutoff::Overall(d.after))),
         (attempt_end, None) => attempt_end,
     }
 }

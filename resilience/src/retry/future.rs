@@ -5,7 +5,7 @@
 //! [`next_attempt`](super::decision::next_attempt); the next attempt waits
 //! out its delay (`Backoff`) and the service's readiness (`Retrying`), then
 //! is sent. A request whose body must be buffered first starts in
-//! `ReadingBody`. One timer serves every state: the attempt's cut-off while
+//! `ReadingBody`. One timer serves every state: the attempt's cutoff while
 //! waiting, the delay while backing off, the overall deadline otherwise.
 
 use std::{
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    decision::{Cut, GiveUp, NextAttempt, cut_for, fits, give_up, next_attempt, report_retry},
+    decision::{Cutoff, GiveUp, NextAttempt, cutoff_for, fits, give_up, next_attempt, report_retry},
     policy::{CallPolicy, Policy},
     replay::{Prepared, Replay},
     timer::CallTimer,
@@ -170,17 +170,17 @@ where
                     Poll::Ready(result) => result.map_err(ResilienceError::from_inner),
                     Poll::Pending => {
                         // Polled after the call, so a response that is ready
-                        // at the cut-off instant wins over the timeout.
-                        let Some(cut) = this.timer.cut() else {
+                        // at the cutoff instant wins over the timeout.
+                        let Some(cutoff) = this.timer.cutoff() else {
                             return Poll::Pending;
                         };
                         ready!(this.timer.poll(cx));
-                        match cut {
-                            Cut::Attempt(after) => Err(ResilienceError::Timeout {
+                        match cutoff {
+                            Cutoff::Attempt(after) => Err(ResilienceError::Timeout {
                                 kind: TimeoutKind::Attempt,
                                 after,
                             }),
-                            Cut::Overall(after) => {
+                            Cutoff::Overall(after) => {
                                 tracing::debug!(
                                     name = %this.policy.settings.label.name(),
                                     attempt = *this.attempts,
@@ -251,19 +251,19 @@ where
     S: Service<R::Request>,
     C: Classify<S::Response, ResilienceError>,
 {
-    /// Sends `request` as the next attempt and arms its cut-off.
+    /// Sends `request` as the next attempt and arms its cutoff.
     fn send(&mut self, request: R::Request) -> Result<(), ResilienceError> {
         let service = self.service.as_mut().ok_or_else(no_service)?;
         let call = service.call(request);
         *self.attempts += 1;
         let settings = &self.policy.settings;
         // Without a timeout, the clock is not read.
-        let cut = match (settings.attempt_timeout, self.timer.deadline()) {
+        let cutoff = match (settings.attempt_timeout, self.timer.deadline()) {
             (None, None) => None,
-            (attempt_timeout, deadline) => cut_for(Instant::now(), attempt_timeout, deadline),
+            (attempt_timeout, deadline) => cutoff_for(Instant::now(), attempt_timeout, deadline),
         };
-        match cut {
-            Some((at, cut)) => self.timer.arm(at, Some(cut)),
+        match cutoff {
+            Some((at, cutoff)) => self.timer.arm(at, Some(cutoff)),
             None => self.timer.uncut(),
         }
         self.state.set(State::Waiting { call });

@@ -1,6 +1,6 @@
 //! A retry call's one timer, its deadline and its backoff schedule.
 //!
-//! The timer means the attempt's cut-off while an attempt runs, the delay
+//! The timer means the attempt's cutoff while an attempt runs, the delay
 //! while backing off, the overall deadline otherwise. Most calls have no
 //! timeout and never retry: they need none of this, so it lives in one box
 //! made when first needed and such a call carries one null pointer. Kept
@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::{
     backoff::ActiveBackoff,
-    decision::{Cut, Deadline, cut_for},
+    decision::{Cutoff, Deadline, cutoff_for},
     policy::Settings,
 };
 use crate::deadline::later;
@@ -34,7 +34,7 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         // What the timer means while an attempt runs.
-        cut: Option<Cut>,
+        cutoff: Option<Cutoff>,
         deadline: Option<Deadline>,
         // Started at the first retry.
         backoff: Option<ActiveBackoff>,
@@ -45,7 +45,7 @@ impl CallTimer {
     pub(super) const NONE: Self = Self(None);
 
     /// The timer of a call with a timeout: its deadline and, when its first
-    /// attempt `starts` now, that attempt's cut-off. The one clock read of
+    /// attempt `starts` now, that attempt's cutoff. The one clock read of
     /// a call that succeeds at once.
     #[inline(never)]
     pub(super) fn start(settings: &Settings, starts: bool) -> Self {
@@ -54,16 +54,16 @@ impl CallTimer {
             at: later(now, after),
             after,
         });
-        let (sleep, cut) = match starts
-            .then(|| cut_for(now, settings.attempt_timeout, deadline))
+        let (sleep, cutoff) = match starts
+            .then(|| cutoff_for(now, settings.attempt_timeout, deadline))
             .flatten()
         {
-            Some((at, cut)) => (Some(sleep_until(at)), Some(cut)),
+            Some((at, cutoff)) => (Some(sleep_until(at)), Some(cutoff)),
             None => (None, None),
         };
         Self(Some(Box::pin(Parts {
             sleep,
-            cut,
+            cutoff,
             deadline,
             backoff: None,
         })))
@@ -75,8 +75,8 @@ impl CallTimer {
     }
 
     /// What the timer means for the attempt in flight.
-    pub(super) fn cut(&self) -> Option<Cut> {
-        self.0.as_ref()?.cut
+    pub(super) fn cutoff(&self) -> Option<Cutoff> {
+        self.0.as_ref()?.cutoff
     }
 
     pub(super) fn is_armed(&self) -> bool {
@@ -88,21 +88,21 @@ impl CallTimer {
         self.parts().project().backoff
     }
 
-    /// Sets the timer to fire at `at`, meaning `cut` if an attempt runs then.
-    pub(super) fn arm(&mut self, at: Instant, cut: Option<Cut>) {
+    /// Sets the timer to fire at `at`, meaning `cutoff` if an attempt runs then.
+    pub(super) fn arm(&mut self, at: Instant, cutoff: Option<Cutoff>) {
         let mut parts = self.parts().project();
         match parts.sleep.as_mut().as_pin_mut() {
             Some(sleep) => sleep.reset(at),
             None => parts.sleep.set(Some(sleep_until(at))),
         }
-        *parts.cut = cut;
+        *parts.cutoff = cutoff;
     }
 
-    /// Starts an attempt without a cut-off: a timer left from a backoff
+    /// Starts an attempt without a cutoff: a timer left from a backoff
     /// means nothing to it.
     pub(super) fn uncut(&mut self) {
         if let Some(parts) = self.0.as_mut() {
-            *parts.as_mut().project().cut = None;
+            *parts.as_mut().project().cutoff = None;
         }
     }
 
@@ -144,7 +144,7 @@ impl CallTimer {
         let parts = self.0.get_or_insert_with(|| {
             Box::pin(Parts {
                 sleep: None,
-                cut: None,
+                cutoff: None,
                 deadline: None,
                 backoff: None,
             })
