@@ -43,7 +43,13 @@
 //! [`OptionalLayer`] calling the inner service directly), and its variant's
 //! room in the response future; retry or hedging and the overall timeout
 //! share one slot ([`RepeatLayer`]), so a stack with retry runs no
-//! separate overall-timeout layer at all.
+//! separate overall-timeout layer at all. Measured (benches/README.md,
+//! "Instructions per call"), a stack of retry, breaker and attempt timeout
+//! around an HTTP/1.1 client costs about 800 instructions a call more than
+//! when the builder named each layer in its type, mostly in moving a
+//! larger service and future and in the layers left out; its response
+//! future is 1,240 bytes (1,048 before), and a stack from a
+//! [`StackConfig`] is now the same stack (2,416 bytes before).
 //!
 //! # HTTP and gRPC
 //!
