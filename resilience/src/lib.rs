@@ -65,7 +65,8 @@
 //! Retry and hedging need to know what the traffic is; a wrong or missing
 //! choice is a compile error that names what to pick (a classifier that
 //! cannot read the responses, safety rules that cannot judge the requests,
-//! a body that cannot be replayed, hedging over `buffer_bodies_raw`).
+//! a body that cannot be replayed); hedging over `buffer_bodies_raw` is a
+//! `ConfigError` from `build`.
 //!
 //! # Configuration
 //!

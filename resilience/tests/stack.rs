@@ -505,6 +505,45 @@ async fn a_slow_primary_is_hedged_and_the_hedge_wins() {
     assert_eq!((m.calls, m.failures), (1, 0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_overall_timeout_bounds_a_call_without_retry_and_a_hedged_call() {
+    // Without retry the overall timeout is a layer of its own in the
+    // repeat slot; with hedging it wraps the hedge and all its attempts.
+    let once = ResilienceLayer::builder()
+        .overall_timeout(ms(100))
+        .circuit_breaker(small_breaker())
+        .safety(AlwaysSafe)
+        .build()
+        .unwrap();
+    let hedged = ResilienceLayer::builder()
+        .overall_timeout(ms(100))
+        .hedge(
+            HedgeConfig::default()
+                .delay(HedgeDelay::fixed(ms(30)))
+                .max_hedged_attempts(1),
+        )
+        .safety(AlwaysSafe)
+        .build()
+        .unwrap();
+    for (layer, want_calls) in [(once, 1), (hedged, 2)] {
+        let (inner, calls) = scripted::<u32>([], Step::Hang);
+        let start = Instant::now();
+        let err = layer.layer(inner).oneshot(1).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResilienceError::Timeout {
+                    kind: TimeoutKind::Overall,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(start.elapsed(), ms(100));
+        assert_eq!(calls.get(), want_calls, "the primary, and the hedge at 30 ms");
+    }
+}
+
 // ===== configuration errors =====
 
 #[tokio::test(start_paused = true)]

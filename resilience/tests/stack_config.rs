@@ -18,7 +18,9 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-use orch_resilience::{AlwaysSafe, ConfigError, ErrorClass, ResilienceLayer, stack::StackConfig};
+use orch_resilience::{
+    AlwaysSafe, CircuitBreakerConfig, ConfigError, ErrorClass, ResilienceLayer, stack::StackConfig,
+};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -125,6 +127,18 @@ fn bad_values_are_refused_with_their_path() {
         .buffer_bodies_raw(1024)
         .build_from_config(&parse(r#"{ "hedge": {} }"#), "svc");
     assert_eq!(field_of(raw), "svc.hedge");
+}
+
+#[test]
+fn a_builder_with_layers_set_is_refused_rather_than_merged() {
+    // Every layer comes from the config: one already set on the builder is
+    // named, not silently overridden or kept.
+    let config = parse(r#"{ "retry": { "max_attempts": 2 } }"#);
+    let preset = ResilienceLayer::builder()
+        .safety(AlwaysSafe)
+        .circuit_breaker(CircuitBreakerConfig::default().name("preset"))
+        .build_from_config(&config, "svc");
+    assert_eq!(field_of(preset), "svc.breaker");
 }
 
 #[tokio::test(start_paused = true)]

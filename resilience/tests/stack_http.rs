@@ -19,8 +19,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use orch_resilience::{
-    BreakerState, CircuitBreakerConfig, ErrorClass, IDEMPOTENCY_KEY, ResilienceLayer, RetryConfig,
-    retry::BackoffConfig,
+    BreakerState, CircuitBreakerConfig, ErrorClass, HedgeConfig, IDEMPOTENCY_KEY, ResilienceLayer,
+    RetryConfig, retry::BackoffConfig,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -205,6 +205,20 @@ async fn raw_buffering_hands_replay_bodies_to_the_client() {
         .unwrap();
     assert_eq!(response.into_body(), "q");
     assert_eq!(*seen.lock().unwrap(), [true, true]);
+}
+
+#[test]
+fn hedging_over_raw_replay_bodies_is_refused_at_build() {
+    // A request that is not hedged would reach the client as another body
+    // type; `buffer_bodies` (rebuilt bodies) is the way to hedge streams.
+    let stack = ResilienceLayer::http()
+        .hedge(HedgeConfig::default())
+        .buffer_bodies_raw(1024)
+        .build();
+    match stack {
+        Ok(_) => panic!("hedging over buffer_bodies_raw was built"),
+        Err(error) => assert_eq!(error.field_name(), "stack.hedge"),
+    }
 }
 
 // ===== a hyper client to a loopback hyper server =====

@@ -112,6 +112,10 @@ where
             SourceKind::TooLarge => Err(NotRetriedReason::BodyTooLarge),
         }
     }
+
+    fn once(&self, request: http::Request<B>) -> Self::Request {
+        request.map(ReplayBody::new)
+    }
 }
 
 /// What [`BufferBodies`] keeps between attempts: the request head and the

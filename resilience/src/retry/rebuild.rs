@@ -147,6 +147,11 @@ where
     fn replay(&self, source: &ReplaySource) -> Result<http::Request<B>, NotRetriedReason> {
         Replay::<http::Request<B>>::replay(&self.buffer, source).map(|request| request.map(B::rebuild))
     }
+
+    // Nothing was wrapped: the caller's body goes on as it is.
+    fn once(&self, request: http::Request<B>) -> http::Request<B> {
+        request
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -47,6 +47,10 @@ pub trait Replay<Req>: Clone + Send + Sync + 'static {
 
     /// The request of a later attempt.
     fn replay(&self, source: &Self::Source) -> Result<Self::Request, NotRetriedReason>;
+
+    /// The request as the inner service receives it when it is sent once,
+    /// with nothing kept and nothing read (a stack whose retry is off).
+    fn once(&self, request: Req) -> Self::Request;
 }
 
 /// The first attempt's request, now or later: what [`Replay::prepare`] returns.
@@ -82,5 +86,10 @@ impl<Req: Clone> Replay<Req> for CloneRequest {
     #[inline]
     fn replay(&self, source: &Req) -> Result<Req, NotRetriedReason> {
         Ok(source.clone())
+    }
+
+    #[inline]
+    fn once(&self, request: Req) -> Req {
+        request
     }
 }

@@ -1,10 +1,12 @@
-//! The builder: collects the layers to enable, each in its slot, with the
+//! The builder: collects the layers to enable, as plain data, with the
 //! choices the stack makes as a whole (classifier, safety rules, how
-//! requests are kept for another attempt).
+//! requests are kept for another attempt, the fallback), which are types.
 
 use std::time::Duration;
 
-use super::{AttemptTimeout, BreakerChoice, Chosen, Off, OverallTimeout, SafetyDefault};
+use tower_layer::Identity;
+
+use super::{BreakerChoice, Chosen, SafetyDefault, layers::Layers};
 use crate::{
     BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, ErrorClasses, FallbackLayer, HedgeConfig,
     HttpSafety, RateLimitConfig, RetryConfig,
@@ -19,10 +21,12 @@ use crate::{
 /// under [`HttpSafety`], [`DefaultClassifier`](crate::DefaultClassifier)
 /// under `AlwaysSafe` or `safety_fn`), `Q` the request safety rules of retry
 /// and hedging (default [`HttpSafety`]: a stack over non-HTTP types needs
-/// [`safety`](Self::safety) or [`classifier`](Self::classifier)). The
-/// parameters after it are the slots, in stack order; each is [`Off`] until
-/// its method is called. `R` is how retry keeps requests for another
-/// attempt: [`CloneRequest`] until [`buffer_bodies`](Self::buffer_bodies).
+/// [`safety`](Self::safety) or [`classifier`](Self::classifier)). `R` is
+/// how retry keeps requests for another attempt: [`CloneRequest`] until
+/// [`buffer_bodies`](Self::buffer_bodies). `F` is the fallback layer,
+/// [`Identity`] until [`fallback`](Self::fallback). The other layers are
+/// settings, not types: each setter records one and returns the same
+/// builder, and setting a layer again replaces it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,257 +49,105 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "call build() to get the layer"]
-pub struct ResilienceBuilder<
-    C = SafetyDefault,
-    Q = HttpSafety,
-    Fb = Off,
-    Ov = Off,
-    Rt = Off,
-    Hd = Off,
-    Br = Off,
-    Rl = Off,
-    Bh = Off,
-    At = Off,
-    R = CloneRequest,
-> {
+pub struct ResilienceBuilder<C = SafetyDefault, Q = HttpSafety, R = CloneRequest, F = Identity> {
     pub(super) classifier: C,
     pub(super) safety: Q,
-    pub(super) fallback: Fb,
-    pub(super) overall: Ov,
-    pub(super) retry: Rt,
-    pub(super) hedge: Hd,
-    pub(super) breaker: Br,
-    pub(super) rate_limit: Rl,
-    pub(super) bulkhead: Bh,
-    pub(super) attempt: At,
     pub(super) replay: R,
+    pub(super) fallback: F,
+    pub(super) layers: Layers,
 }
 
-impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// Answers errors of the given classes with `fallback` (outermost layer).
-    pub fn fallback<F>(
+    pub fn fallback<G>(
         self,
         on: impl Into<ErrorClasses>,
-        fallback: F,
-    ) -> ResilienceBuilder<C, Q, FallbackLayer<F>, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+        fallback: G,
+    ) -> ResilienceBuilder<C, Q, R, FallbackLayer<G>> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
-            fallback: FallbackLayer::new(fallback).on(on),
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
             replay: self.replay,
+            fallback: FallbackLayer::new(fallback).on(on),
+            layers: self.layers,
         }
     }
 
     /// Bounds the whole call, all attempts included
     /// ([`TimeoutKind::Overall`](crate::TimeoutKind::Overall)).
-    pub fn overall_timeout(
-        self,
-        timeout: Duration,
-    ) -> ResilienceBuilder<C, Q, Fb, OverallTimeout, Rt, Hd, Br, Rl, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: OverallTimeout(timeout),
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn overall_timeout(mut self, timeout: Duration) -> Self {
+        self.layers.overall_timeout = Some(timeout);
+        self
     }
 
     /// Retries retryable failures of safe requests.
-    pub fn retry(
-        self,
-        config: RetryConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, RetryConfig, Hd, Br, Rl, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: config,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn retry(mut self, config: RetryConfig) -> Self {
+        self.layers.retry = Some(config);
+        self
     }
 
-    /// Hedges slow safe requests (instead of retrying them).
-    pub fn hedge(
-        self,
-        config: HedgeConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, HedgeConfig, Br, Rl, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: config,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    /// Hedges slow safe requests (instead of retrying them: `build` refuses
+    /// both).
+    pub fn hedge(mut self, config: HedgeConfig) -> Self {
+        self.layers.hedge = Some(config);
+        self
     }
 
     /// A circuit breaker built from `config`.
-    pub fn circuit_breaker(
-        self,
-        config: CircuitBreakerConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: BreakerChoice::Config(config),
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.layers.breaker = Some(BreakerChoice::Config(config));
+        self
     }
 
     /// An existing breaker, shared with every other user of it (for example
     /// one from a [`BreakerRegistry`](crate::BreakerRegistry)).
-    pub fn shared_breaker(
-        self,
-        breaker: CircuitBreaker,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, BreakerChoice, Rl, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: BreakerChoice::Shared(breaker),
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn shared_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.layers.breaker = Some(BreakerChoice::Shared(breaker));
+        self
     }
 
     /// A GCRA rate limit shared by all clones of the service.
-    pub fn rate_limit(
-        self,
-        config: RateLimitConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, RateLimitConfig, Bh, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: config,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn rate_limit(mut self, config: RateLimitConfig) -> Self {
+        self.layers.rate_limit = Some(config);
+        self
     }
 
     /// A bulkhead shared by all clones of the service.
-    pub fn bulkhead(
-        self,
-        config: BulkheadConfig,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, BulkheadConfig, At, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: config,
-            attempt: self.attempt,
-            replay: self.replay,
-        }
+    pub fn bulkhead(mut self, config: BulkheadConfig) -> Self {
+        self.layers.bulkhead = Some(config);
+        self
     }
 
     /// Bounds each attempt ([`TimeoutKind::Attempt`](crate::TimeoutKind::Attempt));
     /// inside the breaker, so a timed-out attempt counts as a failure.
-    pub fn attempt_timeout(
-        self,
-        timeout: Duration,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, AttemptTimeout, R> {
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: AttemptTimeout(timeout),
-            replay: self.replay,
-        }
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.layers.attempt_timeout = Some(timeout);
+        self
     }
 
     /// The classifier of breaker, retry and hedging. Without one, the stack
     /// uses its safety rules' default (see [`DefaultClassifierOf`](super::DefaultClassifierOf)).
-    pub fn classifier<C2>(
-        self,
-        classifier: C2,
-    ) -> ResilienceBuilder<Chosen<C2>, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<Chosen<C2>, Q, R, F> {
         ResilienceBuilder {
             classifier: Chosen(classifier),
             safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
             replay: self.replay,
+            fallback: self.fallback,
+            layers: self.layers,
         }
     }
 
     /// The rules saying which requests retry and hedging may repeat.
-    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
+    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, R, F> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
             replay: self.replay,
+            fallback: self.fallback,
+            layers: self.layers,
         }
     }
-}
 
-impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> {
     /// Retries `http::Request`s whose bodies are streams (not `Clone`:
     /// tonic's `Body`, `BoxBody`, `UnsyncBoxBody`) by buffering bodies of up
     /// to `max_bytes` in memory and replaying them; the inner service
@@ -334,39 +186,27 @@ impl<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R> ResilienceBuilder<C, Q, Fb, Ov, Rt
     /// assert_eq!(response.into_body(), "x");
     /// # Ok(()) }
     /// ```
-    pub fn buffer_bodies(
-        self,
-        max_bytes: u64,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, RebuildBodies> {
+    pub fn buffer_bodies(self, max_bytes: u64) -> ResilienceBuilder<C, Q, RebuildBodies, F> {
         self.with_replay(RebuildBodies::new(max_bytes))
     }
 
     /// Like [`buffer_bodies`](Self::buffer_bodies), for bodies that cannot be
-    /// rebuilt (hyper's `Incoming`): the services below retry receive
-    /// `http::Request<ReplayBody<B>>` (build the client for that body type).
-    /// Without retry, they receive the caller's request unchanged. Hedging
-    /// cannot be enabled with it (a compile error): a request sent once
-    /// would reach the service as another type.
-    pub fn buffer_bodies_raw(
-        self,
-        max_bytes: u64,
-    ) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, BufferBodies> {
+    /// rebuilt (hyper's `Incoming`): the services below the retry slot
+    /// receive `http::Request<ReplayBody<B>>` (build the client for that
+    /// body type), with retry or without (then the body is handed on
+    /// unbuffered). Hedging cannot be enabled with it: `build` returns a
+    /// `ConfigError` for `stack.hedge`.
+    pub fn buffer_bodies_raw(self, max_bytes: u64) -> ResilienceBuilder<C, Q, BufferBodies, F> {
         self.with_replay(BufferBodies::new(max_bytes))
     }
 
-    fn with_replay<R2>(self, replay: R2) -> ResilienceBuilder<C, Q, Fb, Ov, Rt, Hd, Br, Rl, Bh, At, R2> {
+    fn with_replay<R2>(self, replay: R2) -> ResilienceBuilder<C, Q, R2, F> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
-            fallback: self.fallback,
-            overall: self.overall,
-            retry: self.retry,
-            hedge: self.hedge,
-            breaker: self.breaker,
-            rate_limit: self.rate_limit,
-            bulkhead: self.bulkhead,
-            attempt: self.attempt,
             replay,
+            fallback: self.fallback,
+            layers: self.layers,
         }
     }
 }

@@ -10,12 +10,17 @@
 //! [`safety`](super::ResilienceBuilder::safety) after
 //! [`classifier`](super::ResilienceBuilder::classifier) keeps the classifier.
 
+use tower_layer::Layer;
+
+use super::{
+    hedge_bodies::{BufferedOnly, HedgeBodiesLayer, HedgeBuffer, UnwrapBody},
+    repeat::Unhedged,
+};
 use crate::{
-    AlwaysSafe, ConfigError, DefaultClassifier, HedgeConfig, HttpSafety, ProtocolClassifier, SafetyFn,
+    AlwaysSafe, ConfigError, DefaultClassifier, Hedge, HedgeConfig, HedgeLayer, HttpSafety,
+    ProtocolClassifier, SafetyFn,
     retry::{BufferBodies, CloneRequest, RebuildBodies},
 };
-
-use super::Off;
 
 /// The classifier slot before [`classifier`](super::ResilienceBuilder::classifier)
 /// is called: the stack uses its safety rules' [`DefaultClassifierOf`].
@@ -96,13 +101,16 @@ impl<C: Clone, Q> ClassifierChoice<Q> for Chosen<C> {
 /// ([`RebuildBodies`] from [`buffer_bodies`](super::ResilienceBuilder::buffer_bodies),
 /// [`BufferBodies`] from [`buffer_bodies_raw`](super::ResilienceBuilder::buffer_bodies_raw)).
 ///
-/// What a [`StackConfig`](super::StackConfig) may change depends on it: a
-/// `body_buffer_limit` only where bodies are buffered, a `hedge` only where
-/// requests are cloned or bodies rebuilt.
+/// It also decides how the stack hedges: a `Clone` request is copied, a
+/// buffered body rebuilt for each hedge ([`HedgeBuffer`]); bodies handed on
+/// as `ReplayBody`s cannot be hedged, and a stack asking for it is refused
+/// by `build` (`stack.hedge`). A [`StackConfig`](super::StackConfig) may
+/// set a `body_buffer_limit` only where bodies are buffered.
 pub trait BodyReplay: Clone + Send + Sync + 'static {
-    /// The hedge slot of a stack built from a config: an optional hedge, or
-    /// none at all over bodies handed on as `ReplayBody`s.
-    type HedgeSlot;
+    /// The hedging layer over requests kept this way.
+    type HedgeLayer<C, Q>;
+    /// The service the hedging layer makes of `S`.
+    type Hedged<S, C, Q>;
 
     /// The largest body that is buffered; `None` when requests are cloned.
     fn buffer_limit(&self) -> Option<u64>;
@@ -111,13 +119,27 @@ pub trait BodyReplay: Clone + Send + Sync + 'static {
     /// cloned and nothing is buffered.
     fn with_buffer_limit(self, limit: u64) -> Option<Self>;
 
-    /// The hedge slot for a config's `hedge`; an error naming `hedge` when
-    /// this replay cannot be hedged.
-    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Self::HedgeSlot, ConfigError>;
+    /// Whether requests kept this way can be hedged.
+    fn can_hedge(&self) -> bool {
+        true
+    }
+
+    /// The hedging layer; called only after `config` was validated and
+    /// [`can_hedge`](Self::can_hedge) said yes.
+    fn hedge_layer<C: Clone, Q: Clone>(
+        &self,
+        config: HedgeConfig,
+        classifier: C,
+        safety: Q,
+    ) -> Result<Self::HedgeLayer<C, Q>, ConfigError>;
+
+    /// The hedging layer's service over `inner`.
+    fn hedged<S, C: Clone, Q: Clone>(layer: &Self::HedgeLayer<C, Q>, inner: S) -> Self::Hedged<S, C, Q>;
 }
 
 impl BodyReplay for CloneRequest {
-    type HedgeSlot = Option<HedgeConfig>;
+    type HedgeLayer<C, Q> = HedgeLayer<C, Q>;
+    type Hedged<S, C, Q> = Hedge<S, C, Q>;
 
     fn buffer_limit(&self) -> Option<u64> {
         None
@@ -127,25 +149,23 @@ impl BodyReplay for CloneRequest {
         None
     }
 
-    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Option<HedgeConfig>, ConfigError> {
-        Ok(hedge)
+    fn hedge_layer<C: Clone, Q: Clone>(
+        &self,
+        config: HedgeConfig,
+        classifier: C,
+        safety: Q,
+    ) -> Result<HedgeLayer<C, Q>, ConfigError> {
+        Ok(HedgeLayer::new(config)?.classifier(classifier).safety(safety))
     }
-}
 
-/// Bodies handed on as `ReplayBody`s cannot be hedged: a request sent once
-/// would reach the service with another type.
-fn no_hedge(hedge: Option<HedgeConfig>) -> Result<Off, ConfigError> {
-    match hedge {
-        None => Ok(Off),
-        Some(_) => Err(ConfigError::field(
-            "stack.hedge",
-            "cannot hedge requests whose bodies reach the service as `ReplayBody`s (`buffer_bodies_raw`); use `buffer_bodies`, or retry",
-        )),
+    fn hedged<S, C: Clone, Q: Clone>(layer: &HedgeLayer<C, Q>, inner: S) -> Hedge<S, C, Q> {
+        layer.layer(inner)
     }
 }
 
 impl BodyReplay for RebuildBodies {
-    type HedgeSlot = Option<HedgeConfig>;
+    type HedgeLayer<C, Q> = HedgeBodiesLayer<C, Q>;
+    type Hedged<S, C, Q> = HedgeBuffer<Hedge<UnwrapBody<S>, C, BufferedOnly>, Q>;
 
     fn buffer_limit(&self) -> Option<u64> {
         Some(self.max_bytes())
@@ -155,13 +175,29 @@ impl BodyReplay for RebuildBodies {
         Some(Self::new(limit))
     }
 
-    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Option<HedgeConfig>, ConfigError> {
-        Ok(hedge)
+    fn hedge_layer<C: Clone, Q: Clone>(
+        &self,
+        config: HedgeConfig,
+        classifier: C,
+        safety: Q,
+    ) -> Result<HedgeBodiesLayer<C, Q>, ConfigError> {
+        Ok(HedgeBodiesLayer {
+            hedge: HedgeLayer::new(config)?
+                .classifier(classifier)
+                .safety(BufferedOnly),
+            safety,
+            buffer: BufferBodies::new(self.max_bytes()),
+        })
+    }
+
+    fn hedged<S, C: Clone, Q: Clone>(layer: &HedgeBodiesLayer<C, Q>, inner: S) -> Self::Hedged<S, C, Q> {
+        layer.layer(inner)
     }
 }
 
 impl BodyReplay for BufferBodies {
-    type HedgeSlot = Off;
+    type HedgeLayer<C, Q> = Unhedged<()>;
+    type Hedged<S, C, Q> = Unhedged<S>;
 
     fn buffer_limit(&self) -> Option<u64> {
         Some(self.max_bytes())
@@ -171,7 +207,30 @@ impl BodyReplay for BufferBodies {
         Some(Self::new(limit))
     }
 
-    fn hedge_slot(hedge: Option<HedgeConfig>) -> Result<Off, ConfigError> {
-        no_hedge(hedge)
+    // A request sent once reaches the service as a `ReplayBody` it would
+    // not otherwise see, and a hedge's copies need a body to copy.
+    fn can_hedge(&self) -> bool {
+        false
     }
+
+    fn hedge_layer<C: Clone, Q: Clone>(
+        &self,
+        _: HedgeConfig,
+        _: C,
+        _: Q,
+    ) -> Result<Unhedged<()>, ConfigError> {
+        Err(no_hedge())
+    }
+
+    fn hedged<S, C: Clone, Q: Clone>(layer: &Unhedged<()>, _: S) -> Unhedged<S> {
+        layer.never()
+    }
+}
+
+/// The error of a stack that hedges bodies handed on as `ReplayBody`s.
+pub(super) fn no_hedge() -> ConfigError {
+    ConfigError::field(
+        "stack.hedge",
+        "cannot hedge requests whose bodies reach the service as `ReplayBody`s (`buffer_bodies_raw`); use `buffer_bodies`, or retry",
+    )
 }

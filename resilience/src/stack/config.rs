@@ -1,23 +1,21 @@
 //! The whole stack as plain data, for services that read their settings from
 //! a file or the environment.
 //!
-//! The builder fixes at compile time what a stack can be: its classifier,
-//! safety rules and body handling (types), and which layers exist. A
-//! [`StackConfig`] decides at run time which of the layers are enabled and
-//! how each is set, so one binary serves every environment; layers it leaves
-//! out cost one branch per call.
+//! The builder fixes at compile time what a stack's types are: its
+//! classifier, safety rules, body handling and fallback. A [`StackConfig`]
+//! decides at run time which of the layers are enabled and how each is set,
+//! so one binary serves every environment: it is mapped onto the same
+//! layer settings as the builder's setters, validated and built the same
+//! way.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Assembled, AttemptTimeout, BodyReplay, BreakerChoice, ClassifierChoice, Off, OverallTimeout,
-    ResilienceBuilder, ResilienceLayer, Slot,
-};
+use super::{BodyReplay, BreakerChoice, Built, ClassifierChoice, ResilienceBuilder, layers::Layers};
 use crate::{BulkheadConfig, CircuitBreakerConfig, ConfigError, HedgeConfig, RateLimitConfig, RetryConfig};
 
-/// Every layer of a [`ResilienceLayer`] stack, as `serde` data: each absent
+/// Every layer of a [`ResilienceLayer`](super::ResilienceLayer) stack, as `serde` data: each absent
 /// layer is off, each present one is validated and built by
 /// [`ResilienceBuilder::build_from_config`]. Unknown keys are rejected;
 /// durations are human-readable (`"250ms"`, `"2s"`).
@@ -31,11 +29,11 @@ use crate::{BulkheadConfig, CircuitBreakerConfig, ConfigError, HedgeConfig, Rate
 /// | `breaker` | off | a [`CircuitBreakerConfig`] |
 /// | `rate_limit` | off | a [`RateLimitConfig`] |
 /// | `bulkhead` | off | a [`BulkheadConfig`] |
-/// | `body_buffer_limit` | the builder's | bytes of request body buffered for retries; only for a builder that buffers bodies ([`buffer_bodies`](ResilienceBuilder::buffer_bodies), [`ResilienceLayer::grpc`]) |
+/// | `body_buffer_limit` | the builder's | bytes of request body buffered for retries; only for a builder that buffers bodies ([`buffer_bodies`](ResilienceBuilder::buffer_bodies), [`ResilienceLayer::grpc`](super::ResilienceLayer::grpc)) |
 ///
 /// The classifier, the safety rules and how bodies are kept are the
-/// builder's (its presets [`ResilienceLayer::http`] and
-/// [`ResilienceLayer::grpc`] choose them), as is a fallback: they are code,
+/// builder's (its presets [`ResilienceLayer::http`](super::ResilienceLayer::http) and
+/// [`ResilienceLayer::grpc`](super::ResilienceLayer::grpc) choose them), as is a fallback: they are code,
 /// not data.
 ///
 /// ```
@@ -81,26 +79,15 @@ pub struct StackConfig {
     pub body_buffer_limit: Option<u64>,
 }
 
-/// The layers of a stack built from a [`StackConfig`], innermost first.
-pub type ConfiguredChain<C, Q, R, Fb> = Assembled<
-    C,
-    Q,
-    R,
-    Fb,
-    Option<OverallTimeout>,
-    Option<RetryConfig>,
-    <R as BodyReplay>::HedgeSlot,
-    Option<BreakerChoice>,
-    Option<RateLimitConfig>,
-    Option<BulkheadConfig>,
-    Option<AttemptTimeout>,
->;
-
-impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off, R> {
+impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// Builds the stack `config` describes over this builder's classifier,
-    /// safety rules, body handling and fallback (no layer may be enabled on
-    /// the builder itself). Layers are in the order of the
-    /// [module docs](super), each present or not as the config says.
+    /// safety rules, body handling and fallback. Layers are in the order of
+    /// the [module docs](super), each present or not as the config says;
+    /// the stack is the same type as [`build`](Self::build)'s.
+    ///
+    /// Every layer comes from the config: a builder with a layer already
+    /// set is refused (the error names the first such layer, for example
+    /// `resilience.retry`), rather than one silently overriding the other.
     ///
     /// Errors name the field's path in the configuration, under `path`
     /// (where the config sits in the service's configuration tree; `""` for
@@ -108,45 +95,29 @@ impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off,
     /// `resilience.attempt_timeout`. Rules of the stack as a whole name
     /// their field too: `hedge` with `retry` or with `buffer_bodies_raw`,
     /// `body_buffer_limit` on a builder that clones requests.
-    #[allow(clippy::type_complexity)]
-    pub fn build_from_config(
-        self,
-        config: &StackConfig,
-        path: &str,
-    ) -> Result<ResilienceLayer<ConfiguredChain<C, Q, R, Fb>>, ConfigError>
+    pub fn build_from_config(self, config: &StackConfig, path: &str) -> Built<C, Q, R, F>
     where
-        R: BodyReplay,
         C: ClassifierChoice<Q>,
-        Fb: Slot<C::Classifier, Q, R>,
-        Option<OverallTimeout>: Slot<C::Classifier, Q, R>,
-        Option<RetryConfig>: Slot<C::Classifier, Q, R>,
-        R::HedgeSlot: Slot<C::Classifier, Q, R>,
-        Option<BreakerChoice>: Slot<C::Classifier, Q, R>,
-        Option<RateLimitConfig>: Slot<C::Classifier, Q, R>,
-        Option<BulkheadConfig>: Slot<C::Classifier, Q, R>,
-        Option<AttemptTimeout>: Slot<C::Classifier, Q, R>,
+        Q: Clone,
+        R: BodyReplay,
     {
-        self.configured(config).map_err(|error| at_path(error, path))
+        self.configured(config)
+            .and_then(ResilienceBuilder::build)
+            .map_err(|error| at_path(error, path))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn configured(
-        self,
-        config: &StackConfig,
-    ) -> Result<ResilienceLayer<ConfiguredChain<C, Q, R, Fb>>, ConfigError>
+    /// This builder with the config's layers and body buffer limit.
+    fn configured(mut self, config: &StackConfig) -> Result<Self, ConfigError>
     where
         R: BodyReplay,
-        C: ClassifierChoice<Q>,
-        Fb: Slot<C::Classifier, Q, R>,
-        Option<OverallTimeout>: Slot<C::Classifier, Q, R>,
-        Option<RetryConfig>: Slot<C::Classifier, Q, R>,
-        R::HedgeSlot: Slot<C::Classifier, Q, R>,
-        Option<BreakerChoice>: Slot<C::Classifier, Q, R>,
-        Option<RateLimitConfig>: Slot<C::Classifier, Q, R>,
-        Option<BulkheadConfig>: Slot<C::Classifier, Q, R>,
-        Option<AttemptTimeout>: Slot<C::Classifier, Q, R>,
     {
-        let replay = match config.body_buffer_limit {
+        if let Some(field) = self.layers.first_set() {
+            return Err(ConfigError::field(
+                field,
+                "already set on the builder; `build_from_config` takes every layer from the config",
+            ));
+        }
+        self.replay = match config.body_buffer_limit {
             None => self.replay,
             Some(0) => return Err(ConfigError::field("body_buffer_limit", "must be greater than zero")),
             Some(limit) => self.replay.with_buffer_limit(limit).ok_or(ConfigError::field(
@@ -154,23 +125,18 @@ impl<C, Q, Fb, R> ResilienceBuilder<C, Q, Fb, Off, Off, Off, Off, Off, Off, Off,
                 "this stack clones requests and buffers no body; build it with `buffer_bodies` or `ResilienceLayer::grpc`",
             ))?,
         };
-        ResilienceBuilder {
-            classifier: self.classifier,
-            safety: self.safety,
-            fallback: self.fallback,
-            overall: config.overall_timeout.map(OverallTimeout),
+        self.layers = Layers {
+            overall_timeout: config.overall_timeout,
             retry: config.retry.clone(),
-            hedge: R::hedge_slot(config.hedge.clone())?,
+            hedge: config.hedge.clone(),
             breaker: config.breaker.clone().map(BreakerChoice::Config),
             rate_limit: config.rate_limit.clone(),
             bulkhead: config.bulkhead.clone(),
-            attempt: config.attempt_timeout.map(AttemptTimeout),
-            replay,
-        }
-        .build()
+            attempt_timeout: config.attempt_timeout,
+        };
+        Ok(self)
     }
 }
-
 /// `error` with its field named as in a [`StackConfig`] at `path`: the
 /// stack's own rules (`stack.attempt_timeout`) are fields of the config.
 fn at_path(error: ConfigError, path: &str) -> ConfigError {

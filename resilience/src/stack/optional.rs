@@ -1,10 +1,11 @@
-//! A layer that a configuration enables or not at run time.
+//! A layer that a stack enables or not at run time.
 //!
-//! The builder's slots are types, chosen at compile time; a stack read from a
-//! [`StackConfig`](super::StackConfig) learns which layers it has only when
-//! the file is read. Each such slot becomes an [`OptionalLayer`]: its
-//! service either runs the layer or calls the inner service directly, one
-//! branch per call, and the stack's type does not depend on the file.
+//! A stack has one shape whatever the builder (or a
+//! [`StackConfig`](super::StackConfig), read only when the service starts)
+//! enabled. The breaker, rate limit, bulkhead and attempt timeout are each
+//! an [`OptionalLayer`]: its service either runs the layer or calls the
+//! inner service directly, one branch per call, and the stack's type does
+//! not depend on which layers are on.
 
 use std::{
     future::Future,

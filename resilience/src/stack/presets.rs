@@ -5,7 +5,7 @@
 
 use tower_layer::Identity;
 
-use super::{Chosen, Off, ResilienceBuilder, ResilienceLayer, SafetyDefault};
+use super::{Chosen, ResilienceBuilder, ResilienceLayer, SafetyDefault, layers::Layers};
 use crate::{
     GrpcClassifier, HttpClassifier, HttpSafety,
     retry::{CloneRequest, RebuildBodies},
@@ -20,8 +20,7 @@ pub const GRPC_BODY_BUFFER_LIMIT: u64 = 1 << 20;
 pub type HttpBuilder = ResilienceBuilder<Chosen<HttpClassifier>, HttpSafety>;
 
 /// The builder [`ResilienceLayer::grpc`] returns.
-pub type GrpcBuilder<Q> =
-    ResilienceBuilder<Chosen<GrpcClassifier>, Q, Off, Off, Off, Off, Off, Off, Off, Off, RebuildBodies>;
+pub type GrpcBuilder<Q> = ResilienceBuilder<Chosen<GrpcClassifier>, Q, RebuildBodies>;
 
 impl ResilienceLayer<Identity> {
     /// Starts a stack with no layer enabled, [`HttpSafety`] and the safety
@@ -31,15 +30,9 @@ impl ResilienceLayer<Identity> {
         ResilienceBuilder {
             classifier: SafetyDefault,
             safety: HttpSafety::default(),
-            fallback: Off,
-            overall: Off,
-            retry: Off,
-            hedge: Off,
-            breaker: Off,
-            rate_limit: Off,
-            bulkhead: Off,
-            attempt: Off,
             replay: CloneRequest,
+            fallback: Identity::new(),
+            layers: Layers::default(),
         }
     }
 
