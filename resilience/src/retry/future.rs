@@ -2,7 +2,7 @@
 //!
 //! A state machine, as `tower::retry`'s is: an attempt is awaited
 //! (`Waiting`); a retryable result is decided on by
-//! [`next_attempt`](super::decision::next_attempt); the next attempt waits
+//! `decision::next_attempt`; the next attempt waits
 //! out its delay (`Backoff`) and the service's readiness (`Retrying`), then
 //! is sent. A request whose body must be buffered first starts in
 //! `ReadingBody`. One timer serves every state: the attempt's cutoff while

@@ -50,7 +50,7 @@
 //!
 //! A connection or server failure is [`StoreError::Unavailable`] with the
 //! configured `retry_after`. The connection is a
-//! [`ConnectionManager`](::redis::aio::ConnectionManager): multiplexed
+//! [`ConnectionManager`]: multiplexed
 //! (one socket carries every task's operations) and reconnecting after a
 //! failure, made on the first operation, so the store outlives any outage.
 
