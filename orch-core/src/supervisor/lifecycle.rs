@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::{AfterStop, Instance, Key, Msg, Phase, Runtime};
+use super::task::{IncarnationKey, Instance, Notice, Phase, StopCause, SupervisorTask};
 use crate::child::{ChildContext, ChildReport, InstanceShared, run_process, run_task};
 use crate::probe::{ProbeTarget, ProbeTransition, run_probes};
 use crate::spec::{ChildKind, ReadyGate};
@@ -18,7 +18,7 @@ use crate::{EventKind, ExitReason, InstanceId, LifecycleEvent};
 /// stop that may already be counting down its grace (yields "forced").
 type StopWaits = (Option<JoinHandle<()>>, Option<JoinHandle<bool>>);
 
-impl Runtime {
+impl SupervisorTask {
     pub(super) fn publish(&self, index: usize, ordinal: u32, kind: EventKind) {
         let position = &self.positions[index];
         let Some(inst) = position.instances.get(ordinal as usize).and_then(Option::as_ref) else {
@@ -65,14 +65,14 @@ impl Runtime {
                 (InstanceId::new(&path, &position.spec.id, ordinal), 0, None)
             }
         };
-        let key = Key {
+        let key = IncarnationKey {
             position: position.uid,
             ordinal,
             generation,
         };
         let cancel = CancellationToken::new();
         let shared = Arc::new(InstanceShared::default());
-        let tx = self.msg_tx.clone();
+        let tx = self.notice_tx.clone();
         let ctx = ChildContext::new(
             id.clone(),
             generation,
@@ -80,12 +80,12 @@ impl Runtime {
             shared.clone(),
             Arc::new(move |report| {
                 let _ = tx.send(match report {
-                    ChildReport::Announced(address) => Msg::Announced { key, address },
-                    ChildReport::Failed => Msg::Failed { key },
+                    ChildReport::Announced(address) => Notice::Announced { key, address },
+                    ChildReport::Failed => Notice::Failed { key },
                 });
             }),
         );
-        let tx = self.msg_tx.clone();
+        let tx = self.notice_tx.clone();
         let task = match &position.spec.kind {
             ChildKind::Task(factory) => spawn_reporting(run_task(factory.clone(), ctx), tx, key),
             ChildKind::Process(spec) => spawn_reporting(run_process(spec.clone(), ctx), tx, key),
@@ -95,7 +95,7 @@ impl Runtime {
             }
         };
         let probe_task = (!probes.is_empty()).then(|| {
-            let tx = self.msg_tx.clone();
+            let tx = self.notice_tx.clone();
             let (target_id, target_shared) = (id.clone(), shared.clone());
             tokio::spawn(run_probes(
                 probes.clone(),
@@ -105,7 +105,7 @@ impl Runtime {
                     address: target_shared.address.get().copied(),
                 },
                 move |transition| {
-                    let _ = tx.send(Msg::Probe { key, transition });
+                    let _ = tx.send(Notice::Probe { key, transition });
                 },
             ))
             .abort_handle()
@@ -157,13 +157,13 @@ impl Runtime {
         self.publish(index, ordinal, kind);
     }
 
-    pub(super) fn find(&self, key: Key) -> Option<usize> {
+    pub(super) fn find(&self, key: IncarnationKey) -> Option<usize> {
         let index = self.position_index(key.position)?;
         let inst = self.positions[index].instance(key)?;
         (inst.phase == Phase::Running).then_some(index)
     }
 
-    pub(super) fn on_announce(&mut self, key: Key, address: SocketAddr) {
+    pub(super) fn on_announce(&mut self, key: IncarnationKey, address: SocketAddr) {
         if let Some(index) = self.find(key) {
             tracing::debug!(child = %self.positions[index].spec.id, ordinal = key.ordinal, %address, "instance announced");
             if let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() {
@@ -175,7 +175,7 @@ impl Runtime {
 
     /// The child called [`ChildContext::fail`]: out of rotation now; its
     /// exit, once it has drained, is handled as a crash.
-    pub(super) fn on_failed(&mut self, key: Key) {
+    pub(super) fn on_failed(&mut self, key: IncarnationKey) {
         if let Some(index) = self.find(key) {
             if let Some(inst) = self.positions[index].instances[key.ordinal as usize].as_mut() {
                 inst.failed = true;
@@ -186,7 +186,7 @@ impl Runtime {
 
     pub(super) async fn on_probe(
         &mut self,
-        key: Key,
+        key: IncarnationKey,
         transition: ProbeTransition,
     ) -> Result<(), crate::SupervisorError> {
         let Some(index) = self.find(key) else {
@@ -210,7 +210,7 @@ impl Runtime {
                 // usual grace period; the exit is then handled as a crash.
                 // The grace runs in the background so that the rest of the
                 // tree is still supervised meanwhile.
-                self.begin_stop(index, key.ordinal, AfterStop::Crash(reason));
+                self.begin_stop(index, key.ordinal, StopCause::Killed(reason));
                 return Ok(());
             }
         }
@@ -301,7 +301,7 @@ impl Runtime {
     /// Starts stopping one instance in the background: Stopping is published
     /// now; when it is down (or aborted after its grace), `StopDone` brings
     /// it back to the supervisor loop with what to do next.
-    pub(super) fn begin_stop(&mut self, index: usize, ordinal: u32, then: AfterStop) {
+    pub(super) fn begin_stop(&mut self, index: usize, ordinal: u32, cause: StopCause) {
         let position = &self.positions[index];
         let grace = position.spec.policy.shutdown_grace;
         let Some(inst) = position.instances[ordinal as usize].as_ref() else {
@@ -310,7 +310,7 @@ impl Runtime {
         if inst.phase == Phase::Stopping {
             return;
         }
-        let key = Key {
+        let key = IncarnationKey {
             position: position.uid,
             ordinal,
             generation: inst.generation,
@@ -318,11 +318,11 @@ impl Runtime {
         let Some((task, _)) = self.signal_stop(index, ordinal, Phase::Stopping) else {
             return;
         };
-        let tx = self.msg_tx.clone();
+        let tx = self.notice_tx.clone();
         let deadline = Instant::now().checked_add(grace);
         let stopper = tokio::spawn(async move {
             let forced = wait_or_abort(task, deadline).await;
-            let _ = tx.send(Msg::StopDone { key, forced, then });
+            let _ = tx.send(Notice::StopDone { key, forced, cause });
             forced
         });
         if let Some(inst) = self.positions[index].instances[ordinal as usize].as_mut() {
@@ -332,9 +332,9 @@ impl Runtime {
 
     pub(super) async fn on_stop_done(
         &mut self,
-        key: Key,
+        key: IncarnationKey,
         forced: bool,
-        then: AfterStop,
+        cause: StopCause,
     ) -> Result<(), crate::SupervisorError> {
         let Some(index) = self.position_index(key.position) else {
             return Ok(());
@@ -350,13 +350,13 @@ impl Runtime {
         if forced {
             tracing::warn!(instance = %inst.id, "grace period over; aborted");
         }
-        match then {
-            AfterStop::Remove => {
+        match cause {
+            StopCause::ScaleDown => {
                 self.publish(index, key.ordinal, EventKind::Stopped { forced });
                 self.positions[index].instances[key.ordinal as usize] = None;
                 Ok(())
             }
-            AfterStop::Crash(reason) => self.on_crash(index, key.ordinal, reason).await,
+            StopCause::Killed(reason) => self.on_crash(index, key.ordinal, reason).await,
         }
     }
 
@@ -375,7 +375,7 @@ impl Runtime {
             let mut victims = live;
             victims.sort_by_key(|&(ordinal, ready)| (ready, std::cmp::Reverse(ordinal)));
             for &(ordinal, _) in &victims[..victims.len() - replicas] {
-                self.begin_stop(index, ordinal, AfterStop::Remove);
+                self.begin_stop(index, ordinal, StopCause::ScaleDown);
             }
         } else {
             let instances = &mut self.positions[index].instances;
@@ -398,13 +398,17 @@ impl Runtime {
 }
 
 /// Spawns an instance's future; its exit reason goes back to the supervisor.
-fn spawn_reporting<F>(run: F, tx: tokio::sync::mpsc::UnboundedSender<Msg>, key: Key) -> JoinHandle<()>
+fn spawn_reporting<F>(
+    run: F,
+    tx: tokio::sync::mpsc::UnboundedSender<Notice>,
+    key: IncarnationKey,
+) -> JoinHandle<()>
 where
     F: Future<Output = ExitReason> + Send + 'static,
 {
     tokio::spawn(async move {
         let reason = run.await;
-        let _ = tx.send(Msg::Exited { key, reason });
+        let _ = tx.send(Notice::Exited { key, reason });
     })
 }
 

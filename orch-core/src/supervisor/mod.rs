@@ -9,7 +9,7 @@
 mod handle;
 mod lifecycle;
 mod restart;
-mod runtime;
+mod task;
 
 pub use handle::{ChildInfo, CommandError, ReplicaGroup, StartError, SupervisorError, SupervisorHandle};
 
@@ -48,10 +48,11 @@ impl Supervisor {
     pub fn start(spec: SupervisorSpec) -> Result<SupervisorHandle, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let hub = EventHub::new();
-        let (rt, handle) = runtime::Runtime::new(spec, hub, None, tokio_util::sync::CancellationToken::new());
+        let (supervisor, handle) =
+            task::SupervisorTask::new(spec, hub, None, tokio_util::sync::CancellationToken::new());
         runtime.spawn(async move {
             // The outcome reaches the handles through `done`.
-            let _ = rt.run().await;
+            let _ = supervisor.run().await;
         });
         Ok(handle)
     }

@@ -9,14 +9,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::handle::SupervisorError;
-use super::runtime::{Key, Msg, Phase, Runtime};
+use super::task::{IncarnationKey, Notice, Phase, SupervisorTask};
 use crate::child::ChildContext;
 use crate::event::EventHub;
 use crate::spec::{DelaySchedule, RestartType, SupervisorSpec};
 use crate::{EventKind, ExitReason, Strategy};
 
-impl Runtime {
-    pub(super) async fn on_exit(&mut self, key: Key, reason: ExitReason) -> Result<(), SupervisorError> {
+impl SupervisorTask {
+    pub(super) async fn on_exit(
+        &mut self,
+        key: IncarnationKey,
+        reason: ExitReason,
+    ) -> Result<(), SupervisorError> {
         // Reports from incarnations that were stopped or replaced are stale.
         let Some(index) = self.find(key) else {
             return Ok(());
@@ -145,10 +149,10 @@ impl Runtime {
             }
         }
         self.pending.insert(token, entries);
-        let tx = self.msg_tx.clone();
+        let tx = self.notice_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(Msg::RestartDue { token });
+            let _ = tx.send(Notice::RestartDue { token });
         });
     }
 
@@ -190,8 +194,9 @@ pub(super) fn run_nested(
     // Boxed: a supervisor's future spawns its children's futures, so an
     // unboxed nested supervisor would have a type that contains itself.
     Box::pin(async move {
-        let (rt, _handle) = Runtime::new((*spec).clone(), hub, Some(&parent), ctx.token().clone());
-        match rt.run().await {
+        let (supervisor, _handle) =
+            SupervisorTask::new((*spec).clone(), hub, Some(&parent), ctx.token().clone());
+        match supervisor.run().await {
             Ok(()) if ctx.is_cancelled() => ExitReason::Stopped,
             Ok(()) => ExitReason::Normal,
             Err(e) => ExitReason::Escalated(e.to_string().into()),

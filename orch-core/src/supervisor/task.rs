@@ -19,7 +19,7 @@ use crate::{ExitReason, InstanceId, SupervisorSpec};
 /// Identifies one incarnation of one instance in messages, so that reports
 /// from an incarnation that is already gone are recognised and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Key {
+pub(super) struct IncarnationKey {
     pub(super) position: u64,
     pub(super) ordinal: u32,
     pub(super) generation: u64,
@@ -27,41 +27,42 @@ pub(super) struct Key {
 
 /// What instances (and restart timers) tell their supervisor.
 #[derive(Debug)]
-pub(super) enum Msg {
+pub(super) enum Notice {
     Exited {
-        key: Key,
+        key: IncarnationKey,
         reason: ExitReason,
     },
     Probe {
-        key: Key,
+        key: IncarnationKey,
         transition: ProbeTransition,
     },
     Announced {
-        key: Key,
+        key: IncarnationKey,
         address: SocketAddr,
     },
     /// The child called `ChildContext::fail`.
     Failed {
-        key: Key,
+        key: IncarnationKey,
     },
     RestartDue {
         token: u64,
     },
     /// A stop begun with `begin_stop` has finished.
     StopDone {
-        key: Key,
+        key: IncarnationKey,
         forced: bool,
-        then: AfterStop,
+        cause: StopCause,
     },
 }
 
 /// What happens to an instance once a background stop has finished.
 #[derive(Debug)]
-pub(super) enum AfterStop {
-    /// It is gone (scale-down).
-    Remove,
-    /// It was killed for this reason (failed probe); handle it as a crash.
-    Crash(ExitReason),
+pub(super) enum StopCause {
+    /// Scale-down: once stopped, it is gone.
+    ScaleDown,
+    /// Killed for this reason (a failed probe): once stopped, handled as a
+    /// crash.
+    Killed(ExitReason),
 }
 
 /// Where an instance is, from the supervisor's point of view.
@@ -135,7 +136,7 @@ impl Position {
             .filter_map(|(i, s)| s.as_ref().map(|inst| (i as u32, inst)))
     }
 
-    pub(super) fn instance(&self, key: Key) -> Option<&Instance> {
+    pub(super) fn instance(&self, key: IncarnationKey) -> Option<&Instance> {
         self.instances
             .get(key.ordinal as usize)?
             .as_ref()
@@ -159,7 +160,7 @@ impl Position {
     }
 }
 
-pub(crate) struct Runtime {
+pub(crate) struct SupervisorTask {
     pub(super) path: Arc<str>,
     pub(super) policy: SupervisorPolicy,
     pub(super) intensity: IntensityTracker,
@@ -168,14 +169,14 @@ pub(crate) struct Runtime {
     pub(super) next_token: u64,
     pub(super) pending: std::collections::HashMap<u64, Vec<(u64, u32)>>,
     pub(super) hub: Arc<EventHub>,
-    pub(super) msg_tx: mpsc::UnboundedSender<Msg>,
-    msg_rx: mpsc::UnboundedReceiver<Msg>,
+    pub(super) notice_tx: mpsc::UnboundedSender<Notice>,
+    notice_rx: mpsc::UnboundedReceiver<Notice>,
     cmd_rx: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     done: watch::Sender<Option<Result<(), SupervisorError>>>,
 }
 
-impl Runtime {
+impl SupervisorTask {
     pub(crate) fn new(
         spec: SupervisorSpec,
         hub: Arc<EventHub>,
@@ -186,7 +187,7 @@ impl Runtime {
             Some(p) => format!("{p}/{}", spec.name).into(),
             None => spec.name.clone().into(),
         };
-        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let (notice_tx, notice_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (done, done_rx) = watch::channel(None);
         let handle = SupervisorHandle {
@@ -197,7 +198,7 @@ impl Runtime {
             cancel: cancel.clone(),
         };
         hub.register_supervisor(path.clone(), handle.clone());
-        let mut rt = Self {
+        let mut task = Self {
             path,
             policy: spec.policy,
             intensity: IntensityTracker::new(spec.policy.intensity),
@@ -206,16 +207,16 @@ impl Runtime {
             next_token: 0,
             pending: Default::default(),
             hub,
-            msg_tx,
-            msg_rx,
+            notice_tx,
+            notice_rx,
             cmd_rx,
             cancel,
             done,
         };
         for child in spec.children {
-            rt.add_position(child);
+            task.add_position(child);
         }
-        (rt, handle)
+        (task, handle)
     }
 
     fn add_position(&mut self, spec: ChildSpec) -> usize {
@@ -280,8 +281,8 @@ impl Runtime {
                     self.stop_all().await;
                     return Ok(());
                 }
-                Some(msg) = self.msg_rx.recv() => {
-                    self.on_message(msg).await?;
+                Some(notice) = self.notice_rx.recv() => {
+                    self.on_notice(notice).await?;
                 }
                 cmd = self.cmd_rx.recv(), if commands_open => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
@@ -292,23 +293,23 @@ impl Runtime {
         }
     }
 
-    async fn on_message(&mut self, msg: Msg) -> Result<(), SupervisorError> {
-        match msg {
-            Msg::Exited { key, reason } => self.on_exit(key, reason).await,
-            Msg::Probe { key, transition } => self.on_probe(key, transition).await,
-            Msg::Announced { key, address } => {
+    async fn on_notice(&mut self, notice: Notice) -> Result<(), SupervisorError> {
+        match notice {
+            Notice::Exited { key, reason } => self.on_exit(key, reason).await,
+            Notice::Probe { key, transition } => self.on_probe(key, transition).await,
+            Notice::Announced { key, address } => {
                 self.on_announce(key, address);
                 Ok(())
             }
-            Msg::Failed { key } => {
+            Notice::Failed { key } => {
                 self.on_failed(key);
                 Ok(())
             }
-            Msg::RestartDue { token } => {
+            Notice::RestartDue { token } => {
                 self.on_restart_due(token);
                 Ok(())
             }
-            Msg::StopDone { key, forced, then } => self.on_stop_done(key, forced, then).await,
+            Notice::StopDone { key, forced, cause } => self.on_stop_done(key, forced, cause).await,
         }
     }
 
