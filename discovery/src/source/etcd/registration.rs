@@ -90,8 +90,9 @@ impl EtcdRegistration {
         }
     }
 
-    /// Whether the key is written under a lease that was alive at the last
-    /// keepalive.
+    /// Whether the key is written under a lease that etcd confirmed at the
+    /// last keepalive: `false` before the first registration, while
+    /// keepalives fail (etcd unreachable) and until a lost lease is replaced.
     pub fn is_registered(&self) -> bool {
         *self.registered.borrow()
     }
@@ -208,14 +209,19 @@ impl Keeper {
         loop {
             tokio::time::sleep(period).await;
             match self.client.lease_keepalive(lease).await {
-                Ok(ttl) if ttl > 0 => {}
+                Ok(ttl) if ttl > 0 => {
+                    self.registered.send_replace(true);
+                }
                 Ok(_) => {
                     tracing::warn!(key = %self.key, lease, "etcd lost the lease; registering again");
                     return;
                 }
                 // The lease may still be alive: keep trying each period,
                 // etcd answers "gone" once it is back if it expired.
-                Err(error) => tracing::warn!(key = %self.key, lease, %error, "etcd keepalive failed"),
+                Err(error) => {
+                    self.registered.send_replace(false);
+                    tracing::warn!(key = %self.key, lease, %error, "etcd keepalive failed");
+                }
             }
         }
     }

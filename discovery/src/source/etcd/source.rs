@@ -235,7 +235,7 @@ async fn watch(client: &Client, prefix: &str, from: i64, follower: &Mutex<Follow
             Ok(Some(answer)) => answer,
             Ok(None) => {
                 return WatchEnd::Failed(EtcdError::Unavailable {
-                    endpoint: String::new(),
+                    endpoint: stream.endpoint().to_owned(),
                     reason: "etcd closed the watch".to_owned(),
                 });
             }
@@ -246,7 +246,7 @@ async fn watch(client: &Client, prefix: &str, from: i64, follower: &Mutex<Follow
         }
         if answer.canceled {
             return WatchEnd::Failed(EtcdError::Refused {
-                endpoint: String::new(),
+                endpoint: stream.endpoint().to_owned(),
                 status: 200,
                 message: format!("watch canceled: {}", answer.cancel_reason),
             });
