@@ -368,3 +368,72 @@ fn starting_outside_a_runtime_is_refused() {
         Err(EtcdError::NoRuntime)
     ));
 }
+
+/// A watch that etcd cancels because its revisions were compacted is
+/// followed by a new list at once, not after the reconnect delay. A fake
+/// gateway, since a real etcd compacts under a live watch only in the
+/// instant between a list and the watch that follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_watch_lists_again_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{Router, body::Body, extract::State, routing::post};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    #[derive(Clone, Default)]
+    struct Calls {
+        ranges: Arc<AtomicUsize>,
+        watches: Arc<AtomicUsize>,
+    }
+    async fn range(State(calls): State<Calls>) -> String {
+        // The first list holds `a`; after the compaction `b` replaced it.
+        let id = if calls.ranges.fetch_add(1, Ordering::SeqCst) == 0 {
+            "a"
+        } else {
+            "b"
+        };
+        let kv = serde_json::json!({
+            "key": STANDARD.encode(key(id)),
+            "value": STANDARD.encode(value(id, 8001, 1)),
+        });
+        serde_json::json!({"header": {"revision": "10"}, "kvs": [kv]}).to_string()
+    }
+    async fn watch(State(calls): State<Calls>) -> Body {
+        let created = "{\"result\":{\"header\":{\"revision\":\"10\"},\"created\":true}}\n";
+        if calls.watches.fetch_add(1, Ordering::SeqCst) == 0 {
+            let canceled = "{\"result\":{\"header\":{\"revision\":\"12\"},\"canceled\":true,\"compact_revision\":\"11\"}}\n";
+            Body::from(format!("{created}{canceled}"))
+        } else {
+            // Stays open with no events, as a quiet watch does.
+            let lines = futures_util::stream::once(async move { Ok::<_, std::io::Error>(created) })
+                .chain(futures_util::stream::pending());
+            Body::from_stream(lines)
+        }
+    }
+
+    let calls = Calls::default();
+    let app = Router::new()
+        .route("/v3/kv/range", post(range))
+        .route("/v3/watch", post(watch))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A reconnect delay far beyond the wait: only an immediate list passes.
+    let config = EtcdConfig::new([format!("http://{address}")], PREFIX)
+        .reconnect_initial(Duration::from_secs(3600))
+        .reconnect_max(Duration::from_secs(3600));
+    let registry = Registry::new("orders");
+    let source = EtcdSource::new(&config)
+        .expect("valid config")
+        .start(&registry)
+        .expect("in a runtime");
+    let set = wait_until(&registry, "b after the compaction", |set| has(set, "b")).await;
+    assert_eq!(ids(&set), ["b"]);
+    assert_eq!(calls.ranges.load(Ordering::SeqCst), 2);
+    drop(source);
+    server.abort();
+}

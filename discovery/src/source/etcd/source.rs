@@ -32,8 +32,10 @@ use crate::Registry;
 ///   watch): the source reconnects after a delay that doubles from
 ///   [`reconnect_initial`](EtcdConfig::reconnect_initial) up to
 ///   [`reconnect_max`](EtcdConfig::reconnect_max), trying the configured
-///   endpoints in order, and lists the prefix again, so the registry
-///   converges on etcd's content, changes made meanwhile included.
+///   endpoints in order (from the one that answered last), and lists the
+///   prefix again, so the registry converges on etcd's content, changes
+///   made meanwhile included. A watch that etcd cancels because it
+///   compacted the revisions the watch needed is listed again at once.
 ///   Meanwhile the registry keeps its last known endpoints: an etcd outage
 ///   does not take every replica out of the balancers (like Kubernetes'
 ///   endpoints cache); a replica that died meanwhile is left to the
