@@ -29,7 +29,8 @@
 //! `backoff` (the unmaintained `backoff` crate's policies as restart
 //! backoff), `schedule` (the autoscaler's cron windows), `nats` (a JetStream
 //! consumer's backlog as the autoscaler's signal), `redis` and `postgres`
-//! (idempotency stores), `schema` (JSON Schemas of contracts). The README's quick start shows the whole client path.
+//! (idempotency stores), `etcd` (`orch::discovery::source::etcd`: replicas
+//! register in etcd, clients follow it), `schema` (JSON Schemas of contracts). The README's quick start shows the whole client path.
 #![forbid(unsafe_code)]
 
 pub use orch_core as core;

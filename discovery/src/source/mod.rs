@@ -6,7 +6,11 @@
 //! configuration; [`SupervisorSource`] follows the lifecycle events of an
 //! orch-core supervisor, so instances enter the registry when they are
 //! ready and leave it as soon as they stop being ready, are stopped or crash.
+//! `etcd` (feature `etcd`) follows a key prefix of etcd, where replicas on
+//! other machines register themselves.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod static_list;
 mod supervisor;
 
