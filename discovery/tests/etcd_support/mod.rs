@@ -1,6 +1,7 @@
 //! A real etcd for the etcd backend's tests: started on free loopback ports
 //! with its own data directory, killed when the guard is dropped (and with
-//! the test process, through `kill_on_drop`), plus a few raw calls to etcd's
+//! the test process, through `kill_on_drop` and a parent-death signal), plus
+//! a few raw calls to etcd's
 //! JSON gateway so the tests check etcd's content independently of the code
 //! under test.
 #![allow(dead_code, reason = "each test uses a part of the helpers")]
@@ -27,11 +28,7 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The etcd binary, or `None` after saying why the test is skipped; fails
 /// when `ORCH_TEST_ETCD=required` (CI) and there is none.
 pub fn etcd_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("etcd"))
-        .find(|candidate| candidate.is_file());
+    let found = on_path("etcd");
     if found.is_none() {
         assert_ne!(
             std::env::var("ORCH_TEST_ETCD").as_deref(),
@@ -43,6 +40,15 @@ pub fn etcd_binary() -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// Where `program` is on `PATH`, if it is.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A running etcd, killed on drop; its data directory is removed on drop.
@@ -98,7 +104,19 @@ impl Etcd {
     async fn spawn(&mut self) {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
+        // `setpriv --pdeathsig KILL` (util-linux) execs etcd with the
+        // parent-death signal set, so an etcd cannot outlive a test process
+        // that is killed hard (SIGKILL, a harness timeout), which
+        // `kill_on_drop` alone cannot promise.
+        let mut command = match on_path("setpriv") {
+            Some(setpriv) => {
+                let mut command = Command::new(setpriv);
+                command.args(["--pdeathsig", "KILL", "--"]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("--name=default")
             .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg(format!("--listen-client-urls={client}"))
