@@ -44,9 +44,9 @@ pub trait FailureClassifier<Res, E>: Clone {
 ///   holds: a request with an `https` URI fails before it is sent, and
 ///   counting it would eject a healthy replica after five such calls.
 /// - An `Ok(http::Response<hyper::body::Incoming>)` (what a
-///   [`HyperEndpoint`](crate::connect::HyperEndpoint) answers, feature
+///   `connect::HyperEndpoint` answers, feature
 ///   `hyper`) or `Ok(http::Response<tonic::body::Body>)` (a
-///   [`TonicEndpoint`](crate::connect::TonicEndpoint), feature `tonic`) is
+///   `connect::TonicEndpoint`, feature `tonic`) is
 ///   a failure when it is a 5xx, a 429 or a trailers-only gRPC
 ///   `UNAVAILABLE`, as with [`HttpFailures`]: otherwise a replica that
 ///   answers 503 in a millisecond would look like the fastest one and draw

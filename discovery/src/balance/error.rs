@@ -23,7 +23,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `tonic::ConnectError` (anything else is `UNKNOWN`). With the `tonic`
 /// feature, [`NoEndpoints`](Self::NoEndpoints)' source is a `Status` with
 /// code `UNAVAILABLE`, and a connect failure of a
-/// [`TonicConnector`](crate::connect::TonicConnector) endpoint carries a
+/// `connect::TonicConnector` endpoint carries a
 /// `ConnectError`: both reach the caller as `UNAVAILABLE` ("most likely
 /// transient, retry with a backoff", what tonic itself, like the C++ gRPC
 /// client, reports when it cannot connect), and the status's own source is

@@ -13,7 +13,7 @@
 //!   [`source_fn`] (a closure), `JetStreamPending` (a NATS JetStream
 //!   consumer's unfinished messages, feature `nats`).
 //! - Policies: [`TargetTracking`] (HPA), [`QueueBacklog`] (KEDA, with
-//!   activation and scale to zero), [`Schedule`] (cron windows in a time
+//!   activation and scale to zero), `Schedule` (cron windows in a time
 //!   zone, feature `schedule`).
 //! - Config: [`AutoscalerConfig`], serde with human-readable durations,
 //!   validated at build ([`AutoscaleError`] names the field).

@@ -3,7 +3,7 @@
 //! by accident.
 //!
 //! A contract's versions are JSON Schemas: generated from the types with
-//! `schemars` ([`schema_of`], feature `schema`), or checked in as files.
+//! `schemars` (`schema_of`, feature `schema`), or checked in as files.
 //! [`compare`] walks two of them side by side and sorts every difference
 //! into a [`Report`]: breaking (a removed field, a changed type, a new
 //! required field, a narrowed enum, …), compatible (an added optional
