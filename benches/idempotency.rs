@@ -27,6 +27,13 @@
 //! nothing shared; its two-thread gain is what the allocator and memory
 //! give any in-memory store.
 //!
+//! `steady/bare map, shards of its own` is the bare map with each thread
+//! keeping to half of the shards (the even or the odd ones): the same
+//! locks, maps and allocations, nothing shared between the threads. Its
+//! two-thread gain against the bare map's is what sharing the shards
+//! costs; no store whose threads must find each other's keys can avoid
+//! that cost.
+//!
 //! Each group also has `ceiling/arithmetic only`, two threads that share
 //! nothing: its two-thread gain is what the machine can give at all (a
 //! VM's two vCPUs may be one core's hyperthreads or be shared with other
@@ -154,6 +161,10 @@ struct BareMap {
     shards: Box<[Padded<Mutex<BareShard>>]>,
     hasher: RandomState,
     window: Option<u64>,
+    /// Each thread keeps to shards of its own (the even ones or the odd
+    /// ones): the same work with nothing shared, to tell what sharing the
+    /// shards costs from what the map's work costs.
+    own_shards: bool,
 }
 
 type BareShard = HashMap<Arc<str>, Option<SavedResponse>>;
@@ -167,6 +178,7 @@ impl BareMap {
             shards: (0..64).map(|_| Padded(Mutex::default())).collect(),
             hasher: RandomState::new(),
             window,
+            own_shards: false,
         }
     }
 
@@ -178,8 +190,21 @@ impl BareMap {
         Self::new(None)
     }
 
-    fn shard(&self, name: &str) -> &Mutex<BareShard> {
-        &self.shards[(self.hasher.hash_one(name) >> 40) as usize & 63].0
+    fn steady_own_shards() -> Self {
+        Self {
+            own_shards: true,
+            ..Self::steady()
+        }
+    }
+
+    fn shard(&self, name: &str, thread: u8) -> &Mutex<BareShard> {
+        let index = (self.hasher.hash_one(name) >> 40) as usize & 63;
+        let index = if self.own_shards {
+            (index & !1) | usize::from(thread & 1)
+        } else {
+            index
+        };
+        &self.shards[index].0
     }
 
     fn name(thread: u8, n: u64) -> String {
@@ -196,12 +221,15 @@ impl Target for BareMap {
     #[inline]
     fn claim_complete(&self, thread: u8, n: u64) {
         let name: Arc<str> = Self::name(thread, n).into();
-        let shard = self.shard(&name);
+        let shard = self.shard(&name, thread);
         shard.lock().expect("lock").insert(Arc::clone(&name), None);
         *shard.lock().expect("lock").get_mut(&name).expect("inserted") = Some(response());
         if let Some(old) = self.window.and_then(|window| n.checked_sub(window)) {
             let old = Self::name(thread, old);
-            self.shard(&old).lock().expect("lock").remove(old.as_str());
+            self.shard(&old, thread)
+                .lock()
+                .expect("lock")
+                .remove(old.as_str());
         }
     }
 }
@@ -337,6 +365,12 @@ fn group(c: &mut Criterion, threads: u8) {
         "steady/bare sharded map",
         threads,
         Life::shared(BareMap::steady()),
+    );
+    line(
+        &mut g,
+        "steady/bare map, shards of its own",
+        threads,
+        Life::shared(BareMap::steady_own_shards()),
     );
     line(
         &mut g,
