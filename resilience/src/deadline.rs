@@ -14,7 +14,7 @@ const FAR_FUTURE: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
 /// `now + delay`, or a time far enough to mean "never" when that overflows.
 #[inline]
-pub(crate) fn later(now: Instant, delay: Duration) -> Instant {
+pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
     now.checked_add(delay).unwrap_or_else(|| now + FAR_FUTURE)
 }
 
@@ -25,7 +25,10 @@ mod tests {
     #[test]
     fn an_overflowing_delay_means_far_away_not_a_panic() {
         let now = Instant::now();
-        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
-        assert_eq!(later(now, Duration::MAX), now + FAR_FUTURE);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(deadline_after(now, Duration::MAX), now + FAR_FUTURE);
     }
 }

@@ -76,7 +76,7 @@ impl<T> Deref for Padded<T> {
 
 /// One `T` per shard of calling threads ([`shard_count`] of them), each
 /// thread finding its own by its seed: the breaker's windows, the retry
-/// budget's deposit slots, the lanes.
+/// budget's deposit slots, the shard handles.
 pub(crate) struct Sharded<T> {
     items: Box<[T]>,
     mask: usize,
@@ -115,23 +115,23 @@ impl<T: fmt::Debug> fmt::Debug for Sharded<T> {
 }
 
 /// A handle to a shared value for the calls of one shard of threads.
-pub(crate) type Lane<T> = Padded<Arc<T>>;
+pub(crate) type ShardHandle<T> = Padded<Arc<T>>;
 
-/// One [`Lane`] per shard, for `'static` futures and permits that must keep
+/// One [`ShardHandle`] per shard, for `'static` futures and permits that must keep
 /// a shared value alive. Cloning one `Arc` per call from every thread makes
 /// its reference count the one line all threads write; cloning the calling
-/// thread's lane keeps that write on a line of the shard's own.
-pub(crate) struct Lanes<T>(Sharded<Arc<Lane<T>>>);
+/// thread's shard handle keeps that write on a line of the shard's own.
+pub(crate) struct ShardHandles<T>(Sharded<Arc<ShardHandle<T>>>);
 
-impl<T> Lanes<T> {
-    /// [`shard_count`] lanes to `value`.
+impl<T> ShardHandles<T> {
+    /// [`shard_count`] shard handles to `value`.
     pub(crate) fn new(value: &Arc<T>) -> Self {
         Self(Sharded::new(|| Arc::new(Padded(Arc::clone(value)))))
     }
 
-    /// The calling thread's lane.
+    /// The calling thread's shard handle.
     #[inline(always)]
-    pub(crate) fn for_thread(&self) -> Arc<Lane<T>> {
+    pub(crate) fn for_thread(&self) -> Arc<ShardHandle<T>> {
         Arc::clone(self.0.local())
     }
 

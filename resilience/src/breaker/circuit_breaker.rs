@@ -2,8 +2,8 @@
 //! from and what it hands out.
 //!
 //! The handle is two `Arc`s: one to the [`StateMachine`] every clone
-//! shares, and one to its lanes, the per-shard handles to that state
-//! machine that owned permits clone, so that threads calling one breaker
+//! shares, and one to its shard handles (one `Arc` of that state machine
+//! per shard of threads) that owned permits clone, so that threads calling one breaker
 //! do not all write one reference count. The handle's methods are thin:
 //! admission, recording and transitions are the state machine's.
 
@@ -18,7 +18,7 @@ use super::{
 };
 #[cfg(doc)]
 use crate::error::CircuitRejection;
-use crate::{config::ConfigError, error::ResilienceError, shard::Lanes};
+use crate::{config::ConfigError, error::ResilienceError, shard::ShardHandles};
 
 /// A circuit breaker, shared by every clone of this handle.
 ///
@@ -58,8 +58,8 @@ use crate::{config::ConfigError, error::ResilienceError, shard::Lanes};
 #[derive(Clone)]
 pub struct CircuitBreaker {
     machine: Arc<StateMachine>,
-    /// One handle to `machine` per shard, for owned permits (see [`Lanes`]).
-    lanes: Arc<Lanes<StateMachine>>,
+    /// One handle to `machine` per shard, for owned permits (see [`ShardHandles`]).
+    shard_handles: Arc<ShardHandles<StateMachine>>,
 }
 
 /// A snapshot of a breaker's numbers, from [`CircuitBreaker::metrics`].
@@ -110,7 +110,7 @@ impl CircuitBreaker {
             .set(BreakerState::Closed.gauge_value());
         let machine = Arc::new(StateMachine::new(config));
         Self {
-            lanes: Arc::new(Lanes::new(&machine)),
+            shard_handles: Arc::new(ShardHandles::new(&machine)),
             machine,
         }
     }
@@ -175,11 +175,11 @@ impl CircuitBreaker {
         self.machine.admit()
     }
 
-    /// The owned permit of an admitted call: a clone of the calling thread's lane.
+    /// The owned permit of an admitted call: a clone of the calling thread's shard handle.
     #[inline]
     pub(super) fn owned_permit(&self, admission: Admission) -> OwnedBreakerPermit {
         OwnedBreakerPermit {
-            breaker: self.lanes.for_thread(),
+            breaker: self.shard_handles.for_thread(),
             admission: Some(admission),
         }
     }

@@ -112,7 +112,7 @@
 //! window; a failure sums all shards. Slow-call detection and time windows
 //! add the clock reads listed above and the shard lock on every record. The
 //! `tower` service's `'static` response future owns an
-//! [`OwnedBreakerPermit`]: a clone of the calling thread's *lane*, an `Arc`
+//! [`OwnedBreakerPermit`]: a clone of the calling thread's shard handle, an `Arc`
 //! to the breaker kept per shard, so the reference count it writes twice
 //! per call is on a cache line of that shard's threads, not one that every
 //! thread fights over. Rejections cost a clock read (when open), a

@@ -2,7 +2,7 @@
 //!
 //! A permit is an [`Admission`] (the phase the call was admitted in and
 //! when it started) and a way back to its breaker: a borrow
-//! ([`BreakerPermit`]) or a clone of the calling thread's lane
+//! ([`BreakerPermit`]) or a clone of the calling thread's shard handle
 //! ([`OwnedBreakerPermit`], for `'static` futures such as the `tower`
 //! service's). Recording consumes the admission; a permit dropped with its
 //! admission unrecorded records nothing and gives a half-open trial slot back.
@@ -15,7 +15,7 @@ use super::{
     state::{BreakerState, Phase},
     state_machine::StateMachine,
 };
-use crate::{classify::Outcome, shard::Lane};
+use crate::{classify::Outcome, shard::ShardHandle};
 
 /// What admission decided for one call: plain data, copied into the permit.
 #[derive(Debug, Clone, Copy)]
@@ -51,12 +51,12 @@ pub struct BreakerPermit<'a> {
 /// A [`BreakerPermit`] that owns a handle to its breaker, for futures that
 /// must be `'static`.
 ///
-/// The handle is a clone of the calling thread's lane: an `Arc` whose
+/// The handle is a clone of the calling thread's shard handle: an `Arc` whose
 /// reference count lives on a cache line of that thread's shard, so threads
 /// sharing a breaker do not write one reference count.
 #[must_use = "a permit records nothing unless its outcome is recorded"]
 pub struct OwnedBreakerPermit {
-    pub(super) breaker: Arc<Lane<StateMachine>>,
+    pub(super) breaker: Arc<ShardHandle<StateMachine>>,
     /// `None` once recorded.
     pub(super) admission: Option<Admission>,
 }

@@ -23,7 +23,7 @@ use tower_service::Service;
 use super::LayerState;
 use crate::{
     classify::{Classify, Outcome, Pushback},
-    deadline::later,
+    deadline::deadline_after,
     error::{BoxError, ResilienceError},
 };
 
@@ -322,7 +322,7 @@ where
         let (at, reason) = match self.classifier.pushback(result.as_ref()) {
             Pushback::None => (now, "attempt failed"),
             // A server's number: it may not fit on the clock.
-            Pushback::After(wait) => (later(now, wait), "pushback elapsed"),
+            Pushback::After(wait) => (deadline_after(now, wait), "pushback elapsed"),
             Pushback::Stop => return self.stop(attempt, "pushback"),
         };
         // A hedge already waiting for its service clone goes when that is ready.
@@ -392,7 +392,7 @@ impl<S> Next<S> {
             "delay elapsed"
         };
         Self::Due {
-            at: later(from, delay),
+            at: deadline_after(from, delay),
             reason,
         }
     }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::{
     clock::{Clock, ClockSource},
-    deadline::later,
+    deadline::deadline_after,
 };
 
 /// The largest tolerance `τ = burst × T` accepted, 100 years in nanoseconds.
@@ -126,7 +126,7 @@ impl Gcra {
             Ok(0) => Ok(None),
             // On tokio's clock, whichever clock the limiter counts on: the
             // caller sleeps on tokio's timer.
-            Ok(wait) => Ok(Some(later(Instant::now(), Duration::from_nanos(wait)))),
+            Ok(wait) => Ok(Some(deadline_after(Instant::now(), Duration::from_nanos(wait)))),
             Err(wait) => Err(Duration::from_nanos(wait)),
         }
     }

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     classify::{Classify, Outcome},
-    deadline::later,
+    deadline::deadline_after,
     error::{BoxError, NotRetriedReason, ResilienceError, TimeoutKind},
 };
 
@@ -322,7 +322,7 @@ where
             }
             self.state.set(State::Retrying { next: request });
         } else {
-            self.timer.arm(later(Instant::now(), delay), None);
+            self.timer.arm(deadline_after(Instant::now(), delay), None);
             self.state.set(State::Backoff { next: request });
         }
         None

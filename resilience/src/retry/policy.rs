@@ -7,7 +7,7 @@
 //!   carrying them writes no shared memory;
 //! - what the calls write (the budget, the throttle) and a custom backoff
 //!   builder are [`Shared`], and each call clones the calling thread's
-//!   shard's `Arc` of them ([`Lanes`], as the breaker's permits do), so two
+//!   shard's `Arc` of them ([`ShardHandles`], as the breaker's permits do), so two
 //!   threads calling one layer write different cache lines. A layer with
 //!   none of them gives its calls no `Arc` at all: cloning one costs about
 //!   10 ns a call on the project's machines, more than the rest of the layer.
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     label::Label,
-    shard::{Lane, Lanes},
+    shard::{ShardHandle, ShardHandles},
 };
 
 /// The numbers a call's attempts follow, copied into every call.
@@ -62,7 +62,7 @@ pub(crate) struct Policy<C, P, R> {
     pub(crate) replay: R,
     /// One handle to the shared state per shard of calling threads; `None`
     /// when nothing is shared.
-    shared: Option<Lanes<Shared>>,
+    shared: Option<ShardHandles<Shared>>,
 }
 
 impl<C, P, R> Policy<C, P, R> {
@@ -74,7 +74,7 @@ impl<C, P, R> Policy<C, P, R> {
         replay: R,
         shared: Shared,
     ) -> Self {
-        let shared = (!shared.is_empty()).then(|| Lanes::new(&Arc::new(shared)));
+        let shared = (!shared.is_empty()).then(|| ShardHandles::new(&Arc::new(shared)));
         Self {
             name,
             settings,
@@ -103,14 +103,14 @@ impl<C, P, R> Policy<C, P, R> {
             settings: self.settings,
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
-            shared: self.shared.as_ref().map(Lanes::for_thread),
+            shared: self.shared.as_ref().map(ShardHandles::for_thread),
         }
     }
 }
 
 impl<C, P, R> fmt::Debug for Policy<C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shared = self.shared.as_ref().map(|lanes| lanes.value());
+        let shared = self.shared.as_ref().map(|handles| handles.value());
         f.debug_struct("Policy")
             .field("name", &self.name)
             .field("settings", &self.settings)
@@ -124,7 +124,7 @@ pub(crate) struct CallPolicy<C, R> {
     pub(crate) settings: Settings,
     pub(crate) classifier: C,
     pub(crate) replay: R,
-    shared: Option<Arc<Lane<Shared>>>,
+    shared: Option<Arc<ShardHandle<Shared>>>,
 }
 
 impl<C, R> CallPolicy<C, R> {

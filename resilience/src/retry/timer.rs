@@ -22,7 +22,7 @@ use super::{
     decision::{Cutoff, Deadline, cutoff_for},
     policy::Settings,
 };
-use crate::deadline::later;
+use crate::deadline::deadline_after;
 
 /// The timer of one call (see the module docs).
 pub(super) struct CallTimer(Option<Pin<Box<Parts>>>);
@@ -51,7 +51,7 @@ impl CallTimer {
     pub(super) fn start(settings: &Settings, starts: bool) -> Self {
         let now = Instant::now();
         let deadline = settings.overall_timeout.map(|after| Deadline {
-            at: later(now, after),
+            at: deadline_after(now, after),
             after,
         });
         let (sleep, cutoff) = match starts

@@ -1,5 +1,5 @@
-//! The breaker's state machine, which every handle, lane and permit of one
-//! breaker shares: admission, recording, transitions and the metrics
+//! The breaker's state machine, which every handle, shard handle and
+//! permit of one breaker shares: admission, recording, transitions and the metrics
 //! snapshot.
 //!
 //! Its layout serves the hot path: what every call reads (the current
@@ -40,7 +40,7 @@ mod admission;
 mod recording;
 mod transitions;
 
-/// A breaker's state, shared by its handles, lanes and permits.
+/// A breaker's state, shared by its handles, shard handles and permits.
 pub(super) struct StateMachine {
     /// The current [`Phase`], packed. Acquire/release: a transition writes
     /// what the new state needs (open deadline, trial slots) before it.
