@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use super::{
     BufferBodies, CloneRequest, Retry, RetryBudget, RetryConfig, RetryThrottle,
     backoff::CustomBackoff,
-    policy::{Policy, Settings, Shared},
+    policy::{LayerState, Policy, Settings},
 };
 use crate::{
     classify::{DefaultClassifier, GrpcClassifier, HttpClassifier},
@@ -57,7 +57,7 @@ pub struct RetryLayer<C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     classifier: C,
     safety: P,
     replay: R,
-    shared: Shared,
+    shared: LayerState,
 }
 
 impl RetryLayer {
@@ -130,7 +130,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
             classifier,
             safety,
             replay,
-            shared: Shared {
+            shared: LayerState {
                 budget,
                 throttle,
                 backoff: None,

@@ -6,7 +6,7 @@
 //!   each call, as `tower::retry` clones its policy into each future:
 //!   carrying them writes no shared memory;
 //! - what the calls write (the budget, the throttle) and a custom backoff
-//!   builder are [`Shared`], and each call clones the calling thread's
+//!   builder are [`LayerState`], and each call clones the calling thread's
 //!   shard's `Arc` of them ([`ShardHandles`], as the breaker's permits do), so two
 //!   threads calling one layer write different cache lines. A layer with
 //!   none of them gives its calls no `Arc` at all: cloning one costs about
@@ -40,14 +40,14 @@ pub(crate) struct Settings {
 
 /// What the calls of a layer share and write.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Shared {
+pub(crate) struct LayerState {
     pub(crate) budget: Option<Arc<RetryBudget>>,
     pub(crate) throttle: Option<Arc<RetryThrottle>>,
     /// Replaces `Settings::backoff` when set.
     pub(crate) backoff: Option<CustomBackoff>,
 }
 
-impl Shared {
+impl LayerState {
     fn is_empty(&self) -> bool {
         self.budget.is_none() && self.throttle.is_none() && self.backoff.is_none()
     }
@@ -62,7 +62,7 @@ pub(crate) struct Policy<C, P, R> {
     pub(crate) replay: R,
     /// One handle to the shared state per shard of calling threads; `None`
     /// when nothing is shared.
-    shared: Option<ShardHandles<Shared>>,
+    shared: Option<ShardHandles<LayerState>>,
 }
 
 impl<C, P, R> Policy<C, P, R> {
@@ -72,7 +72,7 @@ impl<C, P, R> Policy<C, P, R> {
         classifier: C,
         safety: P,
         replay: R,
-        shared: Shared,
+        shared: LayerState,
     ) -> Self {
         let shared = (!shared.is_empty()).then(|| ShardHandles::new(&Arc::new(shared)));
         Self {
@@ -124,7 +124,7 @@ pub(crate) struct CallPolicy<C, R> {
     pub(crate) settings: Settings,
     pub(crate) classifier: C,
     pub(crate) replay: R,
-    shared: Option<Arc<ShardHandle<Shared>>>,
+    shared: Option<Arc<ShardHandle<LayerState>>>,
 }
 
 impl<C, R> CallPolicy<C, R> {
