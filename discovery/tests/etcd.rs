@@ -9,7 +9,7 @@ mod etcd_support;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use orch_discovery::source::etcd::{EtcdConfig, EtcdError, EtcdRegistration, EtcdSource};
+use orch_discovery::source::etcd::{EtcdConfig, EtcdError, EtcdRegistration, EtcdSource, EtcdSourceGuard};
 use orch_discovery::{Endpoint, EndpointChange, Registry, RegistryError, StaticEndpoint};
 
 use etcd_support::{Etcd, etcd_binary};
@@ -23,6 +23,20 @@ fn config(etcd: &Etcd) -> EtcdConfig {
         // Short so the restart test reconnects soon; the cap is what bounds it.
         .reconnect_initial(Duration::from_millis(20))
         .reconnect_max(Duration::from_millis(500))
+}
+
+/// A source over `config` feeding a new `orders` registry, once it has
+/// made its first sync.
+async fn synced_source(config: &EtcdConfig) -> (Registry, EtcdSourceGuard) {
+    let registry = Registry::new("orders");
+    let source = EtcdSource::new(config)
+        .expect("valid config")
+        .start(&registry)
+        .expect("in a runtime");
+    tokio::time::timeout(WITHIN, source.synced())
+        .await
+        .expect("first sync");
+    (registry, source)
 }
 
 fn value(id: &str, port: u16, weight: u32) -> String {
@@ -68,14 +82,7 @@ async fn first_sync_lists_then_puts_and_deletes_follow() {
     // The first endpoint is dead: the client fails over to the second.
     let mut config = config(&etcd);
     config.endpoints.insert(0, "http://127.0.0.1:1".to_owned());
-    let registry = Registry::new("orders");
-    let source = EtcdSource::new(&config)
-        .expect("valid config")
-        .start(&registry)
-        .expect("in a runtime");
-    tokio::time::timeout(WITHIN, source.synced())
-        .await
-        .expect("first sync");
+    let (registry, source) = synced_source(&config).await;
     assert!(source.is_synced());
     assert_eq!(ids(&registry.snapshot()), ["a", "b"]);
     assert_eq!(registry.get(&"b".into()).map(|e| e.weight().get()), Some(3));
@@ -157,14 +164,7 @@ async fn a_registration_appears_and_deregister_or_drop_removes_it() {
     let Some(binary) = etcd_binary() else { return };
     let etcd = Etcd::start(binary).await;
     let config = config(&etcd);
-    let registry = Registry::new("orders");
-    let source = EtcdSource::new(&config)
-        .expect("valid config")
-        .start(&registry)
-        .expect("in a runtime");
-    tokio::time::timeout(WITHIN, source.synced())
-        .await
-        .expect("first sync");
+    let (registry, _source) = synced_source(&config).await;
 
     let mut me = StaticEndpoint::new("orders-1", "127.0.0.1:8001".parse().expect("address"));
     me.zone = Some("a".to_owned());
@@ -206,14 +206,7 @@ async fn a_lost_lease_is_granted_again_and_the_key_rewritten() {
     let etcd = Etcd::start(binary).await;
     // The shortest TTL: a keepalive every third of a second notices the loss.
     let config = config(&etcd).lease_ttl(Duration::from_secs(1));
-    let registry = Registry::new("orders");
-    let source = EtcdSource::new(&config)
-        .expect("valid config")
-        .start(&registry)
-        .expect("in a runtime");
-    tokio::time::timeout(WITHIN, source.synced())
-        .await
-        .expect("first sync");
+    let (registry, _source) = synced_source(&config).await;
 
     let me = StaticEndpoint::new("orders-1", "127.0.0.1:8001".parse().expect("address"));
     let registration = EtcdRegistration::start(&config, &me).expect("valid registration");
@@ -247,14 +240,7 @@ async fn an_etcd_restart_keeps_the_endpoints_and_converges_after() {
         .await
         .expect("registered");
 
-    let registry = Registry::new("orders");
-    let source = EtcdSource::new(&config)
-        .expect("valid config")
-        .start(&registry)
-        .expect("in a runtime");
-    tokio::time::timeout(WITHIN, source.synced())
-        .await
-        .expect("first sync");
+    let (registry, _source) = synced_source(&config).await;
     wait_until(&registry, "a and replica", |set| {
         has(set, "a") && has(set, "replica")
     })

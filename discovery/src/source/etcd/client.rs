@@ -148,18 +148,13 @@ impl Client {
         for index in self.order() {
             let base = &self.inner.endpoints[index];
             let endpoint = base.to_string();
-            let head =
-                tokio::time::timeout(self.inner.timeout, self.send(base, "/v3/watch", body.clone())).await;
-            let response = match head {
-                Err(_) => {
-                    last = Some(timed_out(endpoint));
-                    continue;
-                }
-                Ok(Err(e)) => {
+            let head = self.send(base, "/v3/watch", body.clone());
+            let response = match within(self.inner.timeout, &endpoint, head).await {
+                Ok(response) => response,
+                Err(e) => {
                     last = Some(e);
                     continue;
                 }
-                Ok(Ok(response)) => response,
             };
             let status = response.status();
             if !status.is_success() {
@@ -226,16 +221,12 @@ impl Client {
                     })?;
                 Ok::<_, EtcdError>((status, bytes.to_bytes()))
             };
-            let (status, bytes) = match tokio::time::timeout(self.inner.timeout, exchange).await {
-                Err(_) => {
-                    last = Some(timed_out(endpoint));
-                    continue;
-                }
-                Ok(Err(e)) => {
+            let (status, bytes) = match within(self.inner.timeout, &endpoint, exchange).await {
+                Ok(answer) => answer,
+                Err(e) => {
                     last = Some(e);
                     continue;
                 }
-                Ok(Ok(answer)) => answer,
             };
             if status.is_server_error() {
                 last = Some(refused(endpoint, status, &bytes));
@@ -376,11 +367,19 @@ fn refused(endpoint: String, status: StatusCode, body: &[u8]) -> EtcdError {
     }
 }
 
-fn timed_out(endpoint: String) -> EtcdError {
-    EtcdError::Unavailable {
-        endpoint,
-        reason: "no answer within request_timeout".to_owned(),
-    }
+/// `future`'s result, or `endpoint` unavailable when it takes longer than
+/// `limit` (the config's `request_timeout`).
+async fn within<T>(
+    limit: Duration,
+    endpoint: &str,
+    future: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(limit, future).await.unwrap_or_else(|_| {
+        Err(EtcdError::Unavailable {
+            endpoint: endpoint.to_owned(),
+            reason: "no answer within request_timeout".to_owned(),
+        })
+    })
 }
 
 fn no_endpoint() -> EtcdError {
