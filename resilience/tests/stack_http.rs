@@ -302,3 +302,25 @@ async fn a_hyper_client_through_the_http_preset_retries_a_503_from_a_real_server
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_without_retry_or_hedging_takes_bodies_it_could_not_repeat() {
+    // Nothing in it repeats a request, so a streaming body (not `Clone`)
+    // needs no `buffer_bodies`, and reaches the client as it was sent.
+    let stack = ResilienceLayer::builder()
+        .overall_timeout(Duration::from_secs(1))
+        .circuit_breaker(CircuitBreakerConfig::default().name("send-once"))
+        .attempt_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let client = service_fn(|request: Request<UnsyncBoxBody<Bytes, Infallible>>| async move {
+        let sent = request.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, Infallible>(Response::new(sent))
+    });
+    let request = Request::post("/orders")
+        .body(Full::new(Bytes::from("one order")).boxed_unsync())
+        .unwrap();
+    let response = stack.layer(client).oneshot(request).await.unwrap();
+    assert_eq!(response.into_body(), "one order");
+    assert_eq!(stack.breaker().unwrap().metrics().calls, 1);
+}

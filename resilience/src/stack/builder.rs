@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Identity;
 
-use super::{BreakerChoice, Chosen, SafetyDefault, layers::Layers};
+use super::{BreakerChoice, Chosen, MayRepeat, SafetyDefault, SendOnce, layers::Layers};
 use crate::{
     BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, ErrorClasses, FallbackLayer, HedgeConfig,
     HttpSafety, RateLimitConfig, RetryConfig,
@@ -24,9 +24,13 @@ use crate::{
 /// [`safety`](Self::safety) or [`classifier`](Self::classifier)). `R` is
 /// how retry keeps requests for another attempt: [`CloneRequest`] until
 /// [`buffer_bodies`](Self::buffer_bodies). `F` is the fallback layer,
-/// [`Identity`] until [`fallback`](Self::fallback). The other layers are
-/// settings, not types: each setter records one and returns the same
-/// builder, and setting a layer again replaces it.
+/// [`Identity`] until [`fallback`](Self::fallback). `P` says whether the
+/// stack may repeat requests: [`SendOnce`] until [`retry`](Self::retry) or
+/// [`hedge`](Self::hedge) make it [`MayRepeat`] (see
+/// [`RepeatChoice`](super::RepeatChoice): a stack that sends once takes
+/// requests that cannot be repeated). The other layers are settings, not
+/// types: each setter records one and returns the same builder, and
+/// setting a layer again replaces it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,27 +53,30 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "call build() to get the layer"]
-pub struct ResilienceBuilder<C = SafetyDefault, Q = HttpSafety, R = CloneRequest, F = Identity> {
+pub struct ResilienceBuilder<C = SafetyDefault, Q = HttpSafety, R = CloneRequest, F = Identity, P = SendOnce>
+{
     pub(super) classifier: C,
     pub(super) safety: Q,
     pub(super) replay: R,
     pub(super) fallback: F,
     pub(super) layers: Layers,
+    pub(super) repeat: P,
 }
 
-impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
+impl<C, Q, R, F, P> ResilienceBuilder<C, Q, R, F, P> {
     /// Answers errors of the given classes with `fallback` (outermost layer).
     pub fn fallback<G>(
         self,
         on: impl Into<ErrorClasses>,
         fallback: G,
-    ) -> ResilienceBuilder<C, Q, R, FallbackLayer<G>> {
+    ) -> ResilienceBuilder<C, Q, R, FallbackLayer<G>, P> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
             replay: self.replay,
             fallback: FallbackLayer::new(fallback).on(on),
             layers: self.layers,
+            repeat: self.repeat,
         }
     }
 
@@ -80,17 +87,33 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
         self
     }
 
-    /// Retries retryable failures of safe requests.
-    pub fn retry(mut self, config: RetryConfig) -> Self {
-        self.layers.retry = Some(config);
-        self
+    /// Retries retryable failures of safe requests. The stack may then
+    /// repeat requests ([`MayRepeat`]): they must be `Clone`, or their
+    /// bodies kept by [`buffer_bodies`](Self::buffer_bodies).
+    pub fn retry(self, config: RetryConfig) -> ResilienceBuilder<C, Q, R, F, MayRepeat> {
+        let mut builder = self.may_repeat();
+        builder.layers.retry = Some(config);
+        builder
     }
 
     /// Hedges slow safe requests (instead of retrying them: `build` refuses
-    /// both).
-    pub fn hedge(mut self, config: HedgeConfig) -> Self {
-        self.layers.hedge = Some(config);
-        self
+    /// both). Like [`retry`](Self::retry), makes the stack [`MayRepeat`].
+    pub fn hedge(self, config: HedgeConfig) -> ResilienceBuilder<C, Q, R, F, MayRepeat> {
+        let mut builder = self.may_repeat();
+        builder.layers.hedge = Some(config);
+        builder
+    }
+
+    /// The same builder, as one whose stack may repeat requests.
+    pub(super) fn may_repeat(self) -> ResilienceBuilder<C, Q, R, F, MayRepeat> {
+        ResilienceBuilder {
+            classifier: self.classifier,
+            safety: self.safety,
+            replay: self.replay,
+            fallback: self.fallback,
+            layers: self.layers,
+            repeat: MayRepeat,
+        }
     }
 
     /// A circuit breaker built from `config`.
@@ -127,24 +150,26 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
 
     /// The classifier of breaker, retry and hedging. Without one, the stack
     /// uses its safety rules' default (see [`DefaultClassifierOf`](super::DefaultClassifierOf)).
-    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<Chosen<C2>, Q, R, F> {
+    pub fn classifier<C2>(self, classifier: C2) -> ResilienceBuilder<Chosen<C2>, Q, R, F, P> {
         ResilienceBuilder {
             classifier: Chosen(classifier),
             safety: self.safety,
             replay: self.replay,
             fallback: self.fallback,
             layers: self.layers,
+            repeat: self.repeat,
         }
     }
 
     /// The rules saying which requests retry and hedging may repeat.
-    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, R, F> {
+    pub fn safety<Q2>(self, safety: Q2) -> ResilienceBuilder<C, Q2, R, F, P> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety,
             replay: self.replay,
             fallback: self.fallback,
             layers: self.layers,
+            repeat: self.repeat,
         }
     }
 
@@ -186,7 +211,7 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// assert_eq!(response.into_body(), "x");
     /// # Ok(()) }
     /// ```
-    pub fn buffer_bodies(self, max_bytes: u64) -> ResilienceBuilder<C, Q, RebuildBodies, F> {
+    pub fn buffer_bodies(self, max_bytes: u64) -> ResilienceBuilder<C, Q, RebuildBodies, F, P> {
         self.with_replay(RebuildBodies::new(max_bytes))
     }
 
@@ -196,17 +221,18 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// body type), with retry or without (then the body is handed on
     /// unbuffered). Hedging cannot be enabled with it: `build` returns a
     /// `ConfigError` for `stack.hedge`.
-    pub fn buffer_bodies_raw(self, max_bytes: u64) -> ResilienceBuilder<C, Q, BufferBodies, F> {
+    pub fn buffer_bodies_raw(self, max_bytes: u64) -> ResilienceBuilder<C, Q, BufferBodies, F, P> {
         self.with_replay(BufferBodies::new(max_bytes))
     }
 
-    fn with_replay<R2>(self, replay: R2) -> ResilienceBuilder<C, Q, R2, F> {
+    fn with_replay<R2>(self, replay: R2) -> ResilienceBuilder<C, Q, R2, F, P> {
         ResilienceBuilder {
             classifier: self.classifier,
             safety: self.safety,
             replay,
             fallback: self.fallback,
             layers: self.layers,
+            repeat: self.repeat,
         }
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BodyReplay, BreakerChoice, Built, ClassifierChoice, ResilienceBuilder, layers::Layers};
+use super::{
+    BodyReplay, BreakerChoice, Built, ClassifierChoice, MayRepeat, ResilienceBuilder, layers::Layers,
+};
 use crate::{BulkheadConfig, CircuitBreakerConfig, ConfigError, HedgeConfig, RateLimitConfig, RetryConfig};
 
 /// Every layer of a [`ResilienceLayer`](super::ResilienceLayer) stack, as `serde` data: each absent
@@ -79,11 +81,13 @@ pub struct StackConfig {
     pub body_buffer_limit: Option<u64>,
 }
 
-impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
+impl<C, Q, R, F, P> ResilienceBuilder<C, Q, R, F, P> {
     /// Builds the stack `config` describes over this builder's classifier,
     /// safety rules, body handling and fallback. Layers are in the order of
     /// the [module docs](super), each present or not as the config says;
-    /// the stack is the same type as [`build`](Self::build)'s.
+    /// the stack is the same type as [`build`](Self::build)'s for a builder
+    /// with retry or hedging ([`MayRepeat`]), whatever the config enables,
+    /// so its requests must be ones retry could repeat.
     ///
     /// Every layer comes from the config: a builder with a layer already
     /// set is refused (the error names the first such layer, for example
@@ -95,13 +99,16 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// `resilience.attempt_timeout`. Rules of the stack as a whole name
     /// their field too: `hedge` with `retry` or with `buffer_bodies_raw`,
     /// `body_buffer_limit` on a builder that clones requests.
-    pub fn build_from_config(self, config: &StackConfig, path: &str) -> Built<C, Q, R, F>
+    pub fn build_from_config(self, config: &StackConfig, path: &str) -> Built<C, Q, R, F, MayRepeat>
     where
         C: ClassifierChoice<Q>,
         Q: Clone,
         R: BodyReplay,
     {
-        self.configured(config)
+        // The config may enable retry or hedging at run time, so the stack
+        // is one that may repeat, whatever this config says.
+        self.may_repeat()
+            .configured(config)
             .and_then(ResilienceBuilder::build)
             .map_err(|error| at_path(error, path))
     }

@@ -1,24 +1,25 @@
 //! The layers a builder enables, as plain data: what the setters fill in,
 //! and what `build` validates, in stack order, and then assembles.
 //!
-//! Each layer is an `Option` set without changing the builder's type. The
-//! stack built from them has one shape whatever is enabled (see
-//! [`Assembled`]): a layer left out is a branch that calls the inner
-//! service directly.
+//! Each layer is an `Option`; only `retry` and `hedge` change the
+//! builder's type (see [`RepeatChoice`]). The stack built from them has
+//! one shape whatever is enabled (see [`Assembled`]): a layer left out is
+//! a branch that calls the inner service directly.
 
 use std::time::Duration;
 
 use tower_layer::Stack;
 
 use super::{
-    Assembled, BodyReplay, OptionalLayer, ResilienceLayer,
-    choice::no_hedge,
-    repeat::{RepeatKind, RepeatLayer},
+    Assembled, BodyReplay, OptionalLayer, RepeatChoice, ResilienceLayer, choice::no_hedge, repeat::RepeatKind,
 };
 use crate::{
     BulkheadConfig, BulkheadLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, ConfigError,
     HedgeConfig, RateLimitConfig, RateLimitLayer, RetryConfig, RetryLayer, TimeoutLayer, config::check,
 };
+
+/// What [`Layers::assemble`] returns: the stack over the classifier `C`.
+type Assembly<C, Q, R, F, P> = Result<ResilienceLayer<Assembled<C, Q, R, F, P>>, ConfigError>;
 
 /// The breaker of a stack: a config (validated at build) or a shared breaker.
 #[derive(Debug, Clone)]
@@ -122,13 +123,13 @@ impl Layers {
     }
 
     /// Builds every layer; call only after [`validate`](Self::validate).
-    pub(super) fn assemble<C: Clone, Q: Clone, R: BodyReplay, F>(
+    pub(super) fn assemble<C: Clone, Q: Clone, R: BodyReplay, F, P: RepeatChoice>(
         self,
         classifier: C,
         safety: Q,
         replay: R,
         fallback: F,
-    ) -> Result<ResilienceLayer<Assembled<C, Q, R, F>>, ConfigError> {
+    ) -> Assembly<C, Q, R, F, P> {
         let repeat = match (&self.retry, self.hedge.clone()) {
             (Some(retry), _) => {
                 let layer = RetryLayer::new(self.retry_config(retry)?)?
@@ -166,7 +167,7 @@ impl Layers {
                     OptionalLayer(self.rate_limit.map(RateLimitLayer::new).transpose()?),
                     Stack::new(
                         OptionalLayer(breaker),
-                        Stack::new(RepeatLayer::new(repeat, replay), fallback),
+                        Stack::new(P::slot(repeat, replay)?, fallback),
                     ),
                 ),
             ),

@@ -38,12 +38,16 @@
 //! The builder records the layers as settings, not types: each setter
 //! returns the same builder, and the built stack has one shape whatever is
 //! enabled ([`Assembled`]), its types named by the classifier, the safety
-//! rules, how requests are kept ([`BodyReplay`]) and the fallback. A layer
-//! that is not enabled costs one branch per call and per `poll_ready` (an
-//! [`OptionalLayer`] calling the inner service directly), and its variant's
-//! room in the response future; retry or hedging and the overall timeout
-//! share one slot ([`RepeatLayer`]), so a stack with retry runs no
-//! separate overall-timeout layer at all. Measured (benches/README.md,
+//! rules, how requests are kept ([`BodyReplay`]), the fallback, and
+//! whether the stack may repeat requests ([`RepeatChoice`]: `retry` and
+//! `hedge` turn the builder from [`SendOnce`] into [`MayRepeat`], the one
+//! type change a layer makes). A layer that is not enabled costs one
+//! branch per call and per `poll_ready` (an [`OptionalLayer`] calling the
+//! inner service directly), and its variant's room in the response
+//! future. In a stack that may repeat, retry or hedging and the overall
+//! timeout share one slot ([`RepeatLayer`]), so a stack with retry runs no
+//! separate overall-timeout layer at all; a stack that sends once holds
+//! only the overall timeout there, and takes requests it could not repeat. Measured (benches/README.md,
 //! "Instructions per call"), a stack of retry, breaker and attempt timeout
 //! around an HTTP/1.1 client costs about 800 instructions a call more than
 //! when the builder named each layer in its type, mostly in moving a
@@ -63,11 +67,12 @@
 //! is read before the primary attempt and each hedge gets a copy (see
 //! [`HedgeBuffer`]); with
 //! [`buffer_bodies_raw`](ResilienceBuilder::buffer_bodies_raw) it is
-//! refused by `build` (`stack.hedge`). Because the stack's shape does not
-//! depend on whether retry is on, the request type must be one retry could
-//! repeat (`Clone`, or a body kept by `buffer_bodies`) even in a stack
-//! without retry, and under `buffer_bodies_raw` the inner service receives
-//! `ReplayBody`s with retry or without.
+//! refused by `build` (`stack.hedge`). A stack without retry or hedging
+//! ([`SendOnce`]) takes any request and hands it on as it is; a stack that
+//! may repeat needs requests it can repeat (`Clone`, or a body kept by
+//! `buffer_bodies`), also when it was built from a [`StackConfig`] that
+//! enables neither, and under `buffer_bodies_raw` its inner service
+//! receives `ReplayBody`s with retry or without.
 //!
 //! With the default safety rules ([`HttpSafety`](crate::HttpSafety)), the
 //! default classifier is [`ProtocolClassifier`](crate::ProtocolClassifier):
@@ -113,6 +118,7 @@ mod layers;
 mod optional;
 mod presets;
 mod repeat;
+mod repeat_choice;
 
 use tower_layer::Layer;
 
@@ -127,16 +133,17 @@ pub use layers::BreakerChoice;
 pub use optional::{Optional, OptionalLayer, future::OptionalFuture};
 pub use presets::{GRPC_BODY_BUFFER_LIMIT, GrpcBuilder, HttpBuilder};
 pub use repeat::{Once, Repeat, RepeatFuture, RepeatLayer, Unhedged};
+pub use repeat_choice::{MayRepeat, RepeatChoice, SendOnce};
 
 use crate::{CircuitBreaker, ConfigError};
 
 /// What [`ResilienceBuilder::build`] and
 /// [`build_from_config`](ResilienceBuilder::build_from_config) return: the
 /// stack over the classifier `C` chooses, or the first bad field.
-pub type Built<C, Q, R, F> =
-    Result<ResilienceLayer<Assembled<<C as ClassifierChoice<Q>>::Classifier, Q, R, F>>, ConfigError>;
+pub type Built<C, Q, R, F, P> =
+    Result<ResilienceLayer<Assembled<<C as ClassifierChoice<Q>>::Classifier, Q, R, F, P>>, ConfigError>;
 
-impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
+impl<C, Q, R, F, P: RepeatChoice> ResilienceBuilder<C, Q, R, F, P> {
     /// Validates every enabled layer's config and assembles the stack.
     ///
     /// Errors name the field with the layer's prefix (`retry.max_attempts`,
@@ -145,14 +152,14 @@ impl<C, Q, R, F> ResilienceBuilder<C, Q, R, F> {
     /// hedging with `buffer_bodies_raw`). Layers are checked outermost
     /// first, and nothing is built unless everything is valid (building a
     /// breaker or a limiter registers its metrics).
-    pub fn build(self) -> Built<C, Q, R, F>
+    pub fn build(self) -> Built<C, Q, R, F, P>
     where
         C: ClassifierChoice<Q>,
         Q: Clone,
         R: BodyReplay,
     {
         self.layers.validate(&self.replay)?;
-        self.layers.assemble(
+        self.layers.assemble::<_, _, _, _, P>(
             self.classifier.into_classifier(),
             self.safety,
             self.replay,

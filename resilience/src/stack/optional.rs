@@ -5,7 +5,8 @@
 //! enabled. The breaker, rate limit, bulkhead and attempt timeout are each
 //! an [`OptionalLayer`]: its service either runs the layer or calls the
 //! inner service directly, one branch per call, and the stack's type does
-//! not depend on which layers are on.
+//! not depend on which of them are on. (So is the overall timeout of a
+//! stack that sends once, see [`SendOnce`](super::SendOnce).)
 
 use std::{
     future::Future,

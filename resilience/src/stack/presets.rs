@@ -5,7 +5,7 @@
 
 use tower_layer::Identity;
 
-use super::{Chosen, ResilienceBuilder, ResilienceLayer, SafetyDefault, layers::Layers};
+use super::{Chosen, ResilienceBuilder, ResilienceLayer, SafetyDefault, SendOnce, layers::Layers};
 use crate::{
     GrpcClassifier, HttpClassifier, HttpSafety,
     retry::{CloneRequest, RebuildBodies},
@@ -33,6 +33,7 @@ impl ResilienceLayer<Identity> {
             replay: CloneRequest,
             fallback: Identity::new(),
             layers: Layers::default(),
+            repeat: SendOnce,
         }
     }
 

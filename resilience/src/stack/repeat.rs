@@ -6,7 +6,9 @@
 //! same whichever it is. The overall timeout lives here too: with retry,
 //! the retry layer holds it as its deadline (it needs it to plan attempts,
 //! and one timer then bounds the call); otherwise a timeout layer wraps the
-//! hedge, or the inner service. A stack without any of them pays one branch.
+//! hedge, or the inner service. The slot is in the stacks that may repeat
+//! ([`MayRepeat`](super::MayRepeat)); one built from a `StackConfig` that
+//! enables none of them sends once through it and pays one branch.
 
 use std::{
     convert::Infallible,
@@ -34,8 +36,9 @@ pub struct RepeatLayer<C, Q, R: BodyReplay> {
     replay: R,
 }
 
-/// What the slot holds.
-pub(super) enum RepeatKind<C, Q, R: BodyReplay> {
+/// What the slot holds. `pub` only so that `RepeatChoice` can name it; the
+/// module is private, so no user can.
+pub enum RepeatKind<C, Q, R: BodyReplay> {
     /// Neither retry, hedging nor an overall timeout.
     Once,
     /// Only the overall timeout.
