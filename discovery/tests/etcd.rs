@@ -9,8 +9,10 @@ mod etcd_support;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use orch_discovery::source::etcd::{EtcdConfig, EtcdError, EtcdRegistration, EtcdSource, EtcdSourceGuard};
-use orch_discovery::{Endpoint, EndpointChange, Registry, RegistryError, StaticEndpoint};
+use orch_discovery::source::etcd::{
+    EtcdConfig, EtcdError, EtcdPublisher, EtcdRegistration, EtcdSource, EtcdSourceGuard,
+};
+use orch_discovery::{Endpoint, EndpointChange, Registry, RegistryError, StaticEndpoint, Weight};
 
 use etcd_support::{Etcd, etcd_binary};
 
@@ -422,4 +424,52 @@ async fn a_compacted_watch_lists_again_at_once() {
     assert_eq!(calls.ranges.load(Ordering::SeqCst), 2);
     drop(source);
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_registry_is_published_into_etcd_and_stop_withdraws_it() {
+    let Some(binary) = etcd_binary() else { return };
+    let etcd = Etcd::start(binary).await;
+    let config = config(&etcd);
+    // This process's replicas (a SupervisorSource would keep it), and a
+    // client elsewhere that follows etcd.
+    let local = Registry::new("local");
+    let address = |port: u16| format!("127.0.0.1:{port}").parse().expect("address");
+    local.upsert(Endpoint::new("orders-1", address(8001)));
+    let publisher = EtcdPublisher::new(&config)
+        .expect("valid config")
+        .start(&local)
+        .expect("in a runtime");
+    let (remote, _source) = synced_source(&config).await;
+    wait_until(&remote, "orders-1 published", |set| has(set, "orders-1")).await;
+
+    let three = Weight::new(3).expect("non-zero");
+    local.upsert(Endpoint::new("orders-2", address(8002)).with_weight(three));
+    wait_until(&remote, "orders-2 published", |set| has(set, "orders-2")).await;
+    // A change is published as the new value, and the key stays.
+    local.upsert(Endpoint::new("orders-2", address(8012)).with_weight(three));
+    wait_until(&remote, "orders-2 moved", |set| {
+        set.iter()
+            .any(|e| e.id().as_str() == "orders-2" && e.address() == address(8012))
+    })
+    .await;
+    // An instance that leaves the local registry leaves etcd at once.
+    local.remove(&"orders-1".into());
+    wait_until(&remote, "orders-1 withdrawn", |set| !has(set, "orders-1")).await;
+    assert_eq!(etcd.get(&key("orders-1")).await, None);
+
+    publisher.stop().await;
+    assert_eq!(
+        etcd.get(&key("orders-2")).await,
+        None,
+        "stop revokes what is left"
+    );
+    wait_until(&remote, "everything withdrawn", <[Endpoint]>::is_empty).await;
+}
+
+#[test]
+fn a_publisher_with_a_bad_config_is_refused() {
+    let bad = EtcdConfig::new(["http://127.0.0.1:2379"], "no-trailing-slash");
+    let error = EtcdPublisher::new(&bad).expect_err("a prefix must end in /");
+    assert!(error.to_string().contains("etcd.prefix"), "{error}");
 }

@@ -8,6 +8,10 @@
 //!   the process dies, the lease's TTL removes the key.
 //! * [`EtcdSource`] is the client side: it lists the prefix, then watches it,
 //!   so the registry holds exactly the endpoints stored there.
+//! * [`EtcdPublisher`] mirrors a local registry into etcd, one registration
+//!   per endpoint: with a [`SupervisorSource`](crate::SupervisorSource)
+//!   feeding that registry, a process's supervised replicas appear in etcd
+//!   when they are ready and leave it when they are not.
 //!
 //! # Key layout and value format
 //!
@@ -66,6 +70,7 @@
 mod client;
 mod config;
 mod error;
+mod publisher;
 mod registration;
 mod source;
 mod value;
@@ -73,5 +78,6 @@ mod wire;
 
 pub use config::EtcdConfig;
 pub use error::EtcdError;
+pub use publisher::{EtcdPublisher, EtcdPublisherGuard};
 pub use registration::EtcdRegistration;
 pub use source::{EtcdSource, EtcdSourceGuard};
