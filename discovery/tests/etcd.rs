@@ -115,14 +115,7 @@ async fn invalid_values_are_skipped_and_a_later_valid_put_applies() {
     etcd.put(&key("listed-bad"), &value("listed-bad", 8000, 0)).await;
     etcd.put(&key("ok"), &value("ok", 8001, 1)).await;
 
-    let registry = Registry::new("orders");
-    let source = EtcdSource::new(&config(&etcd))
-        .expect("valid config")
-        .start(&registry)
-        .expect("in a runtime");
-    tokio::time::timeout(WITHIN, source.synced())
-        .await
-        .expect("first sync");
+    let (registry, _source) = synced_source(&config(&etcd)).await;
     assert_eq!(ids(&registry.snapshot()), ["ok"]);
 
     // Each bad put is followed by a marker put: once the marker is in, the
