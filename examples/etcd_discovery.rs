@@ -16,8 +16,10 @@
 //!
 //! etcd: the one at `ORCH_EXAMPLE_ETCD_URL` if set, or else an `etcd` on
 //! `PATH` (Debian: `apt-get install etcd-server`) that the example starts on
-//! a free loopback port with a temporary data directory and stops when it
-//! ends (it also dies with the example if the example is killed).
+//! a free loopback port with a temporary data directory, as a process child
+//! of an orch supervisor of its own: stopped when the example ends, and
+//! killed by the kernel if the example is killed (`tests/example_processes.rs`
+//! checks both).
 //!
 //! ```text
 //! cargo run --example etcd_discovery            # load, a scale-down, a summary
@@ -26,9 +28,8 @@
 
 use std::{
     collections::BTreeMap,
-    net::TcpListener,
+    net::{SocketAddr, TcpListener},
     path::PathBuf,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -36,7 +37,10 @@ use axum::{Router, routing::get};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use orch::core::{ChildContext, ChildSpec, Supervisor, SupervisorSpec, shutdown_signal};
+use orch::core::{
+    ChildContext, ChildSpec, OutputMode, ProbeSpec, ProcessSpec, Supervisor, SupervisorHandle,
+    SupervisorSpec, TcpProbe, shutdown_signal,
+};
 use orch::discovery::{
     Registry, SupervisorSource,
     balance::Balancer,
@@ -44,7 +48,6 @@ use orch::discovery::{
     source::etcd::{EtcdConfig, EtcdPublisher, EtcdSource},
 };
 use orch::resilience::{ResilienceLayer, RetryConfig};
-use tokio::process::{Child, Command};
 use tower::{Layer, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,16 +59,24 @@ const WITHIN: Duration = Duration::from_secs(20);
 
 // ===== etcd =====
 
-/// An etcd this example started: killed, and its data removed, on drop.
+/// An etcd this example started, as a process child of its own supervisor:
+/// stopped with the supervisor (SIGTERM, then SIGKILL after a grace), and
+/// killed by the kernel should the example die first (orch starts process
+/// children with `PR_SET_PDEATHSIG`). Its data directory goes on drop.
 struct OwnEtcd {
-    _child: Child,
+    supervisor: SupervisorHandle,
     data_dir: PathBuf,
-    client_port: u16,
+}
+
+impl OwnEtcd {
+    async fn stop(self) -> Result<(), BoxError> {
+        self.supervisor.shutdown().await?;
+        Ok(())
+    }
 }
 
 impl Drop for OwnEtcd {
     fn drop(&mut self) {
-        // The child is killed by `kill_on_drop`; its directory goes too.
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -81,8 +92,9 @@ fn free_port() -> Result<u16, BoxError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The etcd to use: `ORCH_EXAMPLE_ETCD_URL`, or one started here.
-fn etcd() -> Result<(String, Option<OwnEtcd>), BoxError> {
+/// The etcd to use: `ORCH_EXAMPLE_ETCD_URL`, or one started here and
+/// ready (its client port accepts connections).
+async fn etcd() -> Result<(String, Option<OwnEtcd>), BoxError> {
     if let Ok(url) = std::env::var("ORCH_EXAMPLE_ETCD_URL") {
         return Ok((url, None));
     }
@@ -93,17 +105,7 @@ fn etcd() -> Result<(String, Option<OwnEtcd>), BoxError> {
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let data_dir = std::env::temp_dir().join(format!("orch-example-etcd-{}", std::process::id()));
-    // `setpriv --pdeathsig KILL` (util-linux): etcd dies with this process
-    // even if it is killed hard; `kill_on_drop` covers a normal exit.
-    let mut command = match on_path("setpriv") {
-        Some(setpriv) => {
-            let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    };
-    let child = command
+    let process = ProcessSpec::new(binary.display().to_string())
         .arg("--name=example")
         .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--listen-client-urls={url}"))
@@ -111,35 +113,30 @@ fn etcd() -> Result<(String, Option<OwnEtcd>), BoxError> {
         .arg(format!("--listen-peer-urls={peer_url}"))
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
         .arg(format!("--initial-cluster=example={peer_url}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    println!("--- started etcd at {url}");
-    Ok((
-        url,
-        Some(OwnEtcd {
-            _child: child,
-            data_dir,
-            client_port: client,
-        }),
-    ))
-}
-
-/// Waits until an etcd this example started accepts connections, so that
-/// the first calls do not log "unreachable" (they would retry anyway).
-async fn wait_listening(port: u16) -> Result<(), BoxError> {
-    let listening = async {
-        // Polling is the only wait on etcd's start-up: it gives no signal.
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        .output(OutputMode::Null);
+    let listening = SocketAddr::from(([127, 0, 0, 1], client));
+    let spec = SupervisorSpec::builder("etcd")
+        .child(
+            ChildSpec::process("etcd", process)
+                .readiness(ProbeSpec::new(TcpProbe::at(listening)).period(Duration::from_millis(50))),
+        )
+        .build()?;
+    let own = OwnEtcd {
+        supervisor: Supervisor::start(spec)?,
+        data_dir,
+    };
+    // Wait until it listens, so that the first calls do not log
+    // "unreachable" (they would retry anyway).
+    let ready = async {
+        while !own.supervisor.instances().iter().any(|i| i.state.is_ready()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(WITHIN, listening)
+    tokio::time::timeout(WITHIN, ready)
         .await
         .map_err(|_| "etcd did not start listening")?;
-    Ok(())
+    println!("--- started etcd at {url}");
+    Ok((url, Some(own)))
 }
 
 // ===== machine A: the replicas =====
@@ -217,10 +214,7 @@ async fn main() -> Result<(), BoxError> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let (url, own_etcd) = etcd()?;
-    if let Some(own) = &own_etcd {
-        wait_listening(own.client_port).await?;
-    }
+    let (url, own_etcd) = etcd().await?;
     let config = EtcdConfig::new([url.as_str()], PREFIX);
 
     // Machine A.
@@ -273,10 +267,14 @@ async fn main() -> Result<(), BoxError> {
             None
         }
     };
-    // A withdraws its keys before its replicas stop.
+    // A withdraws its keys before its replicas stop; B stops following
+    // etcd before etcd stops.
     publisher.stop().await;
     handle.shutdown().await?;
-    drop(own_etcd);
+    drop(source_b);
+    if let Some(own) = own_etcd {
+        own.stop().await?;
+    }
     let Some((before, after, failed)) = outcome else {
         return Ok(());
     };
