@@ -82,7 +82,7 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx)).map_err(ResilienceError::from_inner);
-                permit.record_once(classifier.classify(result.as_ref()));
+                permit.0.record(classifier.classify(result.as_ref()), None);
                 Poll::Ready(result)
             }
             StateProj::Rejected { error } => match error.take() {

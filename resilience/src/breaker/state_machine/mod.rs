@@ -14,12 +14,9 @@
 //!   it may trigger;
 //! - `transitions`: moving between states once, and announcing it.
 
-use std::{
-    fmt,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    },
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
 };
 
 use tokio::{sync::broadcast, time::Instant};
@@ -27,8 +24,7 @@ use tokio::{sync::broadcast, time::Instant};
 use super::{
     BreakerMetrics, BreakerTransition,
     config::{CircuitBreakerConfig, SlidingWindow},
-    state::{BreakerState, Phase},
-    transition::SUBSCRIBER_BACKLOG,
+    state::{BreakerState, Phase, SUBSCRIBER_BACKLOG, count_in},
     window::{self, Shard, Totals},
 };
 use crate::{
@@ -56,7 +52,7 @@ pub(super) struct StateMachine {
     /// A count window without slow-call detection: a success in a clean
     /// window changes nothing and is settled by one load (see `record`).
     clean_successes_are_free: bool,
-    config: CircuitBreakerConfig,
+    pub(in crate::breaker) config: CircuitBreakerConfig,
     /// Time zero of every nanosecond timestamp above.
     origin: Instant,
     /// Failures in a row, counted in the epoch of the closed (or
@@ -74,43 +70,15 @@ pub(super) struct StateMachine {
     control: Mutex<Control>,
     /// Transitions for [`CircuitBreaker::subscribe`](super::CircuitBreaker::subscribe),
     /// sent under the control lock so that subscribers hear them in order.
-    transitions: broadcast::Sender<BreakerTransition>,
-}
-
-/// A count and the epoch it was counted in, packed into one atomic word so
-/// that both change in one compare-and-swap: the failure streak and the
-/// trial slots, whose counts must never be taken for another state's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EpochCount {
-    epoch: u32,
-    count: u32,
-}
-
-impl EpochCount {
-    fn pack(self) -> u64 {
-        (u64::from(self.epoch) << 32) | u64::from(self.count)
-    }
-
-    fn unpack(word: u64) -> Self {
-        Self {
-            epoch: (word >> 32) as u32,
-            count: word as u32,
-        }
-    }
-
-    /// The count in `epoch`: 0 if it was counted in another.
-    fn count_in(self, epoch: u32) -> u32 {
-        if self.epoch == epoch { self.count } else { 0 }
-    }
+    pub(in crate::breaker) transitions: broadcast::Sender<BreakerTransition>,
 }
 
 #[derive(Debug)]
 struct Control {
     /// Re-opens since the breaker was last closed (the backoff exponent).
     reopens: u32,
-    /// The epoch of the half-open state whose trials `trials` counts.
-    trials_epoch: u32,
-    /// The outcomes of the current half-open state's trials.
+    /// The outcomes of the current (or last) half-open state's trials.
+    /// Consistent with the phase read under the control lock.
     trials: Totals,
     /// Times the breaker opened (forced opens aside) since it was built.
     openings: u64,
@@ -140,7 +108,6 @@ impl StateMachine {
             exceeded: Padded(AtomicBool::new(false)),
             control: Mutex::new(Control {
                 reopens: 0,
-                trials_epoch: 0,
                 trials: Totals::default(),
                 openings: 0,
             }),
@@ -148,11 +115,6 @@ impl StateMachine {
             config,
             origin: Instant::now(),
         }
-    }
-
-    /// The config the breaker was built with.
-    pub(super) fn config(&self) -> &CircuitBreakerConfig {
-        &self.config
     }
 
     /// The current phase.
@@ -184,17 +146,15 @@ impl StateMachine {
     /// state. Off the hot path: it sums every shard's window, and takes the
     /// control lock to read the openings and, while half-open, the trials.
     pub(super) fn metrics(&self) -> BreakerMetrics {
-        let phase = self.phase();
-        let window_epoch = self.window_epoch.load(Ordering::Relaxed);
-        let (openings, trials) = {
+        let (phase, openings, trials) = {
+            // Transitions change the phase under this lock: a half-open
+            // phase read here is the one whose trials `Control` holds.
             let control = self.lock_control();
-            (
-                control.openings,
-                (control.trials_epoch == phase.epoch).then_some(control.trials),
-            )
+            (self.phase(), control.openings, control.trials)
         };
+        let window_epoch = self.window_epoch.load(Ordering::Relaxed);
         let totals = if phase.state == BreakerState::HalfOpen {
-            trials.unwrap_or_default()
+            trials
         } else {
             let now = if self.has_time_window() {
                 self.now_nanos()
@@ -210,19 +170,9 @@ impl StateMachine {
             slow_calls: totals.slow,
             failure_rate: totals.failure_rate(),
             slow_call_rate: totals.slow_call_rate(),
-            consecutive_failures: EpochCount::unpack(self.failure_streak.load(Ordering::Relaxed))
-                .count_in(window_epoch),
+            consecutive_failures: count_in(self.failure_streak.load(Ordering::Relaxed), window_epoch),
             rejections: self.shards.iter().map(Shard::rejections).sum(),
             openings,
         }
-    }
-}
-
-impl fmt::Debug for StateMachine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateMachine")
-            .field("name", &self.config.name)
-            .field("phase", &self.phase())
-            .finish_non_exhaustive()
     }
 }

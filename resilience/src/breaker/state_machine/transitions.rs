@@ -7,45 +7,14 @@
 //! lock is released; subscribers get it under the lock, in order. The
 //! operator's mode switches are transitions too.
 
-use std::{
-    sync::{Arc, MutexGuard, PoisonError, atomic::Ordering},
-    time::Duration,
-};
+use std::sync::{MutexGuard, PoisonError, atomic::Ordering};
 
-use tokio::sync::broadcast;
-
-use super::{Control, EpochCount, StateMachine};
+use super::{Control, StateMachine};
 use crate::breaker::{
     BreakerTransition,
-    state::{BreakerState, Phase, TransitionReason},
+    state::{BreakerState, Phase, TransitionReason, pack},
     window::Totals,
 };
-
-/// A transition made, to be announced once the control lock is released.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Transition {
-    from: BreakerState,
-    to: BreakerState,
-    reason: TransitionReason,
-    open_wait: Option<Duration>,
-    /// The window or trials that decided it, when a verdict did.
-    totals: Option<Totals>,
-}
-
-impl Transition {
-    fn to_public(self, name: &Arc<str>) -> BreakerTransition {
-        BreakerTransition {
-            name: Arc::clone(name),
-            from: self.from,
-            to: self.to,
-            reason: self.reason,
-            open_wait: self.open_wait,
-            calls: self.totals.map(|t| t.calls),
-            failure_rate: self.totals.map(|t| t.failure_rate()),
-            slow_call_rate: self.totals.map(|t| t.slow_call_rate()),
-        }
-    }
-}
 
 impl StateMachine {
     pub(super) fn lock_control(&self) -> MutexGuard<'_, Control> {
@@ -71,7 +40,7 @@ impl StateMachine {
         let now = self.now_nanos();
         let made = self.transition_locked(&mut control, current, to, reason, now, totals);
         drop(control);
-        self.announce(made);
+        self.announce(&made);
         true
     }
 
@@ -87,7 +56,7 @@ impl StateMachine {
         reason: TransitionReason,
         now: u64,
         totals: Option<Totals>,
-    ) -> Transition {
+    ) -> BreakerTransition {
         let next = current.next(to);
         let mut open_wait = None;
         match to {
@@ -105,13 +74,8 @@ impl StateMachine {
                 open_wait = Some(wait);
             }
             BreakerState::HalfOpen => {
-                control.trials_epoch = next.epoch;
                 control.trials = Totals::default();
-                let slots = EpochCount {
-                    epoch: next.epoch,
-                    count: 0,
-                };
-                self.trial_slots.store(slots.pack(), Ordering::Relaxed);
+                self.trial_slots.store(pack(next.epoch, 0), Ordering::Relaxed);
                 self.half_open_since.store(now, Ordering::Relaxed);
             }
             BreakerState::Closed | BreakerState::MetricsOnly => {
@@ -127,39 +91,37 @@ impl StateMachine {
         }
         // Release: publishes the fields written above with the new phase.
         self.phase.store(next.pack(), Ordering::Release);
-        let made = Transition {
+        let made = BreakerTransition {
+            name: self.config.name.clone(),
             from: current.state,
             to,
             reason,
             open_wait,
-            totals,
+            calls: totals.map(|t| t.calls),
+            failure_rate: totals.map(|t| t.failure_rate()),
+            slow_call_rate: totals.map(|t| t.slow_call_rate()),
         };
         // Under the lock, so that subscribers hear transitions in the
         // order they were made; `send` only queues, it runs no user code.
         if self.transitions.receiver_count() > 0 {
-            let _no_receiver_left = self.transitions.send(made.to_public(&self.config.name));
+            let _no_receiver_left = self.transitions.send(made.clone());
         }
         made
     }
 
-    /// A receiver of every transition from now on.
-    pub(in crate::breaker) fn subscribe(&self) -> broadcast::Receiver<BreakerTransition> {
-        self.transitions.subscribe()
-    }
-
     /// Emits the event and metrics of a transition.
-    pub(super) fn announce(&self, transition: Transition) {
-        let Transition {
+    pub(super) fn announce(&self, transition: &BreakerTransition) {
+        let BreakerTransition {
+            ref name,
             from,
             to,
             reason,
             open_wait,
-            totals,
-        } = transition;
-        let name = &self.config.name;
-        let calls = totals.map(|t| t.calls);
-        let failure_rate = totals.map(|t| t.failure_rate());
-        let slow_call_rate = totals.map(|t| t.slow_call_rate());
+            calls,
+            failure_rate,
+            slow_call_rate,
+            ..
+        } = *transition;
         if to == BreakerState::Open {
             tracing::warn!(
                 name = %name,
