@@ -112,8 +112,15 @@ impl StateMachine {
     #[inline]
     pub(in crate::breaker) fn release(&self, admission: Admission) {
         if admission.phase.state == BreakerState::HalfOpen {
-            let _ = self.update_trial_slots(admission.phase.epoch, |taken| taken.checked_sub(1));
+            self.give_back_trial(admission.phase.epoch);
         }
+    }
+
+    /// Out of line (not generic, not `#[inline]`), so that `release`, which
+    /// every permit's drop inlines, stays one comparison (`breaker/orch
+    /// permit`: 8.3 ns with the slot update inlined, 2.6 ns without).
+    fn give_back_trial(&self, epoch: u32) {
+        let _ = self.update_trial_slots(epoch, |taken| taken.checked_sub(1));
     }
 
     /// Changes the number of trial slots taken in `epoch` with `change`
@@ -122,9 +129,8 @@ impl StateMachine {
         self.trial_slots
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 let (slots_epoch, taken) = unpack(word);
-                (slots_epoch == epoch)
-                    .then(|| change(taken))
-                    .flatten()
+                change(taken)
+                    .filter(|_| slots_epoch == epoch)
                     .map(|n| pack(epoch, n))
             })
     }
