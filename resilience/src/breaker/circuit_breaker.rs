@@ -12,7 +12,7 @@ use std::{fmt, sync::Arc};
 use super::{
     BreakerTransition, CircuitBreakerLayer,
     config::CircuitBreakerConfig,
-    permit::{Admission, BreakerPermit, OwnedBreakerPermit, Permit},
+    permit::{Admission, BreakerPermit, OwnedBreakerPermit},
     state::{BreakerState, TransitionReason},
     state_machine::StateMachine,
 };
@@ -154,7 +154,10 @@ impl CircuitBreaker {
     /// A forced-open breaker rejects with [`CircuitRejection::ForcedOpen`].
     #[inline]
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, ResilienceError> {
-        Ok(BreakerPermit(Permit::new(&self.machine, self.machine.admit()?)))
+        Ok(BreakerPermit {
+            breaker: &self.machine,
+            admission: Some(self.machine.admit()?),
+        })
     }
 
     /// [`try_acquire`](Self::try_acquire), returning a permit that owns a
@@ -167,7 +170,10 @@ impl CircuitBreaker {
     /// The owned permit of an admitted call: a clone of the calling thread's shard handle.
     #[inline]
     pub(super) fn owned_permit(&self, admission: Admission) -> OwnedBreakerPermit {
-        OwnedBreakerPermit(Permit::new(self.shard_handles.for_thread(), admission))
+        OwnedBreakerPermit {
+            breaker: self.shard_handles.for_thread(),
+            admission: Some(admission),
+        }
     }
 
     /// Every state change from now on, as a [`BreakerTransition`], in the

@@ -82,7 +82,7 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx)).map_err(ResilienceError::from_inner);
-                permit.0.record(classifier.classify(result.as_ref()), None);
+                permit.record_once(classifier.classify(result.as_ref()));
                 Poll::Ready(result)
             }
             StateProj::Rejected { error } => match error.take() {

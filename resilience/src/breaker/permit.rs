@@ -7,7 +7,7 @@
 //! service's). Recording consumes the admission; a permit dropped with its
 //! admission unrecorded records nothing and gives a half-open trial slot back.
 
-use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 #[cfg(doc)]
 use super::CircuitBreaker;
@@ -42,7 +42,11 @@ impl Admission {
 /// way gives its trial slot back, so a cancelled call neither counts nor uses
 /// up a trial.
 #[must_use = "a permit records nothing unless its outcome is recorded"]
-pub struct BreakerPermit<'a>(pub(super) Permit<&'a StateMachine>);
+pub struct BreakerPermit<'a> {
+    pub(super) breaker: &'a StateMachine,
+    /// `None` once recorded.
+    pub(super) admission: Option<Admission>,
+}
 
 /// A [`BreakerPermit`] that owns a handle to its breaker, for futures that
 /// must be `'static`.
@@ -51,69 +55,10 @@ pub struct BreakerPermit<'a>(pub(super) Permit<&'a StateMachine>);
 /// reference count lives on a cache line of that thread's shard, so threads
 /// sharing a breaker do not write one reference count.
 #[must_use = "a permit records nothing unless its outcome is recorded"]
-pub struct OwnedBreakerPermit(pub(super) Permit<Arc<ShardHandle<StateMachine>>>);
-
-/// What both permits are: a way back to the breaker (`B` derefs, once or
-/// through a shard handle, to its state machine) and the admission, `None`
-/// once recorded.
-pub(super) struct Permit<B: Machine> {
-    pub(super) breaker: B,
+pub struct OwnedBreakerPermit {
+    pub(super) breaker: Arc<ShardHandle<StateMachine>>,
+    /// `None` once recorded.
     pub(super) admission: Option<Admission>,
-}
-
-impl<B: Machine> Permit<B> {
-    pub(super) fn new(breaker: B, admission: Admission) -> Self {
-        let admission = Some(admission);
-        Self { breaker, admission }
-    }
-
-    /// Records the outcome unless one was recorded already; `duration` is
-    /// the caller's measure, `None` for the time since admission.
-    #[inline]
-    pub(super) fn record(&mut self, outcome: Outcome, duration: Option<Duration>) {
-        if let Some(admission) = self.admission.take() {
-            self.breaker.machine().record(admission, outcome, duration);
-        }
-    }
-
-    fn admitted_in(&self) -> Option<BreakerState> {
-        self.admission.and_then(|a| a.admitted_in())
-    }
-
-    fn fmt(&self, f: &mut fmt::Formatter<'_>, type_name: &str) -> fmt::Result {
-        f.debug_struct(type_name)
-            .field("breaker", &self.breaker.machine().config.name)
-            .field("admitted_in", &self.admitted_in())
-            .finish()
-    }
-}
-
-impl<B: Machine> Drop for Permit<B> {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(admission) = self.admission.take() {
-            self.breaker.machine().release(admission);
-        }
-    }
-}
-
-/// A permit's way back to its state machine.
-pub(super) trait Machine {
-    fn machine(&self) -> &StateMachine;
-}
-
-impl Machine for &StateMachine {
-    #[inline]
-    fn machine(&self) -> &StateMachine {
-        self
-    }
-}
-
-impl Machine for Arc<ShardHandle<StateMachine>> {
-    #[inline]
-    fn machine(&self) -> &StateMachine {
-        self.deref()
-    }
 }
 
 // ===== impl BreakerPermit =====
@@ -129,26 +74,42 @@ impl BreakerPermit<'_> {
     /// state since the permit was acquired.
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        self.0.record(outcome, None);
+        if let Some(admission) = self.admission.take() {
+            self.breaker.record(admission, outcome, None);
+        }
     }
 
     /// [`record`](Self::record) with the call's duration measured by the
     /// caller, instead of the time since the permit was acquired.
     pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
-        self.0.record(outcome, Some(duration));
+        if let Some(admission) = self.admission.take() {
+            self.breaker.record(admission, outcome, Some(duration));
+        }
     }
 
     /// The state the call was admitted in: `Closed`, `HalfOpen` for a trial,
     /// or `MetricsOnly`; `None` for a disabled breaker's permit, which
     /// records nothing.
     pub fn admitted_in(&self) -> Option<BreakerState> {
-        self.0.admitted_in()
+        self.admission.and_then(|a| a.admitted_in())
+    }
+}
+
+impl Drop for BreakerPermit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.breaker.release(admission);
+        }
     }
 }
 
 impl fmt::Debug for BreakerPermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f, "BreakerPermit")
+        f.debug_struct("BreakerPermit")
+            .field("breaker", &self.breaker.config.name)
+            .field("admitted_in", &self.admitted_in())
+            .finish()
     }
 }
 
@@ -158,36 +119,59 @@ impl OwnedBreakerPermit {
     /// Records what the call did; see [`BreakerPermit::record`].
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        self.0.record(outcome, None);
+        self.record_once(outcome);
     }
 
     /// Records what the call did with its measured duration; see
     /// [`BreakerPermit::record_with_duration`].
     pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
-        self.0.record(outcome, Some(duration));
+        if let Some(admission) = self.admission.take() {
+            self.breaker.record(admission, outcome, Some(duration));
+        }
     }
 
     /// The state the call was admitted in; see [`BreakerPermit::admitted_in`].
     pub fn admitted_in(&self) -> Option<BreakerState> {
-        self.0.admitted_in()
+        self.admission.and_then(|a| a.admitted_in())
     }
 
     /// The name of the breaker the permit belongs to.
     pub fn breaker_name(&self) -> &str {
-        &self.0.breaker.config.name
+        &self.breaker.config.name
+    }
+
+    /// Records the outcome unless one was recorded already: for the `tower`
+    /// service's response future, which holds the permit in place.
+    #[inline]
+    pub(super) fn record_once(&mut self, outcome: Outcome) {
+        if let Some(admission) = self.admission.take() {
+            self.breaker.record(admission, outcome, None);
+        }
     }
 
     /// Measures the call's duration from now (the service reserves a trial
     /// in `poll_ready`, but the call starts in `call`).
     pub(super) fn restart_clock(&mut self) {
-        if let Some(admission) = &mut self.0.admission {
-            admission.started = self.0.breaker.call_start();
+        if let Some(admission) = &mut self.admission {
+            admission.started = self.breaker.call_start();
+        }
+    }
+}
+
+impl Drop for OwnedBreakerPermit {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.breaker.release(admission);
         }
     }
 }
 
 impl fmt::Debug for OwnedBreakerPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f, "OwnedBreakerPermit")
+        f.debug_struct("OwnedBreakerPermit")
+            .field("breaker", &self.breaker.config.name)
+            .field("admitted_in", &self.admitted_in())
+            .finish()
     }
 }

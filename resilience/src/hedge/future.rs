@@ -64,7 +64,7 @@ pin_project! {
 /// What an attempt, and so a hedged call, resolves to.
 type Answer<S, Req> = Result<<S as Service<Req>>::Response, ResilienceError>;
 
-/// Everything a racing call holds besides its primary and its timer.
+/// Everything a racing call holds: its attempts, its timer, what comes next.
 struct Race<S, Req, C>
 where
     S: Service<Req>,
