@@ -57,7 +57,7 @@ use crate::{config::ConfigError, error::ResilienceError, shard::ShardHandles};
 /// (Resilience4j's default, without `automaticTransitionFromOpenToHalfOpen`).
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    machine: Arc<StateMachine>,
+    pub(super) machine: Arc<StateMachine>,
     /// One handle to `machine` per shard, for owned permits (see [`ShardHandles`]).
     shard_handles: Arc<ShardHandles<StateMachine>>,
 }
@@ -117,12 +117,12 @@ impl CircuitBreaker {
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.machine.config().name
+        &self.machine.config.name
     }
 
     /// The config the breaker was built with.
     pub fn config(&self) -> &CircuitBreakerConfig {
-        self.machine.config()
+        &self.machine.config
     }
 
     /// The current state. Reading it makes no transition (see the type's
@@ -154,10 +154,9 @@ impl CircuitBreaker {
     /// A forced-open breaker rejects with [`CircuitRejection::ForcedOpen`].
     #[inline]
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, ResilienceError> {
-        let admission = self.machine.admit()?;
         Ok(BreakerPermit {
             breaker: &self.machine,
-            admission: Some(admission),
+            admission: Some(self.machine.admit()?),
         })
     }
 
@@ -166,13 +165,6 @@ impl CircuitBreaker {
     #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedBreakerPermit, ResilienceError> {
         Ok(self.owned_permit(self.machine.admit()?))
-    }
-
-    /// Admits one call, for the `tower` service, which decides when to make
-    /// the permit (see [`owned_permit`](Self::owned_permit)).
-    #[inline]
-    pub(super) fn admit(&self) -> Result<Admission, ResilienceError> {
-        self.machine.admit()
     }
 
     /// The owned permit of an admitted call: a clone of the calling thread's shard handle.
@@ -195,7 +187,7 @@ impl CircuitBreaker {
     /// are made, and so sent, by the next call that asks, as the type's
     /// docs explain. A breaker with no subscriber sends nothing.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BreakerTransition> {
-        self.machine.subscribe()
+        self.machine.transitions.subscribe()
     }
 
     /// A snapshot of the breaker's numbers (see [`BreakerMetrics`]).

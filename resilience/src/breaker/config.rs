@@ -187,37 +187,44 @@ impl SlidingWindow {
         }
     }
 
-    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         match *self {
             Self::Count { size } => {
-                check::non_zero(&format!("{prefix}.window.size"), size)?;
+                check::non_zero("window.size", size)?;
                 if size > MAX_WINDOW_SIZE {
-                    return Err(ConfigError::field(
-                        format!("{prefix}.window.size"),
-                        "must be at most 1048576",
-                    ));
+                    return Err(ConfigError::field("window.size", "must be at most 1048576"));
                 }
             }
             Self::Time { length, buckets } => {
-                check::non_zero_duration(&format!("{prefix}.window.length"), length)?;
-                let field = format!("{prefix}.window.buckets");
+                check::non_zero_duration("window.length", length)?;
                 if let Some(n) = buckets {
-                    check::non_zero(&field, n)?;
+                    check::non_zero("window.buckets", n)?;
                     if n > MAX_BUCKETS {
-                        return Err(ConfigError::field(field, "must be at most 3600"));
+                        return Err(ConfigError::field("window.buckets", "must be at most 3600"));
                     }
                 }
-                let n = self.bucket_count().unwrap_or(1);
-                if length / n < MIN_BUCKET_WIDTH {
-                    return Err(ConfigError::field(
-                        field,
-                        "too many for the window length: buckets must be at least 1ms wide",
-                    ));
+                if length / self.bucket_count().unwrap_or(1) < MIN_BUCKET_WIDTH {
+                    let reason = "too many for the window length: buckets must be at least 1ms wide";
+                    return Err(ConfigError::field("window.buckets", reason));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Builder-style setters named after their fields: `field: Type` sets the
+/// field, `field: Type => Some` an optional one (as the `idempotency` config).
+macro_rules! setters {
+    (@wrap $value:ident) => { $value };
+    (@wrap $value:ident $wrap:ident) => { $wrap($value) };
+    ($($(#[$doc:meta])* $field:ident: $ty:ty $(=> $wrap:ident)?,)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.$field = setters!(@wrap $field $($wrap)?);
+            self
+        }
+    )*};
 }
 
 impl CircuitBreakerConfig {
@@ -230,45 +237,41 @@ impl CircuitBreakerConfig {
     /// [`validate`](Self::validate) with another prefix, for configs nested
     /// in a registry (`breakers.payments.minimum_calls`).
     pub(crate) fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
-        let field = |name: &str| format!("{prefix}.{name}");
+        self.validate_fields().map_err(|e| e.within(prefix))
+    }
+
+    fn validate_fields(&self) -> Result<(), ConfigError> {
         if self.name.is_empty() {
-            return Err(ConfigError::field(field("name"), "must not be empty"));
+            return Err(ConfigError::field("name", "must not be empty"));
         }
-        self.window.validate(prefix)?;
-        check::rate(&field("failure_rate_threshold"), self.failure_rate_threshold)?;
-        check::rate(&field("slow_call_rate_threshold"), self.slow_call_rate_threshold)?;
+        self.window.validate()?;
+        check::rate("failure_rate_threshold", self.failure_rate_threshold)?;
+        check::rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         if let Some(slow) = self.slow_call_duration {
-            check::non_zero_duration(&field("slow_call_duration"), slow)?;
+            check::non_zero_duration("slow_call_duration", slow)?;
         }
         if let Some(n) = self.consecutive_failures {
-            check::non_zero(&field("consecutive_failures"), n)?;
+            check::non_zero("consecutive_failures", n)?;
         }
-        check::non_zero(&field("minimum_calls"), self.minimum_calls)?;
-        check::non_zero_duration(&field("open_wait"), self.open_wait)?;
+        check::non_zero("minimum_calls", self.minimum_calls)?;
+        check::non_zero_duration("open_wait", self.open_wait)?;
         if !(self.open_wait_multiplier.is_finite() && self.open_wait_multiplier >= 1.0) {
-            return Err(ConfigError::field(
-                field("open_wait_multiplier"),
-                "must be a finite number, 1 or more",
-            ));
+            let reason = "must be a finite number, 1 or more";
+            return Err(ConfigError::field("open_wait_multiplier", reason));
         }
         match self.open_wait_max {
             Some(max) if max < self.open_wait => {
-                return Err(ConfigError::field(
-                    field("open_wait_max"),
-                    "must be at least open_wait",
-                ));
+                return Err(ConfigError::field("open_wait_max", "must be at least open_wait"));
             }
             None if self.open_wait_multiplier > 1.0 => {
-                return Err(ConfigError::field(
-                    field("open_wait_max"),
-                    "must be set when open_wait_multiplier is above 1",
-                ));
+                let reason = "must be set when open_wait_multiplier is above 1";
+                return Err(ConfigError::field("open_wait_max", reason));
             }
             _ => {}
         }
-        check::non_zero(&field("half_open_permits"), self.half_open_permits)?;
+        check::non_zero("half_open_permits", self.half_open_permits)?;
         if let Some(wait) = self.max_half_open_wait {
-            check::non_zero_duration(&field("max_half_open_wait"), wait)?;
+            check::non_zero_duration("max_half_open_wait", wait)?;
         }
         Ok(())
     }
@@ -284,10 +287,25 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// Sets [`window`](Self::window).
-    pub fn window(mut self, window: SlidingWindow) -> Self {
-        self.window = window;
-        self
+    setters! {
+        /// Sets [`window`](Self::window).
+        window: SlidingWindow,
+        /// Sets [`failure_rate_threshold`](Self::failure_rate_threshold).
+        failure_rate_threshold: f64,
+        /// Sets [`slow_call_rate_threshold`](Self::slow_call_rate_threshold).
+        slow_call_rate_threshold: f64,
+        /// Sets [`slow_call_duration`](Self::slow_call_duration), turning slow-call detection on.
+        slow_call_duration: Duration => Some,
+        /// Sets [`consecutive_failures`](Self::consecutive_failures).
+        consecutive_failures: u32 => Some,
+        /// Sets [`minimum_calls`](Self::minimum_calls).
+        minimum_calls: u32,
+        /// Sets [`open_wait`](Self::open_wait).
+        open_wait: Duration,
+        /// Sets [`half_open_permits`](Self::half_open_permits).
+        half_open_permits: u32,
+        /// Sets [`max_half_open_wait`](Self::max_half_open_wait).
+        max_half_open_wait: Duration => Some,
     }
 
     /// Judges the last `size` calls: `window(SlidingWindow::Count { size })`.
@@ -304,60 +322,12 @@ impl CircuitBreakerConfig {
         })
     }
 
-    /// Sets [`failure_rate_threshold`](Self::failure_rate_threshold).
-    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
-        self.failure_rate_threshold = rate;
-        self
-    }
-
-    /// Sets [`slow_call_rate_threshold`](Self::slow_call_rate_threshold).
-    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
-        self.slow_call_rate_threshold = rate;
-        self
-    }
-
-    /// Sets [`slow_call_duration`](Self::slow_call_duration), turning slow-call detection on.
-    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
-        self.slow_call_duration = Some(duration);
-        self
-    }
-
-    /// Sets [`consecutive_failures`](Self::consecutive_failures).
-    pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.consecutive_failures = Some(failures);
-        self
-    }
-
-    /// Sets [`minimum_calls`](Self::minimum_calls).
-    pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
-        self
-    }
-
-    /// Sets [`open_wait`](Self::open_wait).
-    pub fn open_wait(mut self, wait: Duration) -> Self {
-        self.open_wait = wait;
-        self
-    }
-
     /// Sets [`open_wait_multiplier`](Self::open_wait_multiplier) and
     /// [`open_wait_max`](Self::open_wait_max): the open wait grows by
     /// `multiplier` on each re-open, up to `max`.
     pub fn open_wait_backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.open_wait_multiplier = multiplier;
         self.open_wait_max = Some(max);
-        self
-    }
-
-    /// Sets [`half_open_permits`](Self::half_open_permits).
-    pub fn half_open_permits(mut self, permits: u32) -> Self {
-        self.half_open_permits = permits;
-        self
-    }
-
-    /// Sets [`max_half_open_wait`](Self::max_half_open_wait).
-    pub fn max_half_open_wait(mut self, wait: Duration) -> Self {
-        self.max_half_open_wait = Some(wait);
         self
     }
 
@@ -434,15 +404,12 @@ mod tests {
             buckets: None,
         };
         assert_eq!(w.bucket_count(), Some(1));
-        assert!(w.validate("breaker").is_ok());
+        assert!(w.validate().is_ok());
         let w = SlidingWindow::Time {
             length: Duration::from_millis(10),
             buckets: Some(20),
         };
-        assert_eq!(
-            w.validate("breaker").unwrap_err().field_name(),
-            "breaker.window.buckets"
-        );
+        assert_eq!(w.validate().unwrap_err().field_name(), "window.buckets");
     }
 
     #[test]

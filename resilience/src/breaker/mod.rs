@@ -189,7 +189,6 @@ mod permit;
 mod registry;
 mod state;
 mod state_machine;
-mod transition;
 mod window;
 
 pub use circuit_breaker::{BreakerMetrics, CircuitBreaker};
@@ -198,8 +197,7 @@ pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{BreakerPermit, OwnedBreakerPermit};
 pub use registry::BreakerRegistry;
-pub use state::{BreakerState, TransitionReason};
-pub use transition::BreakerTransition;
+pub use state::{BreakerState, BreakerTransition, TransitionReason};
 
 /// A `tower` service guarded by a [`CircuitBreaker`].
 ///
@@ -352,7 +350,7 @@ where
             // the inner service is touched.
             Readiness::Admitted | Readiness::Unpolled => {}
         }
-        let admission = match self.breaker.admit() {
+        let admission = match self.breaker.machine.admit() {
             Ok(admission) => admission,
             Err(rejection) => return ResponseFuture::rejected(rejection),
         };

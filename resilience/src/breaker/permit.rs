@@ -107,7 +107,7 @@ impl Drop for BreakerPermit<'_> {
 impl fmt::Debug for BreakerPermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerPermit")
-            .field("breaker", &self.breaker.config().name)
+            .field("breaker", &self.breaker.config.name)
             .field("admitted_in", &self.admitted_in())
             .finish()
     }
@@ -137,7 +137,7 @@ impl OwnedBreakerPermit {
 
     /// The name of the breaker the permit belongs to.
     pub fn breaker_name(&self) -> &str {
-        &self.breaker.config().name
+        &self.breaker.config.name
     }
 
     /// Records the outcome unless one was recorded already: for the `tower`
@@ -170,7 +170,7 @@ impl Drop for OwnedBreakerPermit {
 impl fmt::Debug for OwnedBreakerPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedBreakerPermit")
-            .field("breaker", &self.breaker.config().name)
+            .field("breaker", &self.breaker.config.name)
             .field("admitted_in", &self.admitted_in())
             .finish()
     }

@@ -92,26 +92,16 @@ impl BreakerRegistry {
             return breaker.clone();
         }
         let name: Arc<str> = Arc::from(name);
-        let config = self
-            .inner
-            .overrides
-            .get(&name)
-            .unwrap_or(&self.inner.default)
-            .clone()
-            .name(name.clone());
-        let breaker = CircuitBreaker::from_valid(config);
+        let config = self.inner.overrides.get(&name).unwrap_or(&self.inner.default);
+        let breaker = CircuitBreaker::from_valid(config.clone().name(name.clone()));
         breakers.insert(name, breaker.clone());
         breaker
     }
 
     /// The breaker named `name`, if it was created.
     pub fn get(&self, name: &str) -> Option<CircuitBreaker> {
-        self.inner
-            .breakers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
+        let breakers = self.inner.breakers.read().unwrap_or_else(PoisonError::into_inner);
+        breakers.get(name).cloned()
     }
 
     /// A layer over the breaker named `name` (created on first use).
@@ -121,26 +111,13 @@ impl BreakerRegistry {
 
     /// The names of the created breakers, sorted.
     pub fn names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<_> = self
-            .inner
-            .breakers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
+        self.states().into_iter().map(|(name, _)| name).collect()
     }
 
     /// Every created breaker's name and state, sorted by name.
     pub fn states(&self) -> Vec<(Arc<str>, BreakerState)> {
-        let mut states: Vec<_> = self
-            .inner
-            .breakers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
+        let breakers = self.inner.breakers.read().unwrap_or_else(PoisonError::into_inner);
+        let mut states: Vec<_> = (breakers.iter())
             .map(|(name, breaker)| (name.clone(), breaker.state()))
             .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
@@ -152,15 +129,11 @@ impl BreakerRegistry {
 /// changes its overrides after it was cloned (see `with_override`).
 impl Clone for RegistryInner {
     fn clone(&self) -> Self {
+        let breakers = self.breakers.read().unwrap_or_else(PoisonError::into_inner);
         Self {
             default: self.default.clone(),
             overrides: self.overrides.clone(),
-            breakers: RwLock::new(
-                self.breakers
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone(),
-            ),
+            breakers: RwLock::new(breakers.clone()),
         }
     }
 }

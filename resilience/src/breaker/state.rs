@@ -1,13 +1,20 @@
-//! The breaker's states, the [`Phase`] a call is admitted in, and why the
-//! breaker moves between states.
+//! The breaker's states, the [`Phase`] a call is admitted in, why the
+//! breaker moves between states, and the [`BreakerTransition`] it announces.
 //!
 //! Every transition starts a new phase: the state entered and an epoch one
 //! higher than the last. A permit remembers the phase it was admitted in,
 //! so an outcome that arrives after the breaker moved on (a slow call
 //! admitted while closed that finishes while half-open) is recognised as
 //! stale and not counted in the new state.
+//!
+//! Every transition is already a `tracing` event and a metric; a service
+//! that must act on one (page someone, shed a feature, mark a dependency
+//! down on its own health endpoint) wants it as a value it can `await`,
+//! like Resilience4j's `onStateTransition` or Polly's `OnOpened`. The
+//! breaker keeps a `tokio` broadcast channel that it only writes to while
+//! someone subscribes.
 
-use std::fmt;
+use std::{fmt, sync::Arc, time::Duration};
 
 /// The state of a [`CircuitBreaker`](super::CircuitBreaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,17 +102,16 @@ impl Phase {
     /// the state's gauge value in the low one.
     #[inline]
     pub(crate) fn pack(self) -> u64 {
-        (u64::from(self.epoch) << 32) | self.state as u64
+        pack(self.epoch, self.state as u32)
     }
 
     #[inline]
     pub(crate) fn unpack(word: u64) -> Self {
-        Self {
-            // The low half is always one of `ALL`'s indices; anything else
-            // would be a bug, read as the last state rather than a panic.
-            state: BreakerState::ALL[(word as u32 as usize).min(5)],
-            epoch: (word >> 32) as u32,
-        }
+        let (epoch, state) = unpack(word);
+        // The low half is always one of `ALL`'s indices; anything else
+        // would be a bug, read as the last state rather than a panic.
+        let state = BreakerState::ALL[(state as usize).min(5)];
+        Self { state, epoch }
     }
 
     /// The phase that follows this one, in `state`.
@@ -115,6 +121,28 @@ impl Phase {
             epoch: self.epoch.wrapping_add(1),
         }
     }
+}
+
+/// An epoch and a value of it (a state, a count) in one atomic word, so that
+/// both change in one store or compare-and-swap: the phase, the failure
+/// streak and the trial slots, whose counts must never be taken for another
+/// state's.
+#[inline]
+pub(crate) fn pack(epoch: u32, value: u32) -> u64 {
+    (u64::from(epoch) << 32) | u64::from(value)
+}
+
+/// The epoch and the value of a [`pack`]ed word.
+#[inline]
+pub(crate) fn unpack(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
+
+/// The count of a [`pack`]ed word in `epoch`: 0 if it was counted in another.
+#[inline]
+pub(crate) fn count_in(word: u64, epoch: u32) -> u32 {
+    let (counted_in, count) = unpack(word);
+    if counted_in == epoch { count } else { 0 }
 }
 
 /// Why the breaker changed state: the `reason` of a
@@ -170,6 +198,49 @@ impl TransitionReason {
             Self::Reset => "reset",
         }
     }
+}
+
+/// Transitions a subscriber may fall behind by before it misses some (it
+/// then hears `RecvError::Lagged` with how many).
+pub(super) const SUBSCRIBER_BACKLOG: usize = 64;
+
+/// One change of a breaker's state, as sent to
+/// the subscribers of [`CircuitBreaker::subscribe`](super::CircuitBreaker::subscribe).
+///
+/// ```
+/// use orch_resilience::{BreakerState, CircuitBreakerConfig};
+/// use orch_resilience::breaker::TransitionReason;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let breaker = CircuitBreakerConfig::default().name("inventory").build()?;
+/// let mut transitions = breaker.subscribe();
+/// breaker.force_open();
+/// let change = transitions.recv().await?;
+/// assert_eq!((change.from, change.to), (BreakerState::Closed, BreakerState::ForcedOpen));
+/// assert_eq!(change.reason, TransitionReason::ForcedOpen);
+/// assert_eq!(&*change.name, "inventory");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BreakerTransition {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The state it left.
+    pub from: BreakerState,
+    /// The state it entered.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: TransitionReason,
+    /// On opening: how long it stays open before it lets trials through.
+    pub open_wait: Option<Duration>,
+    /// When a verdict decided it: the calls of the window (or the trials)
+    /// that decided it.
+    pub calls: Option<u64>,
+    /// When a verdict decided it: their failure rate, in `[0, 1]`.
+    pub failure_rate: Option<f64>,
+    /// When a verdict decided it: their slow-call rate, in `[0, 1]`.
+    pub slow_call_rate: Option<f64>,
 }
 
 #[cfg(test)]

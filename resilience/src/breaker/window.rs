@@ -13,9 +13,12 @@
 //! all-success window stays all-success), so the success path reads the word
 //! and stops.
 
-use std::sync::{
-    Mutex, MutexGuard, PoisonError,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use super::config::SlidingWindow;
@@ -91,47 +94,37 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The last `size` calls, one byte each, with running totals.
+/// The last `size` calls, one byte each, oldest first, with running totals.
 #[derive(Debug)]
 struct CountRing {
-    slots: Box<[u8]>,
-    /// Index of the oldest call.
-    head: usize,
-    len: usize,
+    calls: VecDeque<u8>,
+    size: usize,
     totals: Totals,
 }
 
 impl CountRing {
     fn new(size: u32) -> Self {
-        Self {
-            slots: vec![0; size as usize].into_boxed_slice(),
-            head: 0,
-            len: 0,
-            totals: Totals::default(),
-        }
+        let size = size as usize;
+        let (calls, totals) = (VecDeque::with_capacity(size), Totals::default());
+        Self { calls, size, totals }
     }
 
     fn push(&mut self, mark: u8) {
-        let size = self.slots.len();
-        if self.len == size {
-            // Full: the oldest call leaves as the new one takes its slot.
-            let old = std::mem::replace(&mut self.slots[self.head], mark);
-            self.totals.subtract(Totals::of(old));
-            self.head = (self.head + 1) % size;
-        } else {
-            self.slots[(self.head + self.len) % size] = mark;
-            self.len += 1;
+        if self.is_full()
+            && let Some(oldest) = self.calls.pop_front()
+        {
+            self.totals.subtract(Totals::of(oldest));
         }
+        self.calls.push_back(mark);
         self.totals.merge(Totals::of(mark));
     }
 
     fn is_full(&self) -> bool {
-        self.len == self.slots.len()
+        self.calls.len() == self.size
     }
 
     fn clear(&mut self) {
-        self.head = 0;
-        self.len = 0;
+        self.calls.clear();
         self.totals = Totals::default();
     }
 }

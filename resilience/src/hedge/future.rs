@@ -55,42 +55,16 @@ pin_project! {
         /// An unsafe request, sent once: its result is returned unclassified.
         Once { #[pin] future: S::Future },
         /// A safe request: the primary and its hedges race.
-        Racing {
-            #[pin]
-            primary: Primary<S::Future>,
-            #[pin]
-            timer: Timer,
-            race: Race<S, Req, C>,
-        },
+        Racing { race: Race<S, Req, C> },
         /// The result was returned and every attempt dropped.
         Done,
-    }
-}
-
-pin_project! {
-    /// The primary attempt, kept inline (hedges are boxed) so that a call
-    /// answered before its delay allocates nothing.
-    #[project = PrimaryProj]
-    enum Primary<F> {
-        Running { #[pin] future: F },
-        Finished,
-    }
-}
-
-pin_project! {
-    /// The sleep until the next hedge is due, created on first use so that
-    /// building the future needs no runtime, and moved when the time changes.
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed,
-        Armed { #[pin] sleep: Sleep },
     }
 }
 
 /// What an attempt, and so a hedged call, resolves to.
 type Answer<S, Req> = Result<<S as Service<Req>>::Response, ResilienceError>;
 
-/// Everything a racing call holds besides its primary and its timer.
+/// Everything a racing call holds: its attempts, its timer, what comes next.
 struct Race<S, Req, C>
 where
     S: Service<Req>,
@@ -106,9 +80,11 @@ where
     /// Hedges sent, counting those whose service clone failed to get ready.
     sent: u32,
     next: Next<S>,
-    /// Hedges in flight, by attempt number. Boxed because they come and go;
-    /// hedging is the rare path.
-    hedges: Vec<(u32, Pin<Box<S::Future>>)>,
+    /// Attempts in flight, by attempt number (0 is the primary).
+    attempts: Vec<(u32, Pin<Box<S::Future>>)>,
+    /// The sleep until the next hedge is due, made on first use so that
+    /// building the future needs no runtime, and moved when the time changes.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The result of the last attempt that finished without winning.
     last: Option<Answer<S, Req>>,
 }
@@ -156,15 +132,12 @@ where
             started,
             sent: 0,
             next: Next::after_delay(started, delay),
-            hedges: Vec::new(),
+            attempts: vec![(0, Box::pin(primary))],
+            timer: None,
             last: None,
         };
         Self {
-            state: State::Racing {
-                primary: Primary::Running { future: primary },
-                timer: Timer::Unarmed,
-                race,
-            },
+            state: State::Racing { race },
         }
     }
 }
@@ -182,7 +155,7 @@ where
         let mut state = self.project().state;
         let result = match state.as_mut().project() {
             StateProj::Once { future } => ready!(future.poll(cx)).map_err(ResilienceError::from_inner),
-            StateProj::Racing { primary, timer, race } => ready!(race.poll(primary, timer, cx)),
+            StateProj::Racing { race } => ready!(race.poll(cx)),
             StateProj::Done => panic!("hedge ResponseFuture polled after completion"),
         };
         // Drops, and so cancels, every attempt still running.
@@ -198,13 +171,12 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
             State::Once { .. } => f.write_str("ResponseFuture::Once"),
-            State::Racing { primary, race, .. } => f
+            State::Racing { race } => f
                 .debug_struct("ResponseFuture::Racing")
                 .field("name", &race.layer.name)
                 .field("delay", &race.delay)
-                .field("primary_running", &primary.is_running())
                 .field("hedges_sent", &race.sent)
-                .field("hedges_running", &race.hedges.len())
+                .field("attempts_running", &race.attempts.len())
                 .finish(),
             State::Done => f.write_str("ResponseFuture::Done"),
         }
@@ -221,29 +193,24 @@ where
     C: Classify<S::Response, ResilienceError>,
 {
     /// Ready with the winner's result, or the last failure once nothing can win.
-    fn poll(
-        &mut self,
-        mut primary: Pin<&mut Primary<S::Future>>,
-        mut timer: Pin<&mut Timer>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Answer<S, Req>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Answer<S, Req>> {
         loop {
             let now = Instant::now();
-            let (attempt, result) = match self.poll_attempts(primary.as_mut(), cx) {
+            let (attempt, result) = match self.poll_attempts(cx) {
                 Poll::Ready(finished) => finished,
-                Poll::Pending => match self.poll_next_hedge(timer.as_mut(), cx, now) {
+                Poll::Pending => match self.poll_next_hedge(cx, now) {
                     // Sent: poll it at once.
                     Poll::Ready(Ok(())) => continue,
                     // Its service clone could not get ready: that is the attempt's result.
                     Poll::Ready(Err(error)) => (self.sent, Err(error)),
                     // Attempts in flight or a hedge to come: wait. Else nothing can win.
-                    Poll::Pending if primary.is_running() || !self.hedges.is_empty() => return Poll::Pending,
+                    Poll::Pending if !self.attempts.is_empty() => return Poll::Pending,
                     Poll::Pending if !matches!(self.next, Next::NoMore) => return Poll::Pending,
                     Poll::Pending => return Poll::Ready(self.exhausted(now)),
                 },
             };
             match self.classifier.classify(result.as_ref()) {
-                Outcome::Success => return Poll::Ready(self.won(attempt, primary.is_running(), result, now)),
+                Outcome::Success => return Poll::Ready(self.won(attempt, result, now)),
                 Outcome::Retryable | Outcome::Failure => self.failed(attempt, &result, now),
                 Outcome::Rejected => self.stop(attempt, "rejected"),
             }
@@ -252,17 +219,10 @@ where
     }
 
     /// Polls every attempt in flight and takes out the first that finished.
-    fn poll_attempts(
-        &mut self,
-        primary: Pin<&mut Primary<S::Future>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<(u32, Answer<S, Req>)> {
-        if let Poll::Ready(result) = primary.poll_finished(cx) {
-            return Poll::Ready((0, result.map_err(ResilienceError::from_inner)));
-        }
-        for i in 0..self.hedges.len() {
-            if let Poll::Ready(result) = self.hedges[i].1.as_mut().poll(cx) {
-                let (attempt, _) = self.hedges.swap_remove(i);
+    fn poll_attempts(&mut self, cx: &mut Context<'_>) -> Poll<(u32, Answer<S, Req>)> {
+        for i in 0..self.attempts.len() {
+            if let Poll::Ready(result) = self.attempts[i].1.as_mut().poll(cx) {
+                let (attempt, _) = self.attempts.swap_remove(i);
                 return Poll::Ready((attempt, result.map_err(ResilienceError::from_inner)));
             }
         }
@@ -271,15 +231,15 @@ where
 
     /// Sends the next hedge once it is due and its service clone is ready.
     /// `Ready(Err)` is the clone's readiness error: that attempt's result.
-    fn poll_next_hedge(
-        &mut self,
-        timer: Pin<&mut Timer>,
-        cx: &mut Context<'_>,
-        now: Instant,
-    ) -> Poll<Result<(), ResilienceError>> {
+    fn poll_next_hedge(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Result<(), ResilienceError>> {
         if let Next::Due { at, reason } = self.next {
-            if now < at && timer.poll_until(at, cx).is_pending() {
-                return Poll::Pending;
+            if now < at {
+                // Arms the sleep, or moves it, to wake the task at `at`.
+                let sleep = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                ready!(sleep.as_mut().poll(cx));
             }
             let service = self.service.clone();
             self.next = Next::Readying { service, reason };
@@ -301,7 +261,7 @@ where
         let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
         match sent {
             Ok(future) => {
-                self.hedges.push((attempt, Box::pin(future)));
+                self.attempts.push((attempt, Box::pin(future)));
                 tracing::debug!(%name, attempt, reason, delay = ?self.delay, ?elapsed, "hedged attempt sent");
                 metrics::counter!("orch_hedge_attempts_total", "name" => Arc::clone(name)).increment(1);
                 Poll::Ready(Ok(()))
@@ -343,17 +303,12 @@ where
 
     /// Reports the win of `attempt` and returns its result; the caller drops
     /// every other attempt.
-    fn won(
-        &self,
-        attempt: u32,
-        primary_running: bool,
-        result: Answer<S, Req>,
-        now: Instant,
-    ) -> Answer<S, Req> {
+    fn won(&self, attempt: u32, result: Answer<S, Req>, now: Instant) -> Answer<S, Req> {
         let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
         // One sample per call that the primary did not lose by failing: its
         // latency when it won, or, when a hedge won while it ran, the time it
         // had run (at least the delay), so that it counts as slow.
+        let primary_running = self.attempts.iter().any(|&(attempt, _)| attempt == 0);
         if let Some(tracker) = &self.layer.tracker
             && (attempt == 0 || primary_running)
         {
@@ -380,7 +335,7 @@ where
     }
 }
 
-// ===== impl Next, Primary, Timer =====
+// ===== impl Next =====
 
 impl<S> Next<S> {
     /// The next hedge, `delay` after `from`. A zero delay sends every hedge
@@ -395,40 +350,5 @@ impl<S> Next<S> {
             at: deadline_after(from, delay),
             reason,
         }
-    }
-}
-
-impl<F: Future> Primary<F> {
-    /// Polls the primary while it runs; pending for good once it finished.
-    fn poll_finished(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let PrimaryProj::Running { future } = self.as_mut().project() else {
-            return Poll::Pending;
-        };
-        let output = ready!(future.poll(cx));
-        self.set(Self::Finished);
-        Poll::Ready(output)
-    }
-}
-
-impl<F> Primary<F> {
-    fn is_running(&self) -> bool {
-        matches!(self, Self::Running { .. })
-    }
-}
-
-impl Timer {
-    /// Ready once `deadline` has passed; arms the sleep, or moves it, to wake
-    /// the task then.
-    fn poll_until(mut self: Pin<&mut Self>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        if let TimerProj::Armed { mut sleep } = self.as_mut().project() {
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
-            }
-            return sleep.poll(cx);
-        }
-        self.set(Self::Armed {
-            sleep: sleep_until(deadline),
-        });
-        self.poll_until(deadline, cx)
     }
 }

@@ -9,11 +9,11 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use super::{EpochCount, StateMachine};
+use super::StateMachine;
 use crate::{
     breaker::{
         permit::Admission,
-        state::{BreakerState, Phase, TransitionReason},
+        state::{BreakerState, Phase, TransitionReason, pack, unpack},
     },
     error::{CircuitRejection, ResilienceError},
 };
@@ -76,25 +76,14 @@ impl StateMachine {
         }
         // The compare-and-swap on (epoch, taken) is what makes "exactly
         // `half_open_permits`" hold under any number of racing callers.
-        let taken = self
-            .trial_slots
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let slots = EpochCount::unpack(word);
-                (slots.epoch == phase.epoch && slots.count < self.config.half_open_permits).then(|| {
-                    EpochCount {
-                        count: slots.count + 1,
-                        ..slots
-                    }
-                    .pack()
-                })
-            });
-        match taken {
+        let permits = self.config.half_open_permits;
+        match self.update_trial_slots(phase.epoch, |taken| (taken < permits).then(|| taken + 1)) {
             Ok(_) => Some(Ok(Admission {
                 phase,
                 started: self.call_start(),
             })),
             // Another thread ended the half-open phase meanwhile.
-            Err(word) if EpochCount::unpack(word).epoch != phase.epoch => None,
+            Err(word) if unpack(word).0 != phase.epoch => None,
             Err(_) => Some(Err(self.reject(CircuitRejection::HalfOpenFull, None))),
         }
     }
@@ -123,23 +112,27 @@ impl StateMachine {
     #[inline]
     pub(in crate::breaker) fn release(&self, admission: Admission) {
         if admission.phase.state == BreakerState::HalfOpen {
-            self.release_trial(admission.phase.epoch);
+            self.give_back_trial(admission.phase.epoch);
         }
     }
 
-    pub(super) fn release_trial(&self, epoch: u32) {
-        let _ = self
-            .trial_slots
+    /// Out of line (not generic, not `#[inline]`), so that `release`, which
+    /// every permit's drop inlines, stays one comparison (`breaker/orch
+    /// permit`: 8.3 ns with the slot update inlined, 2.6 ns without).
+    fn give_back_trial(&self, epoch: u32) {
+        let _ = self.update_trial_slots(epoch, |taken| taken.checked_sub(1));
+    }
+
+    /// Changes the number of trial slots taken in `epoch` with `change`
+    /// (`None`: no change); the word as it was, `Err` when unchanged.
+    fn update_trial_slots(&self, epoch: u32, change: impl Fn(u32) -> Option<u32>) -> Result<u64, u64> {
+        self.trial_slots
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let slots = EpochCount::unpack(word);
-                (slots.epoch == epoch && slots.count > 0).then(|| {
-                    EpochCount {
-                        count: slots.count - 1,
-                        ..slots
-                    }
-                    .pack()
-                })
-            });
+                let (slots_epoch, taken) = unpack(word);
+                change(taken)
+                    .filter(|_| slots_epoch == epoch)
+                    .map(|n| pack(epoch, n))
+            })
     }
 
     /// The error for a rejected call; counts, logs and measures it.

@@ -11,11 +11,11 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use super::{EpochCount, StateMachine};
+use super::StateMachine;
 use crate::{
     breaker::{
         permit::Admission,
-        state::{BreakerState, Phase, TransitionReason},
+        state::{BreakerState, Phase, TransitionReason, count_in, pack},
         window::{self, FAILED, SLOW, Totals},
     },
     classify::Outcome,
@@ -43,11 +43,11 @@ impl StateMachine {
             return;
         }
         match (state, outcome) {
-            (BreakerState::Closed | BreakerState::MetricsOnly, Outcome::Rejected) => {}
+            // A local rejection records nothing, as if the permit were dropped.
+            (_, Outcome::Rejected) => self.release(admission),
             (BreakerState::Closed | BreakerState::MetricsOnly, _) => {
                 self.record_in_window(admission, outcome, duration);
             }
-            (BreakerState::HalfOpen, Outcome::Rejected) => self.release_trial(epoch),
             (BreakerState::HalfOpen, _) => self.record_trial(admission, outcome, duration),
             _ => {}
         }
@@ -166,17 +166,14 @@ impl StateMachine {
 
     /// Counts one more failure in a row in `epoch`; the streak's length.
     fn extend_failure_streak(&self, epoch: u32) -> u32 {
-        let streak = |word| EpochCount {
-            epoch,
-            count: EpochCount::unpack(word).count_in(epoch).saturating_add(1),
-        };
+        let streak = |word| count_in(word, epoch).saturating_add(1);
         let previous = self
             .failure_streak
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                Some(streak(word).pack())
+                Some(pack(epoch, streak(word)))
             })
             .unwrap_or_else(|word| word);
-        streak(previous).count
+        streak(previous)
     }
 
     fn end_failure_streak(&self, epoch: u32) {
@@ -184,11 +181,10 @@ impl StateMachine {
         // Only write when there is something to clear, so successes in a
         // healthy service only read the line; and never for a stale success,
         // whose state is over.
-        if EpochCount::unpack(word).count_in(epoch) != 0 && self.phase().epoch == epoch {
-            let ended = EpochCount { epoch, count: 0 };
+        if count_in(word, epoch) != 0 && self.phase().epoch == epoch {
             let _ = self.failure_streak.compare_exchange(
                 word,
-                ended.pack(),
+                pack(epoch, 0),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
@@ -199,7 +195,7 @@ impl StateMachine {
     #[inline]
     fn no_failure_streak(&self, epoch: u32) -> bool {
         self.config.consecutive_failures.is_none()
-            || EpochCount::unpack(self.failure_streak.load(Ordering::Relaxed)).count_in(epoch) == 0
+            || count_in(self.failure_streak.load(Ordering::Relaxed), epoch) == 0
     }
 
     /// Records the outcome of a half-open trial and decides, once, when the
@@ -212,7 +208,7 @@ impl StateMachine {
         let (slow, ended) = self.slowness(&admission, duration);
         let mut control = self.lock_control();
         let current = self.phase();
-        if current != admission.phase || control.trials_epoch != current.epoch {
+        if current != admission.phase {
             return;
         }
         let now = ended.unwrap_or_else(|| self.now_nanos());
@@ -246,7 +242,7 @@ impl StateMachine {
             let totals = control.trials;
             let made = self.transition_locked(&mut control, current, to, reason, now, Some(totals));
             drop(control);
-            self.announce(made);
+            self.announce(&made);
         }
     }
 }
