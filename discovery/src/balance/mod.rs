@@ -473,11 +473,17 @@ where
     }
 }
 
-impl<D, M, K, H> Balancer<D, M, K, H>
+impl<D, M, K, H, Req, E> shared::Drive<Req> for Balancer<D, M, K, H>
 where
     D: Stream<Item = EndpointChange> + Unpin,
     M: Service<Endpoint>,
     M::Error: Into<BoxError>,
+    M::Future: Future<Output = Result<M::Response, E>>,
+    E: Into<BoxError>,
+    M::Response: Service<Req>,
+    <M::Response as Service<Req>>::Error: Into<BoxError>,
+    K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
+    H: RequestKey<Req>,
 {
     /// Background work without a request: what `poll_ready` does before it
     /// looks for a ready endpoint, and `cx`'s task is woken by the next
@@ -485,13 +491,7 @@ where
     /// health timer) even while endpoints are ready. The driver of a
     /// [`SharedBalancer`] calls it while idle, so an endpoint that is ready
     /// again is noticed before the next request (tower issue 824).
-    pub(crate) fn poll_background<Req, E>(&mut self, cx: &mut Context<'_>)
-    where
-        M::Response: Service<Req>,
-        <M::Response as Service<Req>>::Error: Into<BoxError>,
-        M::Future: Future<Output = Result<M::Response, E>>,
-        E: Into<BoxError>,
-    {
+    fn poll_background(&mut self, cx: &mut Context<'_>) {
         // Positions may move below: a reservation would name a stale one.
         if let Turn::Reserved = self.turn {
             self.turn = Turn::Idle;

@@ -166,11 +166,8 @@ impl Maglev {
     /// client, such as [`stable_hash`] of its bytes.
     #[inline]
     pub fn lookup(&self, key_hash: u64) -> Option<usize> {
-        if self.table.is_empty() {
-            return None;
-        }
-        let entry = scale(mix64(key_hash), self.table.len());
-        self.table.get(entry).map(|&slot| slot as usize)
+        // The first probe of `lookup_where` is the key's own entry.
+        self.lookup_where(key_hash, |_| true)
     }
 
     /// The slot a key goes to among those `eligible` accepts, or `None`

@@ -78,9 +78,6 @@ pub(crate) struct Sampler {
     table: Vec<(u64, u32)>,
     /// The [`ReadyView::version`] the table was built for.
     built_for: Option<u64>,
-    // Scratch lists reused by rebuilds.
-    small: Vec<(u32, f64)>,
-    large: Vec<(u32, f64)>,
 }
 
 impl Sampler {
@@ -123,29 +120,17 @@ impl Sampler {
         let total: f64 = (0..n).map(weight).sum();
         self.table.clear();
         self.table.resize(n, (1 << 32, 0));
-        self.small.clear();
-        self.large.clear();
-        for pos in 0..n {
-            let scaled = weight(pos) * n as f64 / total;
-            let list = if scaled < 1.0 {
-                &mut self.small
-            } else {
-                &mut self.large
-            };
-            list.push((pos as u32, scaled));
-        }
-        while let (Some((s, ps)), Some((l, pl))) = (self.small.pop(), self.large.pop()) {
+        let (mut small, mut large): (Vec<_>, Vec<_>) = (0..n)
+            .map(|pos| (pos as u32, weight(pos) * n as f64 / total))
+            .partition(|&(_, scaled)| scaled < 1.0);
+        while let (Some((s, ps)), Some((l, pl))) = (small.pop(), large.pop()) {
             self.table[s as usize] = (threshold(ps), l);
             let rest = pl + ps - 1.0;
-            let list = if rest < 1.0 {
-                &mut self.small
-            } else {
-                &mut self.large
-            };
+            let list = if rest < 1.0 { &mut small } else { &mut large };
             list.push((l, rest));
         }
         // Leftovers are 1 up to rounding: they always yield themselves.
-        for (pos, _) in self.small.drain(..).chain(self.large.drain(..)) {
+        for (pos, _) in small.into_iter().chain(large) {
             self.table[pos as usize] = (1 << 32, pos);
         }
         self.built_for = Some(ready.version);

@@ -10,14 +10,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
-use super::super::{BalanceError, Balancer, BoxError, FailureClassifier, RequestKey};
+use super::super::BalanceError;
 use super::fast::Shared;
 use super::future::BoxResponseFuture;
-use crate::{Endpoint, EndpointChange};
 
 /// A request on its way to the driver, and where its answer goes.
 pub(crate) struct Message<Req, Rsp> {
@@ -30,23 +28,6 @@ pub(crate) struct Message<Req, Rsp> {
 pub(crate) trait Drive<Req>: Service<Req, Error = BalanceError> {
     /// Applies background progress; `cx`'s task is woken by the next.
     fn poll_background(&mut self, cx: &mut Context<'_>);
-}
-
-impl<D, M, K, H, Req, E> Drive<Req> for Balancer<D, M, K, H>
-where
-    D: Stream<Item = EndpointChange> + Unpin,
-    M: Service<Endpoint>,
-    M::Error: Into<BoxError>,
-    M::Future: Future<Output = Result<M::Response, E>>,
-    E: Into<BoxError>,
-    M::Response: Service<Req>,
-    <M::Response as Service<Req>>::Error: Into<BoxError>,
-    K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
-    H: RequestKey<Req>,
-{
-    fn poll_background(&mut self, cx: &mut Context<'_>) {
-        Balancer::poll_background::<Req, E>(self, cx);
-    }
 }
 
 /// The driver future: runs until every handle is gone and the queue is

@@ -137,21 +137,12 @@ where
     B::Future: Send + 'static,
 {
     fn ready_now(&self) -> bool {
+        // Failing fast is not "ready": the call goes the queue's way and
+        // `try_call` answers it, so that the balancer counts it once.
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
-        let Inner {
-            balancer,
-            driver,
-            queued,
-        } = &mut *inner;
-        let (0, Some(balancer), Some(driver)) = (*queued, balancer.as_mut(), driver.as_ref()) else {
-            return false;
-        };
-        // Failing fast is not "ready": the call goes the queue's way and
-        // `try_call` answers it, so that the balancer counts it once.
-        let mut cx = Context::from_waker(driver);
-        matches!(balancer.poll_ready(&mut cx), Poll::Ready(Ok(())))
+        matches!(inner.poll_ready(), Poll::Ready(Ok(_)))
     }
 
     fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp> {
@@ -159,32 +150,41 @@ where
         let Ok(mut inner) = self.inner.lock() else {
             return FastCall::Busy(request);
         };
-        let Inner {
-            balancer,
-            driver,
-            queued,
-        } = &mut *inner;
-        if let (0, Some(balancer), Some(driver)) = (*queued, balancer.as_mut(), driver.as_ref()) {
-            // `poll_ready` and `call` under one lock: the reservation a
-            // `Ready` makes is this call's, no other handle's.
-            let mut cx = Context::from_waker(driver);
-            match balancer.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => {
-                    let future = balancer.call(request);
-                    drop(inner);
-                    return FastCall::Sent(Box::pin(future));
-                }
-                // Failing fast: no call waits, so this is the answer the
-                // driver would give (and count in the metrics) at once.
-                Poll::Ready(Err(error)) => return FastCall::Failed(error),
-                // Waiting for an endpoint, the fail-fast timer armed with
-                // the driver's waker: the driver takes the call from here.
-                Poll::Pending => {}
+        // `poll_ready` and `call` under one lock: the reservation a
+        // `Ready` makes is this call's, no other handle's.
+        match inner.poll_ready() {
+            Poll::Ready(Ok(balancer)) => {
+                let future = balancer.call(request);
+                drop(inner);
+                return FastCall::Sent(Box::pin(future));
             }
+            // Failing fast: no call waits, so this is the answer the
+            // driver would give (and count in the metrics) at once.
+            Poll::Ready(Err(error)) => return FastCall::Failed(error),
+            // Waiting for an endpoint (the fail-fast timer armed with the
+            // driver's waker: the driver takes the call from here), calls
+            // queued before this one, or no driver yet.
+            Poll::Pending => {}
         }
         if if_busy == IfBusy::Queue {
-            *queued += 1;
+            inner.queued += 1;
         }
         FastCall::Busy(request)
+    }
+}
+
+impl<B> Inner<B> {
+    /// The balancer's `poll_ready`, polled with the driver's waker, when no
+    /// call is queued and the driver runs; `Pending` otherwise.
+    fn poll_ready<Req>(&mut self) -> Poll<Result<&mut B, BalanceError>>
+    where
+        B: Service<Req, Error = BalanceError>,
+    {
+        let (0, Some(balancer), Some(driver)) = (self.queued, self.balancer.as_mut(), self.driver.as_ref())
+        else {
+            return Poll::Pending;
+        };
+        let ready = balancer.poll_ready(&mut Context::from_waker(driver));
+        ready.map_ok(|()| balancer)
     }
 }

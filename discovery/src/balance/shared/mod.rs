@@ -39,6 +39,7 @@ use crate::{Endpoint, EndpointChange};
 pub use future::SharedResponseFuture;
 pub use load::{BalancerLoad, LoadSnapshot};
 
+pub(crate) use driver::Drive;
 use driver::{Driver, Message};
 use fast::{FastCall, FastPath, IfBusy, ReportsLoad, Shared};
 
@@ -263,7 +264,7 @@ where
 /// in the queue, tries the fast path again, and otherwise queues: the
 /// count and the send with no `await` between them, so a call dropped
 /// while it waits leaves nothing counted.
-async fn queue_later<Req, Rsp>(
+async fn queue_later<Req, Rsp: Send + 'static>(
     balancer: Arc<dyn FastPath<Req, Rsp>>,
     requests: mpsc::Sender<Message<Req, Rsp>>,
     request: Req,
