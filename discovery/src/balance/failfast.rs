@@ -8,7 +8,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{error::BalanceError, timer::Timer};
+use super::{Timer, error::BalanceError};
 
 /// The fail-fast clock of one balancer: idle while endpoints are ready,
 /// waiting once none is, failing every call at once after the timeout until

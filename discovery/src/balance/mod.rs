@@ -154,7 +154,6 @@ pub(crate) mod load;
 mod metrics;
 pub(crate) mod rng;
 mod shared;
-mod timer;
 mod wake;
 
 use std::{
@@ -186,8 +185,7 @@ use failfast::FailFast;
 use future::Tracker;
 use load::Now;
 use rng::Rng;
-pub(crate) use timer::Timer;
-use wake::WakeFlag;
+pub(crate) use wake::{Timer, WakeFlag};
 
 use crate::{Endpoint, EndpointChange, pick::Picker};
 
@@ -535,7 +533,7 @@ where
         if let Some(pos) = self.turn.take_called() {
             // Polled with the endpoint's own waker, which drives the
             // background work: if it is not ready, it joins the not-ready
-            // set; if it breaks later, it is asked again (`endpoints/recheck.rs`).
+            // set; if it breaks later, it is asked again (`EndpointWaker` in `wake.rs`).
             self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {

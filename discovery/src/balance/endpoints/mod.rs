@@ -9,13 +9,12 @@
 //!
 //! [`EndpointSet`] owns the four and moves an endpoint between them as
 //! discovery changes and as its service connects, becomes ready, breaks
-//! or wakes the balancer (`recheck.rs`). Each part keeps its own indexes
+//! or wakes the balancer (`EndpointWaker` in `wake.rs`). Each part keeps its own indexes
 //! consistent; this file keeps the parts consistent with each other.
 
 mod connecting;
 mod passive_health;
 mod ready;
-mod recheck;
 mod slab;
 
 use std::{
@@ -38,7 +37,6 @@ use crate::{ConfigError, Endpoint, EndpointChange};
 pub(crate) use connecting::Connections;
 pub(crate) use passive_health::{PassiveHealth, Ramp};
 pub(crate) use ready::{ReadyIndex, ReadySlot, ReadyView};
-use recheck::Rechecks;
 pub(crate) use slab::{Entry, Slab, Stage};
 
 /// At most this many discovery changes are applied per `poll_ready`, so a
@@ -57,7 +55,6 @@ pub(crate) struct EndpointSet<S, F> {
     metrics: BalancerMetrics,
     /// Set when background work is queued from inside the balancer.
     wake: Arc<WakeFlag>,
-    rechecks: Arc<Rechecks>,
 }
 
 impl<S, F> EndpointSet<S, F> {
@@ -80,7 +77,6 @@ impl<S, F> EndpointSet<S, F> {
             model: LoadModel::for_algorithm(&config.algorithm, &clock),
             clock,
             metrics,
-            rechecks: Rechecks::new(Arc::clone(&wake)),
             wake,
         })
     }
@@ -292,13 +288,13 @@ impl<S, F> EndpointSet<S, F> {
     }
 
     /// Asks every ready endpoint whose service woke the balancer since the
-    /// last pass again (see `recheck.rs`).
+    /// last pass again (see `EndpointWaker` in `wake.rs`).
     pub(crate) fn poll_rechecks<Req>(&mut self, rng: &mut Rng)
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        for (key, epoch) in self.rechecks.take() {
+        for (key, epoch) in self.wake.take_rechecks() {
             // Not ready: `poll_unready` asks it anyway. Another epoch: the
             // service that woke is gone.
             if self.slab.is_current(key, epoch, Stage::Ready)

@@ -176,17 +176,6 @@ impl PassiveHealth {
     }
 }
 
-impl std::fmt::Debug for PassiveHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PassiveHealth")
-            .field("detector", &self.detector)
-            .field("threshold", &self.threshold)
-            .field("slow_start", &self.slow_start)
-            .field("panic", &self.panic)
-            .finish_non_exhaustive()
-    }
-}
-
 // ===== what the endpoint set does with it =====
 
 impl<S, F> EndpointSet<S, F> {

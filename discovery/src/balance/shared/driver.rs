@@ -33,24 +33,14 @@ pub(crate) trait Drive<Req>: Service<Req, Error = BalanceError> {
 /// The driver future: runs until every handle is gone and the queue is
 /// empty, or until a panic poisoned the balancer's lock.
 pub(crate) struct Driver<B, Req, Rsp> {
-    shared: Arc<Shared<B>>,
-    requests: mpsc::Receiver<Message<Req, Rsp>>,
+    pub(super) shared: Arc<Shared<B>>,
+    pub(super) requests: mpsc::Receiver<Message<Req, Rsp>>,
     /// Taken off the queue, waiting for the balancer to be ready.
-    current: Option<Message<Req, Rsp>>,
+    pub(super) current: Option<Message<Req, Rsp>>,
 }
 
 // Nothing in the driver is pinned: the balancer is polled through `&mut`.
 impl<B, Req, Rsp> Unpin for Driver<B, Req, Rsp> {}
-
-impl<B, Req, Rsp> Driver<B, Req, Rsp> {
-    pub(crate) fn new(shared: Arc<Shared<B>>, requests: mpsc::Receiver<Message<Req, Rsp>>) -> Self {
-        Self {
-            shared,
-            requests,
-            current: None,
-        }
-    }
-}
 
 impl<B, Req, Rsp> Future for Driver<B, Req, Rsp>
 where

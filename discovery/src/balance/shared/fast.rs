@@ -19,9 +19,10 @@ use std::{
 
 use tower_service::Service;
 
-use super::super::BalanceError;
+use super::super::{BalanceError, Balancer};
 use super::future::BoxResponseFuture;
 use super::load::{LoadSnapshot, LoadView};
+use crate::Endpoint;
 
 /// The state behind the lock: one balancer, whoever polls it.
 pub(crate) struct Shared<B> {
@@ -117,24 +118,27 @@ impl<B> Shared<B> {
     }
 }
 
-/// What a balancer reports of its load (implemented by [`Balancer`]).
-///
-/// [`Balancer`]: super::super::Balancer
-pub(crate) trait ReportsLoad {
-    fn load(&self) -> LoadSnapshot;
-}
-
-impl<B: ReportsLoad + Send> LoadView for Shared<B> {
+impl<D, M, K, H> LoadView for Shared<Balancer<D, M, K, H>>
+where
+    M: Service<Endpoint>,
+    Balancer<D, M, K, H>: Send,
+{
     fn load(&self) -> Option<LoadSnapshot> {
         // Poisoned: the driver ends when it sees it; there is no load.
-        self.inner.lock().ok()?.balancer.as_ref().map(ReportsLoad::load)
+        let inner = self.inner.lock().ok()?;
+        let balancer = inner.balancer.as_ref()?;
+        Some(LoadSnapshot {
+            ready: balancer.ready_len(),
+            in_flight: balancer.in_flight(),
+        })
     }
 }
 
 impl<B, Req, Rsp> FastPath<Req, Rsp> for Shared<B>
 where
-    B: Service<Req, Response = Rsp, Error = BalanceError> + ReportsLoad + Send,
+    B: Service<Req, Response = Rsp, Error = BalanceError> + Send,
     B::Future: Send + 'static,
+    Self: LoadView,
 {
     fn ready_now(&self) -> bool {
         // Failing fast is not "ready": the call goes the queue's way and

@@ -41,7 +41,7 @@ pub use load::{BalancerLoad, LoadSnapshot};
 
 pub(crate) use driver::Drive;
 use driver::{Driver, Message};
-use fast::{FastCall, FastPath, IfBusy, ReportsLoad, Shared};
+use fast::{FastCall, FastPath, IfBusy, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -285,18 +285,6 @@ async fn queue_later<Req, Rsp: Send + 'static>(
 
 // ===== impl Balancer =====
 
-impl<D, M, K, H> ReportsLoad for Balancer<D, M, K, H>
-where
-    M: Service<Endpoint>,
-{
-    fn load(&self) -> LoadSnapshot {
-        LoadSnapshot {
-            ready: self.ready_len(),
-            in_flight: self.in_flight(),
-        }
-    }
-}
-
 impl<D, M, K, H> Balancer<D, M, K, H>
 where
     M: Service<Endpoint>,
@@ -372,6 +360,11 @@ where
             queue: None,
             ready: Readiness::Unpolled,
         };
-        (shared, Driver::new(balancer, receiver))
+        let driver = Driver {
+            shared: balancer,
+            requests: receiver,
+            current: None,
+        };
+        (shared, driver)
     }
 }
