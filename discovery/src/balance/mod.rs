@@ -396,14 +396,14 @@ where
 
     /// Endpoints that can be picked, as of the last `poll_ready`.
     pub fn ready_len(&self) -> usize {
-        self.set.ready_len()
+        self.set.ready.len()
     }
 
     /// Requests in flight to the endpoints that can be picked, now (an
     /// autoscaling signal: divided by [`ready_len`](Self::ready_len), the
     /// load per replica).
     pub fn in_flight(&self) -> usize {
-        self.set.in_flight()
+        self.set.ready.in_flight()
     }
 
     /// The connector.
@@ -450,7 +450,7 @@ where
                         applied += 1;
                     }
                     Poll::Ready(None) => {
-                        tracing::debug!(balancer = self.set.metrics().name(), "discovery stream ended");
+                        tracing::debug!(balancer = self.set.metrics.name(), "discovery stream ended");
                         self.changes = None;
                         break true;
                     }
@@ -540,7 +540,7 @@ where
             if self.wake.take() {
                 self.drive::<Req, E>();
             }
-            if self.set.ready_len() > 0 {
+            if self.set.ready.len() > 0 {
                 self.failfast.reset();
                 self.turn = Turn::Reserved;
                 return Poll::Ready(Ok(()));
@@ -552,8 +552,8 @@ where
             }
         }
         let known = self.set.len();
-        let error = std::task::ready!(self.failfast.poll(cx, self.set.metrics().name(), known));
-        self.set.metrics().no_endpoints.increment(1);
+        let error = std::task::ready!(self.failfast.poll(cx, self.set.metrics.name(), known));
+        self.set.metrics.no_endpoints.increment(1);
         Poll::Ready(Err(error))
     }
 
@@ -562,16 +562,19 @@ where
         if !matches!(std::mem::replace(&mut self.turn, Turn::Idle), Turn::Reserved) {
             return ResponseFuture::failed(BalanceError::NotReady);
         }
-        let mut now = Now::lazy(self.set.clock());
+        let mut now = Now::lazy(&self.set.clock);
         let hasher = &self.hasher;
         let key = || hasher.key_hash(&request);
-        let Some(pos) = self.picker.pick(&self.set.view(), key, &mut self.rng, &mut now) else {
+        let Some(pos) = self
+            .picker
+            .pick(&self.set.ready.view(), key, &mut self.rng, &mut now)
+        else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         // Peak-EWMA: the reading the pick used (or a fresh one) is when the
         // request leaves.
         let sent_at = if self.set.measures_latency() { now.get() } else { 0 };
-        let Some(slot) = self.set.ready_slot_mut(pos) else {
+        let Some(slot) = self.set.ready.slot_mut(pos) else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         slot.picks.increment(1);
@@ -592,9 +595,9 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balancer")
-            .field("name", &self.set.metrics().name())
+            .field("name", &self.set.metrics.name())
             .field("endpoints", &self.set.len())
-            .field("ready", &self.set.ready_len())
+            .field("ready", &self.set.ready.len())
             .field("ejected", &self.set.ejected_len())
             .field("panic", &self.set.in_panic())
             .field("discovery_ended", &self.changes.is_none())
@@ -663,7 +666,7 @@ mod tests {
     }
 
     fn eject<D, M: Service<Endpoint>, K>(balancer: &Balancer<D, M, K>, pos: usize, available: bool) {
-        let ready = balancer.set.view();
+        let ready = balancer.set.ready.view();
         ready.slot(pos).unwrap().load.set_available(available);
     }
 
@@ -671,7 +674,7 @@ mod tests {
     async fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
         let mut balancer = balancer(&["a", "b", "c"]);
         send(&mut balancer);
-        let ready = balancer.set.view();
+        let ready = balancer.set.ready.view();
         let ejected = ready.members[ready.slot(0).unwrap().member as usize]
             .id
             .to_string();

@@ -46,13 +46,13 @@ pub(crate) const MAX_CHANGES_PER_POLL: usize = 1_024;
 /// All endpoints of one balancer. See the module docs.
 pub(crate) struct EndpointSet<S, F> {
     slab: Slab<S>,
-    ready: ReadyIndex<S>,
+    pub(crate) ready: ReadyIndex<S>,
     connections: Connections<F>,
     health: PassiveHealth,
     /// How new endpoint states measure load.
     model: LoadModel,
-    clock: Clock,
-    metrics: BalancerMetrics,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: BalancerMetrics,
     /// Set when background work is queued from inside the balancer.
     wake: Arc<WakeFlag>,
 }
@@ -84,40 +84,6 @@ impl<S, F> EndpointSet<S, F> {
     /// Endpoints known, in any stage.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
-    }
-
-    /// Endpoints that can be picked now.
-    #[inline]
-    pub(crate) fn ready_len(&self) -> usize {
-        self.ready.len()
-    }
-
-    /// Requests in flight to the endpoints that can be picked now.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.ready.in_flight()
-    }
-
-    /// The clock that measures latency.
-    #[inline]
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// The balancer's metrics.
-    pub(crate) fn metrics(&self) -> &BalancerMetrics {
-        &self.metrics
-    }
-
-    /// The ready endpoints, read-only, for a picker.
-    #[inline]
-    pub(crate) fn view(&self) -> ReadyView<'_, S> {
-        self.ready.view()
-    }
-
-    /// The ready endpoint at `pos`, to call.
-    #[inline]
-    pub(crate) fn ready_slot_mut(&mut self, pos: usize) -> Option<&mut ReadySlot<S>> {
-        self.ready.slot_mut(pos)
     }
 
     /// Whether peak-EWMA needs send and completion times.

@@ -222,7 +222,7 @@ impl<S, F> EndpointSet<S, F> {
             }
             self.set_ejected(index as u32, ejected);
         }
-        self.log_events(&events);
+        self.apply_events(&events, false);
     }
 
     /// Asks the detector for news (ejections, returns, success-rate
@@ -233,7 +233,7 @@ impl<S, F> EndpointSet<S, F> {
             let now = Instant::now();
             let events = self.health.detector.as_mut().map(|d| d.poll(now));
             if let Some(events) = events.filter(|e| !e.is_empty()) {
-                self.apply_events(&events);
+                self.apply_events(&events, true);
             }
             if self.health.next_step.is_some_and(|at| at <= now) {
                 self.step_ramps(now);
@@ -246,41 +246,38 @@ impl<S, F> EndpointSet<S, F> {
         self.wake.set();
     }
 
-    fn apply_events(&mut self, events: &[HealthEvent]) {
-        for event in events {
-            match event {
-                HealthEvent::Ejected { index, reason, .. } => {
-                    self.metrics.ejection(*reason);
-                    self.set_ejected(*index as u32, true);
-                }
-                HealthEvent::Returned { index, .. } => self.set_ejected(*index as u32, false),
-                HealthEvent::NotEjected { .. } => {}
-            }
-        }
-        // The ejected gauge and panic mode follow in `publish`, which the
-        // background pass runs once after all of its work.
-        self.log_events(events);
-    }
-
-    fn log_events(&self, events: &[HealthEvent]) {
-        let balancer = self.metrics.name();
+    /// Applies the detector's ejections and returns unless `apply` is false
+    /// (`sync_members` has applied every verdict already), and logs every
+    /// event.
+    fn apply_events(&mut self, events: &[HealthEvent], apply: bool) {
+        let name = Arc::clone(&self.metrics.name);
+        let balancer = &*name;
         for event in events {
             match event {
                 HealthEvent::Ejected {
+                    index,
                     id,
                     reason,
                     until,
                     times,
-                    ..
-                } => tracing::info!(
-                    balancer,
-                    endpoint = %id,
-                    %reason,
-                    times,
-                    ejected_for = ?until.saturating_duration_since(Instant::now()),
-                    "endpoint ejected"
-                ),
-                HealthEvent::Returned { id, .. } => {
+                } => {
+                    if apply {
+                        self.metrics.ejection(*reason);
+                        self.set_ejected(*index as u32, true);
+                    }
+                    tracing::info!(
+                        balancer,
+                        endpoint = %id,
+                        %reason,
+                        times,
+                        ejected_for = ?until.saturating_duration_since(Instant::now()),
+                        "endpoint ejected"
+                    );
+                }
+                HealthEvent::Returned { index, id } => {
+                    if apply {
+                        self.set_ejected(*index as u32, false);
+                    }
                     tracing::info!(balancer, endpoint = %id, "ejected endpoint returned");
                 }
                 HealthEvent::NotEjected { id, reason, .. } => tracing::debug!(
@@ -291,6 +288,8 @@ impl<S, F> EndpointSet<S, F> {
                 ),
             }
         }
+        // The ejected gauge and panic mode follow in `publish`, which the
+        // background pass runs once after all of its work.
     }
 
     /// Ejects or restores member `index`: in the ready index, and in its

@@ -229,32 +229,25 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
+        let if_busy = match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
             // No `Ready` from `poll_ready` first: a broken `Service` contract.
-            Readiness::Unpolled => SharedResponseFuture::failed(BalanceError::NotReady),
-            Readiness::Now => match self.balancer.try_call(request, IfBusy::GiveBack) {
-                FastCall::Sent(future) => SharedResponseFuture::sent(future),
-                FastCall::Failed(error) => SharedResponseFuture::failed(error),
-                FastCall::Busy(request) => {
-                    let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
-                    SharedResponseFuture::sent(Box::pin(queued))
-                }
-            },
-            Readiness::Queued => {
-                let request = match self.balancer.try_call(request, IfBusy::Queue) {
-                    FastCall::Sent(future) => {
-                        self.abort_reserved();
-                        return SharedResponseFuture::sent(future);
-                    }
-                    FastCall::Failed(error) => {
-                        self.abort_reserved();
-                        return SharedResponseFuture::failed(error);
-                    }
-                    FastCall::Busy(request) => request,
-                };
-                self.queue(request)
+            Readiness::Unpolled => return SharedResponseFuture::failed(BalanceError::NotReady),
+            Readiness::Now => IfBusy::GiveBack,
+            Readiness::Queued => IfBusy::Queue,
+        };
+        let result = match self.balancer.try_call(request, if_busy) {
+            FastCall::Sent(future) => SharedResponseFuture::sent(future),
+            FastCall::Failed(error) => SharedResponseFuture::failed(error),
+            FastCall::Busy(request) if if_busy == IfBusy::Queue => return self.queue(request),
+            FastCall::Busy(request) => {
+                let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
+                return SharedResponseFuture::sent(Box::pin(queued));
             }
-        }
+        };
+        // Sent or answered at once: the place reserved in the queue (if
+        // any) is not needed.
+        self.abort_reserved();
+        result
     }
 }
 
