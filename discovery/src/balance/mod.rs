@@ -161,7 +161,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
 use futures_util::Stream;
@@ -185,7 +185,7 @@ use failfast::FailFast;
 use future::Tracker;
 use load::Now;
 use rng::Rng;
-pub(crate) use wake::{Timer, WakeFlag};
+pub(crate) use wake::Timer;
 
 use crate::{Endpoint, EndpointChange, pick::Picker};
 
@@ -231,10 +231,6 @@ where
     classifier: K,
     hasher: H,
     rng: Rng,
-    /// Set when background work can progress; `poll_ready` looks at it.
-    wake: Arc<WakeFlag>,
-    /// Sets `wake`; background work is polled with it.
-    waker: Waker,
     /// Where the caller is between `poll_ready` and `call`.
     turn: Turn,
     failfast: FailFast,
@@ -285,18 +281,15 @@ where
     /// A balancer with `config`, or the first bad field of it.
     pub fn with_config(config: &BalancerConfig, changes: D, connector: M) -> Result<Self, ConfigError> {
         config.validate()?;
-        let (wake, waker) = WakeFlag::new();
         let mut rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         Ok(Self {
             changes: Some(changes),
             connector,
-            set: EndpointSet::new(config, Clock::start(config.clock), Arc::clone(&wake))?,
+            set: EndpointSet::new(config, Clock::start(config.clock))?,
             picker: Picker::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
             classifier: ErrorsAreFailures,
             hasher: NoKey,
             rng,
-            wake,
-            waker,
             turn: Turn::Idle,
             failfast: FailFast::new(config.failfast_timeout),
             queue_capacity: config.queue_capacity,
@@ -364,8 +357,6 @@ where
             classifier,
             hasher,
             rng: self.rng,
-            wake: self.wake,
-            waker: self.waker,
             turn: self.turn,
             failfast: self.failfast,
             queue_capacity: self.queue_capacity,
@@ -434,29 +425,32 @@ where
         M::Future: Future<Output = Result<M::Response, E>>,
         E: Into<BoxError>,
     {
-        let mut cx = Context::from_waker(&self.waker);
+        // A clone (one reference count, per background pass only): the set
+        // is borrowed mutably below.
+        let waker = self.set.waker.clone();
+        let mut cx = Context::from_waker(&waker);
         if let Some(changes) = &mut self.changes {
-            let mut applied = 0;
-            let complete = loop {
-                if applied == MAX_CHANGES_PER_POLL {
-                    // More may be waiting without a wake-up to come: look
-                    // again on the next poll.
-                    self.wake.set();
-                    break false;
-                }
+            let mut complete = false;
+            for _ in 0..MAX_CHANGES_PER_POLL {
                 match Pin::new(&mut *changes).poll_next(&mut cx) {
-                    Poll::Ready(Some(change)) => {
-                        self.set.apply(change);
-                        applied += 1;
-                    }
+                    Poll::Ready(Some(change)) => self.set.apply(change),
                     Poll::Ready(None) => {
                         tracing::debug!(balancer = self.set.metrics.name(), "discovery stream ended");
                         self.changes = None;
-                        break true;
+                        complete = true;
+                        break;
                     }
-                    Poll::Pending => break true,
+                    Poll::Pending => {
+                        complete = true;
+                        break;
+                    }
                 }
-            };
+            }
+            if !complete {
+                // More may be waiting without a wake-up to come: look
+                // again on the next poll.
+                self.set.wake.set();
+            }
             self.set.end_batch(complete);
         }
         self.set.sync_members();
@@ -495,7 +489,7 @@ where
             self.turn = Turn::Idle;
         }
         loop {
-            if self.wake.take() {
+            if self.set.wake.take() {
                 // Driving may move ready positions, so the endpoint called
                 // last is asked first. Without a wake it is left for the
                 // next `poll_ready`: asked now, it would answer before its
@@ -506,7 +500,7 @@ where
                 }
                 self.drive::<Req, E>();
             }
-            if !self.wake.register(cx.waker()) {
+            if !self.set.wake.register(cx.waker()) {
                 break;
             }
         }
@@ -537,7 +531,7 @@ where
             self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {
-            if self.wake.take() {
+            if self.set.wake.take() {
                 self.drive::<Req, E>();
             }
             if self.set.ready.len() > 0 {
@@ -547,7 +541,7 @@ where
             }
             // Nothing ready: sleep until background work wakes us, unless
             // it already did.
-            if !self.wake.register(cx.waker()) {
+            if !self.set.wake.register(cx.waker()) {
                 break;
             }
         }

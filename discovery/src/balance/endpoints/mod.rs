@@ -53,18 +53,16 @@ pub(crate) struct EndpointSet<S, F> {
     model: LoadModel,
     pub(crate) clock: Clock,
     pub(crate) metrics: BalancerMetrics,
-    /// Set when background work is queued from inside the balancer.
-    wake: Arc<WakeFlag>,
+    /// Set when background work can progress; `poll_ready` looks at it.
+    pub(crate) wake: Arc<WakeFlag>,
+    /// Sets `wake`; background work is polled with it.
+    pub(crate) waker: Waker,
 }
 
 impl<S, F> EndpointSet<S, F> {
     /// An empty set for a validated `config`.
-    pub(crate) fn new(
-        config: &BalancerConfig,
-        clock: Clock,
-        wake: Arc<WakeFlag>,
-    ) -> Result<Self, ConfigError> {
-        let waker = Waker::from(Arc::clone(&wake));
+    pub(crate) fn new(config: &BalancerConfig, clock: Clock) -> Result<Self, ConfigError> {
+        let (wake, waker) = WakeFlag::new();
         let metrics = BalancerMetrics::new(Arc::clone(&config.name));
         metrics.endpoints(0, 0);
         metrics.ejected.set(0.0);
@@ -73,11 +71,12 @@ impl<S, F> EndpointSet<S, F> {
             slab: Slab::default(),
             ready: ReadyIndex::default(),
             connections: Connections::new(config.reconnect.clone()),
-            health: PassiveHealth::new(&config.health, Instant::now(), waker)?,
+            health: PassiveHealth::new(&config.health, Instant::now(), waker.clone())?,
             model: LoadModel::for_algorithm(&config.algorithm, &clock),
             clock,
             metrics,
             wake,
+            waker,
         })
     }
 
@@ -127,7 +126,6 @@ impl<S, F> EndpointSet<S, F> {
                 {
                     entry.member = index;
                 }
-                self.health.forget(key);
                 self.slab.remove(key);
                 tracing::debug!(balancer = self.metrics.name(), endpoint = %id, "endpoint removed");
             }
@@ -237,7 +235,7 @@ impl<S, F> EndpointSet<S, F> {
             // Slow start counts from the first time it can take requests.
             let now = Instant::now();
             entry.ramp = Ramp::Since(now);
-            self.health.start_ramp(key, now);
+            self.health.next_step.get_or_insert(now + self.health.step);
             self.apply_ramp(key, now);
         }
         let Some(table_weight) = self.ready.member(member).map(|m| m.table_weight) else {

@@ -61,11 +61,9 @@ pub(crate) struct PassiveHealth {
     panic: bool,
     slow_start: Option<SlowStart>,
     /// Between slow-start weight updates.
-    step: Duration,
+    pub(super) step: Duration,
     /// The next slow-start weight update, while an endpoint ramps.
-    next_step: Option<Instant>,
-    /// Keys of the endpoints whose slow start is under way.
-    ramping: Vec<u32>,
+    pub(super) next_step: Option<Instant>,
     /// Still applying the first membership (whose endpoints do not ramp).
     initial: bool,
     /// Wakes the balancer for the detector's next deadline or the next
@@ -94,7 +92,6 @@ impl PassiveHealth {
             slow_start,
             step,
             next_step: None,
-            ramping: Vec::new(),
             initial: true,
             timer: Timer::default(),
             waker,
@@ -114,28 +111,6 @@ impl PassiveHealth {
         } else {
             Ramp::Full
         }
-    }
-
-    /// The ramp factor at `now` of an endpoint that became ready at
-    /// `joined`, and whether it is still ramping.
-    pub(crate) fn factor(&self, ramp: Ramp, now: Instant) -> (f64, bool) {
-        match (&self.slow_start, ramp) {
-            (Some(slow), Ramp::Since(joined)) if slow.is_ramping(joined, now) => {
-                (slow.factor_at(joined, now), true)
-            }
-            _ => (1.0, false),
-        }
-    }
-
-    /// The entry `key` starts ramping at `now`.
-    pub(crate) fn start_ramp(&mut self, key: u32, now: Instant) {
-        self.ramping.push(key);
-        self.next_step.get_or_insert(now + self.step);
-    }
-
-    /// The entry `key` is gone.
-    pub(crate) fn forget(&mut self, key: u32) {
-        self.ramping.retain(|&k| k != key);
     }
 
     /// The weight a table picks with: the endpoint's weight, or with slow
@@ -344,7 +319,12 @@ impl<S, F> EndpointSet<S, F> {
         let Some(entry) = self.slab.get(key) else {
             return false;
         };
-        let (factor, ramping) = self.health.factor(entry.ramp, now);
+        let (factor, ramping) = match (&self.health.slow_start, entry.ramp) {
+            (Some(slow), Ramp::Since(joined)) if slow.is_ramping(joined, now) => {
+                (slow.factor_at(joined, now), true)
+            }
+            _ => (1.0, false),
+        };
         let table_weight = self.health.table_weight(entry.endpoint.weight(), factor);
         let inv_weight = self.health.inv_weight(table_weight);
         self.ready
@@ -355,20 +335,19 @@ impl<S, F> EndpointSet<S, F> {
     /// Moves every ramping endpoint's weight to its factor at `now`
     /// (tables rebuild once at the next pick), ending finished ramps.
     fn step_ramps(&mut self, now: Instant) {
-        let mut ramping = std::mem::take(&mut self.health.ramping);
-        ramping.retain(|&key| {
-            let still = self.apply_ramp(key, now);
-            if !still && let Some(entry) = self.slab.get_mut(key) {
+        let keys: Vec<u32> = self.ready.members().iter().map(|m| m.key).collect();
+        let mut ramping = 0;
+        for key in keys {
+            if !matches!(self.slab.get(key).map(|e| e.ramp), Some(Ramp::Since(_))) {
+                continue;
+            }
+            if self.apply_ramp(key, now) {
+                ramping += 1;
+            } else if let Some(entry) = self.slab.get_mut(key) {
                 entry.ramp = Ramp::Full;
             }
-            still
-        });
-        tracing::trace!(
-            balancer = self.metrics.name(),
-            ramping = ramping.len(),
-            "slow-start step"
-        );
-        self.health.next_step = (!ramping.is_empty()).then(|| now + self.health.step);
-        self.health.ramping = ramping;
+        }
+        tracing::trace!(balancer = self.metrics.name(), ramping, "slow-start step");
+        self.health.next_step = (ramping > 0).then(|| now + self.health.step);
     }
 }

@@ -165,7 +165,9 @@ impl<Req, Rsp> SharedBalancer<Req, Rsp> {
     /// alive.
     pub fn load(&self) -> BalancerLoad {
         let view: Arc<dyn load::LoadView> = self.balancer.clone();
-        BalancerLoad::new(&view)
+        BalancerLoad {
+            balancer: Arc::downgrade(&view),
+        }
     }
 }
 
