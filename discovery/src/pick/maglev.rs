@@ -395,18 +395,15 @@ impl MaglevPicker {
     #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
         let members = ready.members.iter().map(|m| (&m.id, m.weight));
-        self.table = match Maglev::with_table_size(members, self.table_size) {
-            Ok(table) => Some(table),
-            Err(error) => {
-                tracing::warn!(
-                    balancer = &*self.name,
-                    %error,
-                    endpoints = ready.members.len(),
-                    "no Maglev table: requests go to P2C over requests in flight"
-                );
-                None
-            }
-        };
+        let table = Maglev::with_table_size(members, self.table_size).inspect_err(|error| {
+            tracing::warn!(
+                balancer = &*self.name,
+                %error,
+                endpoints = ready.members.len(),
+                "no Maglev table: requests go to P2C over requests in flight"
+            );
+        });
+        self.table = table.ok();
         self.built_for = Some(ready.hash_version);
     }
 }

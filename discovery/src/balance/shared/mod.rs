@@ -125,18 +125,11 @@ pub struct SharedBalancer<Req, Rsp> {
     /// Made on the first call that must wait for a place in the queue, and
     /// kept: a handle whose calls all go at once never needs it.
     queue: Option<PollSender<Message<Req, Rsp>>>,
-    ready: Readiness,
-}
-
-/// What the last `poll_ready` granted, until `call` uses it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Readiness {
-    /// No `Ready` since the last `call`.
-    Unpolled,
-    /// Nothing queued and an endpoint ready: the call goes at once.
-    Now,
-    /// A place in the queue is reserved (in `queue`).
-    Queued,
+    /// What the last `poll_ready` granted, until `call` uses it: `None`
+    /// before a `Ready`; [`IfBusy::GiveBack`] when the call goes at once
+    /// (nothing queued and an endpoint ready), [`IfBusy::Queue`] when a
+    /// place in the queue is reserved (in `queue`).
+    ready: Option<IfBusy>,
 }
 
 impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
@@ -147,7 +140,7 @@ impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
             balancer: Arc::clone(&self.balancer),
             requests: self.requests.clone(),
             queue: None,
-            ready: Readiness::Unpolled,
+            ready: None,
         }
     }
 }
@@ -207,13 +200,13 @@ where
     type Future = SharedResponseFuture<Rsp>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        if self.ready != Readiness::Unpolled {
+        if self.ready.is_some() {
             return Poll::Ready(Ok(()));
         }
         if self.balancer.ready_now() {
             // A place being waited for is not needed any more.
             self.abort_reserved();
-            self.ready = Readiness::Now;
+            self.ready = Some(IfBusy::GiveBack);
             return Poll::Ready(Ok(()));
         }
         // A place in the queue even for a call that may yet go at once:
@@ -225,17 +218,15 @@ where
             .get_or_insert_with(|| PollSender::new(requests.clone()));
         let ready = queue.poll_reserve(cx).map_err(|_closed| BalanceError::Closed);
         if let Poll::Ready(Ok(())) = ready {
-            self.ready = Readiness::Queued;
+            self.ready = Some(IfBusy::Queue);
         }
         ready
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let if_busy = match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
+        let Some(if_busy) = self.ready.take() else {
             // No `Ready` from `poll_ready` first: a broken `Service` contract.
-            Readiness::Unpolled => return SharedResponseFuture::failed(BalanceError::NotReady),
-            Readiness::Now => IfBusy::GiveBack,
-            Readiness::Queued => IfBusy::Queue,
+            return SharedResponseFuture::failed(BalanceError::NotReady);
         };
         let result = match self.balancer.try_call(request, if_busy) {
             FastCall::Sent(future) => SharedResponseFuture::sent(future),
@@ -353,7 +344,7 @@ where
             balancer: Arc::clone(&balancer) as Arc<dyn FastPath<_, _>>,
             requests: sender,
             queue: None,
-            ready: Readiness::Unpolled,
+            ready: None,
         };
         let driver = Driver {
             shared: balancer,
