@@ -365,13 +365,13 @@ where
 
     /// Endpoints ejected by outlier detection, as of the last `poll_ready`.
     pub fn ejected_len(&self) -> usize {
-        self.set.ejected_len()
+        self.set.health.ejected_count()
     }
 
     /// Whether the balancer is in panic mode (too few healthy endpoints, so
     /// ejections are ignored), as of the last `poll_ready`.
     pub fn in_panic(&self) -> bool {
-        self.set.in_panic()
+        self.set.health.panic
     }
 
     /// Endpoints known (ready, not ready, connecting or backing off), as of
@@ -592,8 +592,8 @@ where
             .field("name", &self.set.metrics.name())
             .field("endpoints", &self.set.len())
             .field("ready", &self.set.ready.len())
-            .field("ejected", &self.set.ejected_len())
-            .field("panic", &self.set.in_panic())
+            .field("ejected", &self.ejected_len())
+            .field("panic", &self.in_panic())
             .field("discovery_ended", &self.changes.is_none())
             .finish_non_exhaustive()
     }

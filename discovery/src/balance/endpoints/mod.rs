@@ -48,7 +48,7 @@ pub(crate) struct EndpointSet<S, F> {
     slab: Slab<S>,
     pub(crate) ready: ReadyIndex<S>,
     connections: Connections<F>,
-    health: PassiveHealth,
+    pub(crate) health: PassiveHealth,
     /// How new endpoint states measure load.
     model: LoadModel,
     pub(crate) clock: Clock,

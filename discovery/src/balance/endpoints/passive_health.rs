@@ -58,7 +58,7 @@ pub(crate) struct PassiveHealth {
     detector: Option<OutlierDetector>,
     threshold: PanicThreshold,
     /// Whether the balancer is in panic mode (as of the last refresh).
-    panic: bool,
+    pub(crate) panic: bool,
     slow_start: Option<SlowStart>,
     /// Between slow-start weight updates.
     pub(super) step: Duration,
@@ -154,16 +154,6 @@ impl PassiveHealth {
 // ===== what the endpoint set does with it =====
 
 impl<S, F> EndpointSet<S, F> {
-    /// Whether the balancer is in panic mode.
-    pub(crate) fn in_panic(&self) -> bool {
-        self.health.panic
-    }
-
-    /// Endpoints ejected now.
-    pub(crate) fn ejected_len(&self) -> usize {
-        self.health.ejected_count()
-    }
-
     /// A batch of discovery changes was applied; `complete` when the stream
     /// had nothing more. The first complete batch with endpoints is the
     /// initial membership: its endpoints do not slow-start.
