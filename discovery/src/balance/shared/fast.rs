@@ -20,7 +20,7 @@ use std::{
 use tower_service::Service;
 
 use super::super::{BalanceError, Balancer};
-use super::future::BoxResponseFuture;
+use super::future::SharedResponseFuture;
 use super::load::{LoadSnapshot, LoadView};
 use crate::Endpoint;
 
@@ -44,18 +44,6 @@ pub(crate) struct Inner<B> {
     pub(crate) queued: usize,
 }
 
-/// What became of a call offered to the fast path.
-pub(crate) enum FastCall<Req, Rsp> {
-    /// Called in the caller's task: the endpoint's response future.
-    Sent(BoxResponseFuture<Rsp>),
-    /// The balancer's answer with no call queued before this one: the
-    /// driver would have answered the same.
-    Failed(BalanceError),
-    /// Not sent: the request back, counted as queued if the caller asked
-    /// for it with [`IfBusy::Queue`].
-    Busy(Req),
-}
-
 /// What [`FastPath::try_call`] does with a call it cannot send at once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IfBusy {
@@ -75,8 +63,11 @@ pub(crate) trait FastPath<Req, Rsp>: LoadView {
     fn ready_now(&self) -> bool;
 
     /// Calls the balancer at once if nothing queued waits and an endpoint
-    /// is ready (or answers its fail-fast error), or gives the request back.
-    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp>;
+    /// is ready: the endpoint's response future, called in the caller's
+    /// task, or the balancer's fail-fast error (the driver would have
+    /// answered the same). Otherwise the request back (`Err`), counted as
+    /// queued if the caller asked for it with [`IfBusy::Queue`].
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> Result<SharedResponseFuture<Rsp>, Req>;
 }
 
 // ===== impl Shared =====
@@ -138,6 +129,7 @@ impl<B, Req, Rsp> FastPath<Req, Rsp> for Shared<B>
 where
     B: Service<Req, Response = Rsp, Error = BalanceError> + Send,
     B::Future: Send + 'static,
+    Rsp: Send + 'static,
     Self: LoadView,
 {
     fn ready_now(&self) -> bool {
@@ -149,10 +141,10 @@ where
         matches!(inner.poll_ready(), Poll::Ready(Ok(_)))
     }
 
-    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp> {
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> Result<SharedResponseFuture<Rsp>, Req> {
         // Poisoned: the driver ends when it sees it, and answers `Closed`.
         let Ok(mut inner) = self.inner.lock() else {
-            return FastCall::Busy(request);
+            return Err(request);
         };
         // `poll_ready` and `call` under one lock: the reservation a
         // `Ready` makes is this call's, no other handle's.
@@ -160,11 +152,11 @@ where
             Poll::Ready(Ok(balancer)) => {
                 let future = balancer.call(request);
                 drop(inner);
-                return FastCall::Sent(Box::pin(future));
+                return Ok(SharedResponseFuture::sent(Box::pin(future)));
             }
             // Failing fast: no call waits, so this is the answer the
             // driver would give (and count in the metrics) at once.
-            Poll::Ready(Err(error)) => return FastCall::Failed(error),
+            Poll::Ready(Err(error)) => return Ok(SharedResponseFuture::failed(error)),
             // Waiting for an endpoint (the fail-fast timer armed with the
             // driver's waker: the driver takes the call from here), calls
             // queued before this one, or no driver yet.
@@ -173,7 +165,7 @@ where
         if if_busy == IfBusy::Queue {
             inner.queued += 1;
         }
-        FastCall::Busy(request)
+        Err(request)
     }
 }
 

@@ -41,7 +41,7 @@ pub use load::{BalancerLoad, LoadSnapshot};
 
 pub(crate) use driver::Drive;
 use driver::{Driver, Message};
-use fast::{FastCall, FastPath, IfBusy, Shared};
+use fast::{FastPath, IfBusy, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -229,10 +229,9 @@ where
             return SharedResponseFuture::failed(BalanceError::NotReady);
         };
         let result = match self.balancer.try_call(request, if_busy) {
-            FastCall::Sent(future) => SharedResponseFuture::sent(future),
-            FastCall::Failed(error) => SharedResponseFuture::failed(error),
-            FastCall::Busy(request) if if_busy == IfBusy::Queue => return self.queue(request),
-            FastCall::Busy(request) => {
+            Ok(future) => future,
+            Err(request) if if_busy == IfBusy::Queue => return self.queue(request),
+            Err(request) => {
                 let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
                 return SharedResponseFuture::sent(Box::pin(queued));
             }
@@ -260,9 +259,8 @@ async fn queue_later<Req, Rsp: Send + 'static>(
         .await
         .map_err(|_closed| BalanceError::Closed)?;
     let request = match balancer.try_call(request, IfBusy::Queue) {
-        FastCall::Sent(future) => return future.await,
-        FastCall::Failed(error) => return Err(error),
-        FastCall::Busy(request) => request,
+        Ok(future) => return future.await,
+        Err(request) => request,
     };
     let (respond, reply) = oneshot::channel();
     place.send(Message { request, respond });
