@@ -227,9 +227,7 @@ impl EndpointLoad {
         if let Some(link) = self.health.get()
             && link.stats.record_tripping(!outcome.failed)
         {
-            // A run of failures tripped the detector: the balancer ejects
-            // the endpoint at its next `poll_ready`.
-            link.balancer.wake_by_ref();
+            tripped(&link.balancer);
         }
         match self.model {
             LoadModel::PeakEwma {
@@ -293,6 +291,15 @@ struct HealthLink {
     stats: Arc<EndpointStats>,
     /// The balancer's background waker.
     balancer: Waker,
+}
+
+/// A run of failures tripped the detector: the balancer ejects the
+/// endpoint at its next `poll_ready`. Out of line: rare, and inlined it
+/// lengthened every request's record.
+#[cold]
+#[inline(never)]
+fn tripped(balancer: &Waker) {
+    balancer.wake_by_ref();
 }
 
 /// A clock reading taken at most once, on first use, then reused: a pick
