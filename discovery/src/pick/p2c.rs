@@ -115,6 +115,7 @@ impl Sampler {
     }
 
     /// Vose's alias method over the ready weights: O(n).
+    #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
         self.built_for = Some(ready.version);
         self.table.clear();
