@@ -2,6 +2,8 @@
 
 use std::{error::Error, fmt, time::Duration};
 
+use crate::connect::ConnectorError;
+
 /// A type-erased error, as used across the `tower` ecosystem.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,9 +85,7 @@ impl BalanceError {
     /// ([`ConnectorError::is_connect`](crate::connect::ConnectorError::is_connect)):
     /// safe to retry whatever the request's method.
     pub fn is_connect(&self) -> bool {
-        self.inner_ref()
-            .and_then(|error| error.downcast_ref::<crate::connect::ConnectorError>())
-            .is_some_and(crate::connect::ConnectorError::is_connect)
+        self.connector_error().is_some_and(ConnectorError::is_connect)
     }
 
     /// True when the endpoint's service is one of this crate's connectors'
@@ -93,9 +93,12 @@ impl BalanceError {
     /// ([`ConnectorError::is_invalid_input`](crate::connect::ConnectorError::is_invalid_input)):
     /// not the endpoint's failure, and not worth retrying.
     pub fn is_invalid_input(&self) -> bool {
-        self.inner_ref()
-            .and_then(|error| error.downcast_ref::<crate::connect::ConnectorError>())
-            .is_some_and(crate::connect::ConnectorError::is_invalid_input)
+        self.connector_error()
+            .is_some_and(ConnectorError::is_invalid_input)
+    }
+
+    fn connector_error(&self) -> Option<&ConnectorError> {
+        self.inner_ref()?.downcast_ref()
     }
 
     /// The endpoint service's error, if that is what this is.

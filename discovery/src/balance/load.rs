@@ -224,8 +224,10 @@ impl EndpointLoad {
     /// request, and out of line it cost more than it does.
     #[inline(always)]
     pub(crate) fn record(&self, outcome: Outcome) {
-        if let Some(link) = self.health.get() {
-            link.record(!outcome.failed);
+        if let Some(link) = self.health.get()
+            && link.stats.record_tripping(!outcome.failed)
+        {
+            tripped(&link.balancer);
         }
         match self.model {
             LoadModel::PeakEwma {
@@ -247,34 +249,36 @@ impl EndpointLoad {
     fn record_latency(&self, outcome: Outcome, inv_decay: f64, penalty_ns: f64, nanos_per_tick: f64) {
         let now = self.clock.now();
         let rtt = self.clock.ticks_between(outcome.sent_at, now) * nanos_per_tick;
-        let previous = f64::from_bits(self.estimate.load(Relaxed));
-        let next = if outcome.failed {
-            // Failures add up: each adds the penalty to what the estimate
-            // has decayed to. Raising the estimate to the penalty alone let
-            // an endpoint that fails in a millisecond stay cheaper than
-            // healthy endpoints with dozens of requests in flight (a fifth
-            // of all requests failed in the simulation).
-            let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
-            (previous * decay(age * inv_decay)).max(rtt) + penalty_ns
-        } else if rtt > previous {
-            // The peak: a slower response replaces the estimate at once.
-            rtt
-        } else {
-            let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
-            let w = decay(age * inv_decay);
-            previous * w + rtt * (1.0 - w)
-        };
-        self.estimate.store(next.to_bits(), Relaxed);
-        self.stamp.store(now, Relaxed);
+        self.update(now, inv_decay, |previous, w| {
+            if outcome.failed {
+                // Failures add up: each adds the penalty to what the estimate
+                // has decayed to. Raising the estimate to the penalty alone let
+                // an endpoint that fails in a millisecond stay cheaper than
+                // healthy endpoints with dozens of requests in flight (a fifth
+                // of all requests failed in the simulation).
+                (previous * w).max(rtt) + penalty_ns
+            } else if rtt > previous {
+                // The peak: a slower response replaces the estimate at once.
+                rtt
+            } else {
+                previous * w + rtt * (1.0 - w)
+            }
+        });
     }
 
     /// Pending requests: counts one more (decaying) failure.
     #[inline(never)]
     fn record_failure(&self, inv_decay: f64) {
-        let now = self.clock.now();
+        self.update(self.clock.now(), inv_decay, |previous, w| previous * w + 1.0);
+    }
+
+    /// Writes `next(estimate, its decay weight since it was written)` as the
+    /// estimate at `now`.
+    #[inline]
+    fn update(&self, now: u64, inv_decay: f64, next: impl FnOnce(f64, f64) -> f64) {
         let age = self.clock.ticks_between(self.stamp.load(Relaxed), now);
         let previous = f64::from_bits(self.estimate.load(Relaxed));
-        let next = previous * decay(age * inv_decay) + 1.0;
+        let next = next(previous, decay(age * inv_decay));
         self.estimate.store(next.to_bits(), Relaxed);
         self.stamp.store(now, Relaxed);
     }
@@ -289,21 +293,13 @@ struct HealthLink {
     balancer: Waker,
 }
 
-impl HealthLink {
-    #[inline]
-    fn record(&self, success: bool) {
-        if self.stats.record_tripping(success) {
-            self.tripped();
-        }
-    }
-
-    /// A run of failures tripped the detector: the balancer ejects the
-    /// endpoint at its next `poll_ready`.
-    #[cold]
-    #[inline(never)]
-    fn tripped(&self) {
-        self.balancer.wake_by_ref();
-    }
+/// A run of failures tripped the detector: the balancer ejects the
+/// endpoint at its next `poll_ready`. Out of line: rare, and inlined it
+/// lengthened every request's record.
+#[cold]
+#[inline(never)]
+fn tripped(balancer: &Waker) {
+    balancer.wake_by_ref();
 }
 
 /// A clock reading taken at most once, on first use, then reused: a pick

@@ -20,7 +20,7 @@ use crate::{EndpointId, health::EjectionReason};
 /// Handles of one balancer's metrics.
 #[derive(Debug)]
 pub(crate) struct BalancerMetrics {
-    name: Arc<str>,
+    pub(crate) name: Arc<str>,
     ready: Gauge,
     total: Gauge,
     /// Services dropped because `poll_ready` failed.

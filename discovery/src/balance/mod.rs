@@ -147,14 +147,12 @@ mod config;
 mod connect;
 pub(crate) mod endpoints;
 mod error;
-mod failfast;
 mod future;
 mod key;
 pub(crate) mod load;
 mod metrics;
 pub(crate) mod rng;
 mod shared;
-mod timer;
 mod wake;
 
 use std::{
@@ -162,10 +160,12 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
+    time::Duration,
 };
 
 use futures_util::Stream;
+use tokio::time::Instant;
 use tower_service::Service;
 
 pub use classify::{ErrorsAreFailures, FailureClassifier, FailureFn, HttpFailures, failure_fn};
@@ -182,12 +182,10 @@ pub use shared::{BalancerLoad, LoadSnapshot, SharedBalancer, SharedResponseFutur
 
 use clock::Clock;
 use endpoints::{EndpointSet, MAX_CHANGES_PER_POLL};
-use failfast::FailFast;
 use future::Tracker;
 use load::Now;
 use rng::Rng;
-pub(crate) use timer::Timer;
-use wake::WakeFlag;
+pub(crate) use wake::Timer;
 
 use crate::{Endpoint, EndpointChange, pick::Picker};
 
@@ -233,10 +231,6 @@ where
     classifier: K,
     hasher: H,
     rng: Rng,
-    /// Set when background work can progress; `poll_ready` looks at it.
-    wake: Arc<WakeFlag>,
-    /// Sets `wake`; background work is polled with it.
-    waker: Waker,
     /// Where the caller is between `poll_ready` and `call`.
     turn: Turn,
     failfast: FailFast,
@@ -287,18 +281,15 @@ where
     /// A balancer with `config`, or the first bad field of it.
     pub fn with_config(config: &BalancerConfig, changes: D, connector: M) -> Result<Self, ConfigError> {
         config.validate()?;
-        let (wake, waker) = WakeFlag::new();
         let mut rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         Ok(Self {
             changes: Some(changes),
             connector,
-            set: EndpointSet::new(config, Clock::start(config.clock), Arc::clone(&wake))?,
+            set: EndpointSet::new(config, Clock::start(config.clock))?,
             picker: Picker::for_algorithm(&config.algorithm, rng.next_u64(), &config.name),
             classifier: ErrorsAreFailures,
             hasher: NoKey,
             rng,
-            wake,
-            waker,
             turn: Turn::Idle,
             failfast: FailFast::new(config.failfast_timeout),
             queue_capacity: config.queue_capacity,
@@ -366,8 +357,6 @@ where
             classifier,
             hasher,
             rng: self.rng,
-            wake: self.wake,
-            waker: self.waker,
             turn: self.turn,
             failfast: self.failfast,
             queue_capacity: self.queue_capacity,
@@ -376,13 +365,13 @@ where
 
     /// Endpoints ejected by outlier detection, as of the last `poll_ready`.
     pub fn ejected_len(&self) -> usize {
-        self.set.ejected_len()
+        self.set.health.ejected_count()
     }
 
     /// Whether the balancer is in panic mode (too few healthy endpoints, so
     /// ejections are ignored), as of the last `poll_ready`.
     pub fn in_panic(&self) -> bool {
-        self.set.in_panic()
+        self.set.health.panic
     }
 
     /// Endpoints known (ready, not ready, connecting or backing off), as of
@@ -398,14 +387,14 @@ where
 
     /// Endpoints that can be picked, as of the last `poll_ready`.
     pub fn ready_len(&self) -> usize {
-        self.set.ready_len()
+        self.set.ready.len()
     }
 
     /// Requests in flight to the endpoints that can be picked, now (an
     /// autoscaling signal: divided by [`ready_len`](Self::ready_len), the
     /// load per replica).
     pub fn in_flight(&self) -> usize {
-        self.set.in_flight()
+        self.set.ready.in_flight()
     }
 
     /// The connector.
@@ -436,29 +425,32 @@ where
         M::Future: Future<Output = Result<M::Response, E>>,
         E: Into<BoxError>,
     {
-        let mut cx = Context::from_waker(&self.waker);
+        // A clone (one reference count, per background pass only): the set
+        // is borrowed mutably below.
+        let waker = self.set.waker.clone();
+        let mut cx = Context::from_waker(&waker);
         if let Some(changes) = &mut self.changes {
-            let mut applied = 0;
-            let complete = loop {
-                if applied == MAX_CHANGES_PER_POLL {
-                    // More may be waiting without a wake-up to come: look
-                    // again on the next poll.
-                    self.wake.set();
-                    break false;
-                }
+            let mut complete = false;
+            for _ in 0..MAX_CHANGES_PER_POLL {
                 match Pin::new(&mut *changes).poll_next(&mut cx) {
-                    Poll::Ready(Some(change)) => {
-                        self.set.apply(change);
-                        applied += 1;
-                    }
+                    Poll::Ready(Some(change)) => self.set.apply(change),
                     Poll::Ready(None) => {
-                        tracing::debug!(balancer = self.set.metrics().name(), "discovery stream ended");
+                        tracing::debug!(balancer = self.set.metrics.name(), "discovery stream ended");
                         self.changes = None;
-                        break true;
+                        complete = true;
+                        break;
                     }
-                    Poll::Pending => break true,
+                    Poll::Pending => {
+                        complete = true;
+                        break;
+                    }
                 }
-            };
+            }
+            if !complete {
+                // More may be waiting without a wake-up to come: look
+                // again on the next poll.
+                self.set.wake.set();
+            }
             self.set.end_batch(complete);
         }
         self.set.sync_members();
@@ -473,11 +465,17 @@ where
     }
 }
 
-impl<D, M, K, H> Balancer<D, M, K, H>
+impl<D, M, K, H, Req, E> shared::Drive<Req> for Balancer<D, M, K, H>
 where
     D: Stream<Item = EndpointChange> + Unpin,
     M: Service<Endpoint>,
     M::Error: Into<BoxError>,
+    M::Future: Future<Output = Result<M::Response, E>>,
+    E: Into<BoxError>,
+    M::Response: Service<Req>,
+    <M::Response as Service<Req>>::Error: Into<BoxError>,
+    K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
+    H: RequestKey<Req>,
 {
     /// Background work without a request: what `poll_ready` does before it
     /// looks for a ready endpoint, and `cx`'s task is woken by the next
@@ -485,19 +483,13 @@ where
     /// health timer) even while endpoints are ready. The driver of a
     /// [`SharedBalancer`] calls it while idle, so an endpoint that is ready
     /// again is noticed before the next request (tower issue 824).
-    pub(crate) fn poll_background<Req, E>(&mut self, cx: &mut Context<'_>)
-    where
-        M::Response: Service<Req>,
-        <M::Response as Service<Req>>::Error: Into<BoxError>,
-        M::Future: Future<Output = Result<M::Response, E>>,
-        E: Into<BoxError>,
-    {
+    fn poll_background(&mut self, cx: &mut Context<'_>) {
         // Positions may move below: a reservation would name a stale one.
         if let Turn::Reserved = self.turn {
             self.turn = Turn::Idle;
         }
         loop {
-            if self.wake.take() {
+            if self.set.wake.take() {
                 // Driving may move ready positions, so the endpoint called
                 // last is asked first. Without a wake it is left for the
                 // next `poll_ready`: asked now, it would answer before its
@@ -508,7 +500,7 @@ where
                 }
                 self.drive::<Req, E>();
             }
-            if !self.wake.register(cx.waker()) {
+            if !self.set.wake.register(cx.waker()) {
                 break;
             }
         }
@@ -535,27 +527,27 @@ where
         if let Some(pos) = self.turn.take_called() {
             // Polled with the endpoint's own waker, which drives the
             // background work: if it is not ready, it joins the not-ready
-            // set; if it breaks later, it is asked again (`endpoints/recheck.rs`).
+            // set; if it breaks later, it is asked again (`EndpointWaker` in `wake.rs`).
             self.set.repoll::<Req>(pos, &mut self.rng);
         }
         loop {
-            if self.wake.take() {
+            if self.set.wake.take() {
                 self.drive::<Req, E>();
             }
-            if self.set.ready_len() > 0 {
+            if self.set.ready.len() > 0 {
                 self.failfast.reset();
                 self.turn = Turn::Reserved;
                 return Poll::Ready(Ok(()));
             }
             // Nothing ready: sleep until background work wakes us, unless
             // it already did.
-            if !self.wake.register(cx.waker()) {
+            if !self.set.wake.register(cx.waker()) {
                 break;
             }
         }
         let known = self.set.len();
-        let error = std::task::ready!(self.failfast.poll(cx, self.set.metrics().name(), known));
-        self.set.metrics().no_endpoints.increment(1);
+        let error = std::task::ready!(self.failfast.poll(cx, self.set.metrics.name(), known));
+        self.set.metrics.no_endpoints.increment(1);
         Poll::Ready(Err(error))
     }
 
@@ -564,16 +556,19 @@ where
         if !matches!(std::mem::replace(&mut self.turn, Turn::Idle), Turn::Reserved) {
             return ResponseFuture::failed(BalanceError::NotReady);
         }
-        let mut now = Now::lazy(self.set.clock());
+        let mut now = Now::lazy(&self.set.clock);
         let hasher = &self.hasher;
         let key = || hasher.key_hash(&request);
-        let Some(pos) = self.picker.pick(&self.set.view(), key, &mut self.rng, &mut now) else {
+        let Some(pos) = self
+            .picker
+            .pick(&self.set.ready.view(), key, &mut self.rng, &mut now)
+        else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         // Peak-EWMA: the reading the pick used (or a fresh one) is when the
         // request leaves.
         let sent_at = if self.set.measures_latency() { now.get() } else { 0 };
-        let Some(slot) = self.set.ready_slot_mut(pos) else {
+        let Some(slot) = self.set.ready.slot_mut(pos) else {
             return ResponseFuture::failed(BalanceError::NotReady);
         };
         slot.picks.increment(1);
@@ -594,13 +589,78 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balancer")
-            .field("name", &self.set.metrics().name())
+            .field("name", &self.set.metrics.name())
             .field("endpoints", &self.set.len())
-            .field("ready", &self.set.ready_len())
-            .field("ejected", &self.set.ejected_len())
-            .field("panic", &self.set.in_panic())
+            .field("ready", &self.set.ready.len())
+            .field("ejected", &self.ejected_len())
+            .field("panic", &self.in_panic())
             .field("discovery_ended", &self.changes.is_none())
             .finish_non_exhaustive()
+    }
+}
+
+// ===== fail-fast =====
+
+// Fail-fast: how long `poll_ready` waits for a ready endpoint before it
+// gives up, so a caller with no endpoint gets an error instead of a hang.
+
+/// The fail-fast clock of one balancer: idle while endpoints are ready,
+/// waiting once none is, failing every call at once after the timeout until
+/// an endpoint is ready again.
+struct FailFast {
+    /// [`BalancerConfig::failfast_timeout`].
+    timeout: Duration,
+    phase: Phase,
+    timer: Timer,
+}
+
+/// Where `poll_ready` is in waiting for an endpoint.
+enum Phase {
+    /// An endpoint was ready last time (or it never waited).
+    Idle,
+    /// No endpoint is ready; fail at this deadline.
+    Waiting(Instant),
+    /// The deadline passed: fail at once until an endpoint is ready.
+    Failing,
+}
+
+impl FailFast {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            phase: Phase::Idle,
+            timer: Timer::default(),
+        }
+    }
+
+    /// An endpoint is ready: the next wait starts afresh.
+    fn reset(&mut self) {
+        self.phase = Phase::Idle;
+    }
+
+    /// No endpoint is ready: `Pending` until the deadline, then the
+    /// [`BalanceError::NoEndpoints`] of `known` endpoints, at once from then
+    /// on. `balancer` names the balancer in the tracing event.
+    fn poll(&mut self, cx: &mut Context<'_>, balancer: &str, known: usize) -> Poll<BalanceError> {
+        loop {
+            match self.phase {
+                Phase::Idle if self.timeout.is_zero() => self.phase = Phase::Failing,
+                Phase::Idle => self.phase = Phase::Waiting(Instant::now() + self.timeout),
+                Phase::Waiting(deadline) => {
+                    if self.timer.poll_until(deadline, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    tracing::debug!(balancer, known, waited = ?self.timeout, "no ready endpoint; failing fast");
+                    self.phase = Phase::Failing;
+                }
+                Phase::Failing => {
+                    return Poll::Ready(BalanceError::NoEndpoints {
+                        waited: self.timeout,
+                        known,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -665,7 +725,7 @@ mod tests {
     }
 
     fn eject<D, M: Service<Endpoint>, K>(balancer: &Balancer<D, M, K>, pos: usize, available: bool) {
-        let ready = balancer.set.view();
+        let ready = balancer.set.ready.view();
         ready.slot(pos).unwrap().load.set_available(available);
     }
 
@@ -673,7 +733,7 @@ mod tests {
     async fn an_ejected_endpoint_is_skipped_unless_all_are_ejected() {
         let mut balancer = balancer(&["a", "b", "c"]);
         send(&mut balancer);
-        let ready = balancer.set.view();
+        let ready = balancer.set.ready.view();
         let ejected = ready.members[ready.slot(0).unwrap().member as usize]
             .id
             .to_string();

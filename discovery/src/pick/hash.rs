@@ -28,21 +28,20 @@ const P5: u64 = 0x27D4_EB2F_1656_67C5;
 /// assert_eq!(stable_hash(b"abc", 0), 0x44BC_2CF5_AD77_0999); // XXH64's test vector
 /// ```
 pub fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
-    let len = bytes.len() as u64;
-    let mut rest = bytes;
-    let mut h = if rest.len() >= 32 {
+    let (stripes, mut rest) = bytes.as_chunks::<32>();
+    let mut h = if stripes.is_empty() {
+        seed.wrapping_add(P5)
+    } else {
         let mut v = [
             seed.wrapping_add(P1).wrapping_add(P2),
             seed.wrapping_add(P2),
             seed,
             seed.wrapping_sub(P1),
         ];
-        while rest.len() >= 32 {
-            let (stripe, tail) = rest.split_at(32);
-            for (lane, chunk) in v.iter_mut().zip(stripe.chunks_exact(8)) {
-                *lane = round(*lane, read_u64(chunk));
+        for stripe in stripes {
+            for (lane, word) in v.iter_mut().zip(stripe.as_chunks::<8>().0) {
+                *lane = round(*lane, u64::from_le_bytes(*word));
             }
-            rest = tail;
         }
         let mut h = v[0]
             .rotate_left(1)
@@ -53,19 +52,15 @@ pub fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
             h = (h ^ round(0, lane)).wrapping_mul(P1).wrapping_add(P4);
         }
         h
-    } else {
-        seed.wrapping_add(P5)
     };
-    h = h.wrapping_add(len);
-    while rest.len() >= 8 {
-        let (word, tail) = rest.split_at(8);
-        h ^= round(0, read_u64(word));
+    h = h.wrapping_add(bytes.len() as u64);
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        h ^= round(0, u64::from_le_bytes(*word));
         h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
         rest = tail;
     }
-    if rest.len() >= 4 {
-        let (word, tail) = rest.split_at(4);
-        h ^= u64::from(read_u32(word)).wrapping_mul(P1);
+    if let Some((word, tail)) = rest.split_first_chunk::<4>() {
+        h ^= u64::from(u32::from_le_bytes(*word)).wrapping_mul(P1);
         h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
         rest = tail;
     }
@@ -108,18 +103,6 @@ fn round(acc: u64, input: u64) -> u64 {
     acc.wrapping_add(input.wrapping_mul(P2))
         .rotate_left(31)
         .wrapping_mul(P1)
-}
-
-fn read_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(word)
-}
-
-fn read_u32(bytes: &[u8]) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[..4]);
-    u32::from_le_bytes(word)
 }
 
 #[cfg(test)]

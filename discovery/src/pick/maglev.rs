@@ -166,11 +166,8 @@ impl Maglev {
     /// client, such as [`stable_hash`] of its bytes.
     #[inline]
     pub fn lookup(&self, key_hash: u64) -> Option<usize> {
-        if self.table.is_empty() {
-            return None;
-        }
-        let entry = scale(mix64(key_hash), self.table.len());
-        self.table.get(entry).map(|&slot| slot as usize)
+        // The first probe of `lookup_where` is the key's own entry.
+        self.lookup_where(key_hash, |_| true)
     }
 
     /// The slot a key goes to among those `eligible` accepts, or `None`
@@ -398,18 +395,15 @@ impl MaglevPicker {
     #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
         let members = ready.members.iter().map(|m| (&m.id, m.weight));
-        self.table = match Maglev::with_table_size(members, self.table_size) {
-            Ok(table) => Some(table),
-            Err(error) => {
-                tracing::warn!(
-                    balancer = &*self.name,
-                    %error,
-                    endpoints = ready.members.len(),
-                    "no Maglev table: requests go to P2C over requests in flight"
-                );
-                None
-            }
-        };
+        let table = Maglev::with_table_size(members, self.table_size).inspect_err(|error| {
+            tracing::warn!(
+                balancer = &*self.name,
+                %error,
+                endpoints = ready.members.len(),
+                "no Maglev table: requests go to P2C over requests in flight"
+            );
+        });
+        self.table = table.ok();
         self.built_for = Some(ready.hash_version);
     }
 }

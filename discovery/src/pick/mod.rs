@@ -8,7 +8,7 @@
 //!
 //! | file | algorithm | per pick | rebuilt when |
 //! |---|---|---|---|
-//! | `p2c.rs` | P2C over peak-EWMA or requests in flight, weighted | two draws, two costs | the ready list or a ready weight changes (alias table; none for equal weights) |
+//! | `p2c.rs` | P2C over peak-EWMA or requests in flight, weighted | two draws, two costs | the ready list or a ready weight changes (alias table; for equal weights only a check that they are) |
 //! | `wrr.rs` | [`SmoothWrr`]: in turn, weighted, interleaved (nginx) | one step per distinct weight (one for equal weights) | membership or a table weight changes |
 //! | `maglev.rs` | [`Maglev`]: by key, consistently (as in Envoy) | a key hash and a table read | membership or a discovery weight changes |
 //!

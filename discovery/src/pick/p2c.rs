@@ -75,12 +75,10 @@ fn first_available<S>(ready: &ReadyView<'_, S>, rng: &mut Rng) -> Option<usize> 
 pub(crate) struct Sampler {
     /// Vose alias table over ready positions: `(threshold, alias)`; column
     /// `i` yields `i` when a 32-bit coin is below the threshold, else `alias`.
+    /// Empty when every ready endpoint has the same weight.
     table: Vec<(u64, u32)>,
     /// The [`ReadyView::version`] the table was built for.
     built_for: Option<u64>,
-    // Scratch lists reused by rebuilds.
-    small: Vec<(u32, f64)>,
-    large: Vec<(u32, f64)>,
 }
 
 impl Sampler {
@@ -89,16 +87,16 @@ impl Sampler {
     fn two<S>(&mut self, ready: &ReadyView<'_, S>, rng: &mut Rng) -> (usize, usize) {
         let n = ready.len();
         debug_assert!(n >= 2, "two candidates need two endpoints");
-        if ready.uniform {
+        if self.built_for != Some(ready.version) {
+            self.rebuild(ready);
+        }
+        if self.table.is_empty() {
             let r = rng.next_u64();
             let a = below(r as u32, n);
             let b = below((r >> 32) as u32, n - 1);
             let b = if b >= a { b + 1 } else { b };
             debug_assert_ne!(a, b, "uniform candidates are distinct");
             return (a, b);
-        }
-        if self.built_for != Some(ready.version) {
-            self.rebuild(ready);
         }
         (self.draw(rng), self.draw(rng))
     }
@@ -117,38 +115,30 @@ impl Sampler {
     }
 
     /// Vose's alias method over the ready weights: O(n).
+    #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
+        self.built_for = Some(ready.version);
+        self.table.clear();
         let n = ready.len();
         let weight = |pos: usize| ready.slot(pos).map_or(0.0, |s| 1.0 / s.inv_weight);
-        let total: f64 = (0..n).map(weight).sum();
-        self.table.clear();
-        self.table.resize(n, (1 << 32, 0));
-        self.small.clear();
-        self.large.clear();
-        for pos in 0..n {
-            let scaled = weight(pos) * n as f64 / total;
-            let list = if scaled < 1.0 {
-                &mut self.small
-            } else {
-                &mut self.large
-            };
-            list.push((pos as u32, scaled));
+        if (1..n).all(|pos| weight(pos) == weight(0)) {
+            return;
         }
-        while let (Some((s, ps)), Some((l, pl))) = (self.small.pop(), self.large.pop()) {
+        let total: f64 = (0..n).map(weight).sum();
+        self.table.resize(n, (1 << 32, 0));
+        let (mut small, mut large): (Vec<_>, Vec<_>) = (0..n)
+            .map(|pos| (pos as u32, weight(pos) * n as f64 / total))
+            .partition(|&(_, scaled)| scaled < 1.0);
+        while let (Some((s, ps)), Some((l, pl))) = (small.pop(), large.pop()) {
             self.table[s as usize] = (threshold(ps), l);
             let rest = pl + ps - 1.0;
-            let list = if rest < 1.0 {
-                &mut self.small
-            } else {
-                &mut self.large
-            };
+            let list = if rest < 1.0 { &mut small } else { &mut large };
             list.push((l, rest));
         }
         // Leftovers are 1 up to rounding: they always yield themselves.
-        for (pos, _) in self.small.drain(..).chain(self.large.drain(..)) {
+        for (pos, _) in small.into_iter().chain(large) {
             self.table[pos as usize] = (1 << 32, pos);
         }
-        self.built_for = Some(ready.version);
     }
 }
 

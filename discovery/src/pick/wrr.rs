@@ -1,7 +1,5 @@
 //! Smooth weighted round robin: nginx's algorithm, precomputed.
 
-use std::fmt;
-
 use crate::Weight;
 use crate::balance::{
     endpoints::ReadyView,
@@ -92,7 +90,7 @@ const PROBES: usize = 32;
 /// their first request to the same endpoint; [`set_start`](Self::set_start)
 /// rotates the tie order (Envoy starts its round robin at a random endpoint
 /// for the same reason).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SmoothWrr {
     weights: Vec<Weight>,
     eligible: Vec<bool>,
@@ -103,7 +101,7 @@ pub struct SmoothWrr {
     limits: Limits,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum State {
     /// No eligible slot.
     Empty,
@@ -221,46 +219,17 @@ impl SmoothWrr {
     /// The number of picks in one cycle: the eligible weights' sum divided
     /// by their greatest common divisor; 0 when no slot is eligible.
     pub fn cycle_len(&self) -> u64 {
-        let eligible = || {
-            self.weights
-                .iter()
-                .zip(&self.eligible)
-                .filter(|(_, e)| **e)
-                .map(|(w, _)| u64::from(w.get()))
-        };
-        let divisor = eligible().fold(0, gcd);
-        if divisor == 0 {
-            0
-        } else {
-            eligible().map(|w| w / divisor).sum()
-        }
+        Stepper::new(&self.weights, &self.eligible, self.start).map_or(0, |s| s.total)
     }
 
     /// The next slot, or `None` when no slot is eligible.
     #[inline]
     pub fn pick(&mut self) -> Option<usize> {
-        // The fast path, kept small so it inlines into the balancer: a step
-        // through the precomputed cycle.
-        if !self.stale
-            && let State::Schedule { entries, cursor } = &mut self.state
-            && let Some(&slot) = entries.get(*cursor)
-        {
-            *cursor += 1;
-            if *cursor == entries.len() {
-                *cursor = 0;
-            }
-            return Some(slot as usize);
-        }
-        self.pick_slow()
-    }
-
-    /// A pick that rebuilds first, or runs the recurrence (no schedule).
-    #[inline(never)]
-    fn pick_slow(&mut self) -> Option<usize> {
         if self.stale {
             self.rebuild();
         }
         match &mut self.state {
+            // A step through the precomputed cycle.
             State::Schedule { entries, cursor } => {
                 let slot = *entries.get(*cursor)?;
                 *cursor += 1;
@@ -326,23 +295,6 @@ impl SmoothWrr {
     }
 }
 
-impl fmt::Debug for SmoothWrr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mode = match &self.state {
-            State::Empty => "empty",
-            State::Schedule { .. } => "schedule",
-            State::Live(_) => "live",
-        };
-        f.debug_struct("SmoothWrr")
-            .field("weights", &self.weights)
-            .field("eligible", &self.eligible)
-            .field("start", &self.start)
-            .field("mode", &mode)
-            .field("stale", &self.stale)
-            .finish()
-    }
-}
-
 // ===== impl Stepper =====
 
 /// nginx's recurrence, one `current` per distinct weight.
@@ -353,7 +305,7 @@ impl fmt::Debug for SmoothWrr {
 /// at `next`, and the class's best `current` is that slot's. Picking it
 /// moves `next` on; when `next` wraps, every member has had one more turn
 /// and the class's `current` drops by `W`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Stepper {
     classes: Vec<Class>,
     /// Sum of the reduced eligible weights: the cycle length.
@@ -363,7 +315,7 @@ struct Stepper {
     start: usize,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Class {
     weight: i64,
     current: i64,

@@ -154,7 +154,7 @@ impl<S, F> EndpointSet<S, F> {
             }
             match result {
                 Ok(service) => {
-                    let waker = self.rechecks.waker(key, epoch);
+                    let waker = self.wake.endpoint_waker(key, epoch);
                     if let Some(entry) = self.slab.get_mut(key) {
                         entry.service = Some(service);
                         entry.waker = Some(waker);

@@ -9,13 +9,12 @@
 //!
 //! [`EndpointSet`] owns the four and moves an endpoint between them as
 //! discovery changes and as its service connects, becomes ready, breaks
-//! or wakes the balancer (`recheck.rs`). Each part keeps its own indexes
+//! or wakes the balancer (`EndpointWaker` in `wake.rs`). Each part keeps its own indexes
 //! consistent; this file keeps the parts consistent with each other.
 
 mod connecting;
 mod passive_health;
 mod ready;
-mod recheck;
 mod slab;
 
 use std::{
@@ -38,7 +37,6 @@ use crate::{ConfigError, Endpoint, EndpointChange};
 pub(crate) use connecting::Connections;
 pub(crate) use passive_health::{PassiveHealth, Ramp};
 pub(crate) use ready::{ReadyIndex, ReadySlot, ReadyView};
-use recheck::Rechecks;
 pub(crate) use slab::{Entry, Slab, Stage};
 
 /// At most this many discovery changes are applied per `poll_ready`, so a
@@ -48,26 +46,23 @@ pub(crate) const MAX_CHANGES_PER_POLL: usize = 1_024;
 /// All endpoints of one balancer. See the module docs.
 pub(crate) struct EndpointSet<S, F> {
     slab: Slab<S>,
-    ready: ReadyIndex<S>,
+    pub(crate) ready: ReadyIndex<S>,
     connections: Connections<F>,
-    health: PassiveHealth,
+    pub(crate) health: PassiveHealth,
     /// How new endpoint states measure load.
     model: LoadModel,
-    clock: Clock,
-    metrics: BalancerMetrics,
-    /// Set when background work is queued from inside the balancer.
-    wake: Arc<WakeFlag>,
-    rechecks: Arc<Rechecks>,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: BalancerMetrics,
+    /// Set when background work can progress; `poll_ready` looks at it.
+    pub(crate) wake: Arc<WakeFlag>,
+    /// Sets `wake`; background work is polled with it.
+    pub(crate) waker: Waker,
 }
 
 impl<S, F> EndpointSet<S, F> {
     /// An empty set for a validated `config`.
-    pub(crate) fn new(
-        config: &BalancerConfig,
-        clock: Clock,
-        wake: Arc<WakeFlag>,
-    ) -> Result<Self, ConfigError> {
-        let waker = Waker::from(Arc::clone(&wake));
+    pub(crate) fn new(config: &BalancerConfig, clock: Clock) -> Result<Self, ConfigError> {
+        let (wake, waker) = WakeFlag::new();
         let metrics = BalancerMetrics::new(Arc::clone(&config.name));
         metrics.endpoints(0, 0);
         metrics.ejected.set(0.0);
@@ -76,52 +71,18 @@ impl<S, F> EndpointSet<S, F> {
             slab: Slab::default(),
             ready: ReadyIndex::default(),
             connections: Connections::new(config.reconnect.clone()),
-            health: PassiveHealth::new(&config.health, Instant::now(), waker)?,
+            health: PassiveHealth::new(&config.health, Instant::now(), waker.clone())?,
             model: LoadModel::for_algorithm(&config.algorithm, &clock),
             clock,
             metrics,
-            rechecks: Rechecks::new(Arc::clone(&wake)),
             wake,
+            waker,
         })
     }
 
     /// Endpoints known, in any stage.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
-    }
-
-    /// Endpoints that can be picked now.
-    #[inline]
-    pub(crate) fn ready_len(&self) -> usize {
-        self.ready.len()
-    }
-
-    /// Requests in flight to the endpoints that can be picked now.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.ready.in_flight()
-    }
-
-    /// The clock that measures latency.
-    #[inline]
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// The balancer's metrics.
-    pub(crate) fn metrics(&self) -> &BalancerMetrics {
-        &self.metrics
-    }
-
-    /// The ready endpoints, read-only, for a picker.
-    #[inline]
-    pub(crate) fn view(&self) -> ReadyView<'_, S> {
-        self.ready.view()
-    }
-
-    /// The ready endpoint at `pos`, to call.
-    #[inline]
-    pub(crate) fn ready_slot_mut(&mut self, pos: usize) -> Option<&mut ReadySlot<S>> {
-        self.ready.slot_mut(pos)
     }
 
     /// Whether peak-EWMA needs send and completion times.
@@ -165,7 +126,6 @@ impl<S, F> EndpointSet<S, F> {
                 {
                     entry.member = index;
                 }
-                self.health.forget(key);
                 self.slab.remove(key);
                 tracing::debug!(balancer = self.metrics.name(), endpoint = %id, "endpoint removed");
             }
@@ -275,7 +235,7 @@ impl<S, F> EndpointSet<S, F> {
             // Slow start counts from the first time it can take requests.
             let now = Instant::now();
             entry.ramp = Ramp::Since(now);
-            self.health.start_ramp(key, now);
+            self.health.next_step.get_or_insert(now + self.health.step);
             self.apply_ramp(key, now);
         }
         let Some(table_weight) = self.ready.member(member).map(|m| m.table_weight) else {
@@ -292,13 +252,13 @@ impl<S, F> EndpointSet<S, F> {
     }
 
     /// Asks every ready endpoint whose service woke the balancer since the
-    /// last pass again (see `recheck.rs`).
+    /// last pass again (see `EndpointWaker` in `wake.rs`).
     pub(crate) fn poll_rechecks<Req>(&mut self, rng: &mut Rng)
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        for (key, epoch) in self.rechecks.take() {
+        for (key, epoch) in self.wake.take_rechecks() {
             // Not ready: `poll_unready` asks it anyway. Another epoch: the
             // service that woke is gone.
             if self.slab.is_current(key, epoch, Stage::Ready)

@@ -58,14 +58,12 @@ pub(crate) struct PassiveHealth {
     detector: Option<OutlierDetector>,
     threshold: PanicThreshold,
     /// Whether the balancer is in panic mode (as of the last refresh).
-    panic: bool,
+    pub(crate) panic: bool,
     slow_start: Option<SlowStart>,
     /// Between slow-start weight updates.
-    step: Duration,
+    pub(super) step: Duration,
     /// The next slow-start weight update, while an endpoint ramps.
-    next_step: Option<Instant>,
-    /// Keys of the endpoints whose slow start is under way.
-    ramping: Vec<u32>,
+    pub(super) next_step: Option<Instant>,
     /// Still applying the first membership (whose endpoints do not ramp).
     initial: bool,
     /// Wakes the balancer for the detector's next deadline or the next
@@ -94,7 +92,6 @@ impl PassiveHealth {
             slow_start,
             step,
             next_step: None,
-            ramping: Vec::new(),
             initial: true,
             timer: Timer::default(),
             waker,
@@ -114,28 +111,6 @@ impl PassiveHealth {
         } else {
             Ramp::Full
         }
-    }
-
-    /// The ramp factor at `now` of an endpoint that became ready at
-    /// `joined`, and whether it is still ramping.
-    pub(crate) fn factor(&self, ramp: Ramp, now: Instant) -> (f64, bool) {
-        match (&self.slow_start, ramp) {
-            (Some(slow), Ramp::Since(joined)) if slow.is_ramping(joined, now) => {
-                (slow.factor_at(joined, now), true)
-            }
-            _ => (1.0, false),
-        }
-    }
-
-    /// The entry `key` starts ramping at `now`.
-    pub(crate) fn start_ramp(&mut self, key: u32, now: Instant) {
-        self.ramping.push(key);
-        self.next_step.get_or_insert(now + self.step);
-    }
-
-    /// The entry `key` is gone.
-    pub(crate) fn forget(&mut self, key: u32) {
-        self.ramping.retain(|&k| k != key);
     }
 
     /// The weight a table picks with: the endpoint's weight, or with slow
@@ -176,30 +151,9 @@ impl PassiveHealth {
     }
 }
 
-impl std::fmt::Debug for PassiveHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PassiveHealth")
-            .field("detector", &self.detector)
-            .field("threshold", &self.threshold)
-            .field("slow_start", &self.slow_start)
-            .field("panic", &self.panic)
-            .finish_non_exhaustive()
-    }
-}
-
 // ===== what the endpoint set does with it =====
 
 impl<S, F> EndpointSet<S, F> {
-    /// Whether the balancer is in panic mode.
-    pub(crate) fn in_panic(&self) -> bool {
-        self.health.panic
-    }
-
-    /// Endpoints ejected now.
-    pub(crate) fn ejected_len(&self) -> usize {
-        self.health.ejected_count()
-    }
-
     /// A batch of discovery changes was applied; `complete` when the stream
     /// had nothing more. The first complete batch with endpoints is the
     /// initial membership: its endpoints do not slow-start.
@@ -233,7 +187,7 @@ impl<S, F> EndpointSet<S, F> {
             }
             self.set_ejected(index as u32, ejected);
         }
-        self.log_events(&events);
+        self.apply_events(&events, false);
     }
 
     /// Asks the detector for news (ejections, returns, success-rate
@@ -244,7 +198,7 @@ impl<S, F> EndpointSet<S, F> {
             let now = Instant::now();
             let events = self.health.detector.as_mut().map(|d| d.poll(now));
             if let Some(events) = events.filter(|e| !e.is_empty()) {
-                self.apply_events(&events);
+                self.apply_events(&events, true);
             }
             if self.health.next_step.is_some_and(|at| at <= now) {
                 self.step_ramps(now);
@@ -257,41 +211,38 @@ impl<S, F> EndpointSet<S, F> {
         self.wake.set();
     }
 
-    fn apply_events(&mut self, events: &[HealthEvent]) {
-        for event in events {
-            match event {
-                HealthEvent::Ejected { index, reason, .. } => {
-                    self.metrics.ejection(*reason);
-                    self.set_ejected(*index as u32, true);
-                }
-                HealthEvent::Returned { index, .. } => self.set_ejected(*index as u32, false),
-                HealthEvent::NotEjected { .. } => {}
-            }
-        }
-        // The ejected gauge and panic mode follow in `publish`, which the
-        // background pass runs once after all of its work.
-        self.log_events(events);
-    }
-
-    fn log_events(&self, events: &[HealthEvent]) {
-        let balancer = self.metrics.name();
+    /// Applies the detector's ejections and returns unless `apply` is false
+    /// (`sync_members` has applied every verdict already), and logs every
+    /// event.
+    fn apply_events(&mut self, events: &[HealthEvent], apply: bool) {
+        let name = Arc::clone(&self.metrics.name);
+        let balancer = &*name;
         for event in events {
             match event {
                 HealthEvent::Ejected {
+                    index,
                     id,
                     reason,
                     until,
                     times,
-                    ..
-                } => tracing::info!(
-                    balancer,
-                    endpoint = %id,
-                    %reason,
-                    times,
-                    ejected_for = ?until.saturating_duration_since(Instant::now()),
-                    "endpoint ejected"
-                ),
-                HealthEvent::Returned { id, .. } => {
+                } => {
+                    if apply {
+                        self.metrics.ejection(*reason);
+                        self.set_ejected(*index as u32, true);
+                    }
+                    tracing::info!(
+                        balancer,
+                        endpoint = %id,
+                        %reason,
+                        times,
+                        ejected_for = ?until.saturating_duration_since(Instant::now()),
+                        "endpoint ejected"
+                    );
+                }
+                HealthEvent::Returned { index, id } => {
+                    if apply {
+                        self.set_ejected(*index as u32, false);
+                    }
                     tracing::info!(balancer, endpoint = %id, "ejected endpoint returned");
                 }
                 HealthEvent::NotEjected { id, reason, .. } => tracing::debug!(
@@ -302,6 +253,8 @@ impl<S, F> EndpointSet<S, F> {
                 ),
             }
         }
+        // The ejected gauge and panic mode follow in `publish`, which the
+        // background pass runs once after all of its work.
     }
 
     /// Ejects or restores member `index`: in the ready index, and in its
@@ -356,7 +309,12 @@ impl<S, F> EndpointSet<S, F> {
         let Some(entry) = self.slab.get(key) else {
             return false;
         };
-        let (factor, ramping) = self.health.factor(entry.ramp, now);
+        let (factor, ramping) = match (&self.health.slow_start, entry.ramp) {
+            (Some(slow), Ramp::Since(joined)) if slow.is_ramping(joined, now) => {
+                (slow.factor_at(joined, now), true)
+            }
+            _ => (1.0, false),
+        };
         let table_weight = self.health.table_weight(entry.endpoint.weight(), factor);
         let inv_weight = self.health.inv_weight(table_weight);
         self.ready
@@ -367,20 +325,19 @@ impl<S, F> EndpointSet<S, F> {
     /// Moves every ramping endpoint's weight to its factor at `now`
     /// (tables rebuild once at the next pick), ending finished ramps.
     fn step_ramps(&mut self, now: Instant) {
-        let mut ramping = std::mem::take(&mut self.health.ramping);
-        ramping.retain(|&key| {
-            let still = self.apply_ramp(key, now);
-            if !still && let Some(entry) = self.slab.get_mut(key) {
+        let keys: Vec<u32> = self.ready.members().iter().map(|m| m.key).collect();
+        let mut ramping = 0;
+        for key in keys {
+            if !matches!(self.slab.get(key).map(|e| e.ramp), Some(Ramp::Since(_))) {
+                continue;
+            }
+            if self.apply_ramp(key, now) {
+                ramping += 1;
+            } else if let Some(entry) = self.slab.get_mut(key) {
                 entry.ramp = Ramp::Full;
             }
-            still
-        });
-        tracing::trace!(
-            balancer = self.metrics.name(),
-            ramping = ramping.len(),
-            "slow-start step"
-        );
-        self.health.next_step = (!ramping.is_empty()).then(|| now + self.health.step);
-        self.health.ramping = ramping;
+        }
+        tracing::trace!(balancer = self.metrics.name(), ramping, "slow-start step");
+        self.health.next_step = (ramping > 0).then(|| now + self.health.step);
     }
 }

@@ -17,7 +17,7 @@
 //! moved. Readiness therefore never rebuilds a table. Pickers get a
 //! read-only [`ReadyView`].
 
-use std::{collections::HashMap, sync::Arc, task::Waker};
+use std::{sync::Arc, task::Waker};
 
 use metrics::Counter;
 
@@ -38,7 +38,7 @@ pub(crate) struct ReadySlot<S> {
     pub(crate) picks: Counter,
     /// The service, reserved by a `Ready` from its `poll_ready`.
     pub(crate) service: S,
-    /// What the service is polled with (see `recheck.rs`).
+    /// What the service is polled with (see `EndpointWaker` in `wake.rs`).
     pub(crate) waker: Waker,
 }
 
@@ -75,10 +75,6 @@ pub(crate) const NOT_READY: u32 = u32::MAX;
 pub(crate) struct ReadyIndex<S> {
     members: Vec<Member>,
     slots: Vec<ReadySlot<S>>,
-    /// How many ready endpoints have each table weight.
-    weights: HashMap<u32, usize>,
-    /// Ready endpoints that are ejected.
-    ejected: usize,
     /// Bumped on every change of the ready list or of a ready weight.
     version: u64,
     /// Bumped on every change of membership or of a table weight.
@@ -94,8 +90,6 @@ impl<S> Default for ReadyIndex<S> {
         Self {
             members: Vec::new(),
             slots: Vec::new(),
-            weights: HashMap::new(),
-            ejected: 0,
             version: 0,
             members_version: 0,
             hash_version: 0,
@@ -118,7 +112,9 @@ impl<S> ReadyIndex<S> {
 
     /// Ready endpoints that are not ejected, and all ready endpoints.
     pub(crate) fn healthy_of_ready(&self) -> (usize, usize) {
-        (self.slots.len() - self.ejected, self.slots.len())
+        let members = &self.members;
+        let ejected = self.slots.iter().filter(|s| members[s.member as usize].ejected);
+        (self.slots.len() - ejected.count(), self.slots.len())
     }
 
     /// The read-only view a picker works over.
@@ -126,7 +122,6 @@ impl<S> ReadyIndex<S> {
     pub(crate) fn view(&self) -> ReadyView<'_, S> {
         ReadyView {
             slots: &self.slots,
-            uniform: self.weights.len() <= 1,
             version: self.version,
             members: &self.members,
             members_version: self.members_version,
@@ -221,27 +216,14 @@ impl<S> ReadyIndex<S> {
         self.members_version += 1;
         if let Some(slot) = self.slots.get_mut(member.ready as usize) {
             slot.inv_weight = inv_weight;
-            count(&mut self.weights, old.get(), false);
-            count(&mut self.weights, table_weight.get(), true);
             self.version += 1;
         }
     }
 
     /// Marks member `index` ejected or not.
     pub(crate) fn set_ejected(&mut self, index: u32, ejected: bool) {
-        let Some(member) = self.members.get_mut(index as usize) else {
-            return;
-        };
-        if member.ejected == ejected {
-            return;
-        }
-        member.ejected = ejected;
-        if member.ready != NOT_READY {
-            if ejected {
-                self.ejected += 1;
-            } else {
-                self.ejected -= 1;
-            }
+        if let Some(member) = self.members.get_mut(index as usize) {
+            member.ejected = ejected;
         }
     }
 
@@ -254,10 +236,6 @@ impl<S> ReadyIndex<S> {
             return;
         };
         member.ready = pos;
-        if member.ejected {
-            self.ejected += 1;
-        }
-        count(&mut self.weights, member.table_weight.get(), true);
         self.slots.push(slot);
         self.version += 1;
     }
@@ -270,25 +248,9 @@ impl<S> ReadyIndex<S> {
         }
         if let Some(member) = self.members.get_mut(slot.member as usize) {
             member.ready = NOT_READY;
-            count(&mut self.weights, member.table_weight.get(), false);
-            if member.ejected {
-                self.ejected -= 1;
-            }
         }
         self.version += 1;
         slot
-    }
-}
-
-/// Counts one more (`add`) or one less endpoint of `weight`.
-fn count(weights: &mut HashMap<u32, usize>, weight: u32, add: bool) {
-    if add {
-        *weights.entry(weight).or_default() += 1;
-    } else if let Some(n) = weights.get_mut(&weight) {
-        *n -= 1;
-        if *n == 0 {
-            weights.remove(&weight);
-        }
     }
 }
 
@@ -296,8 +258,6 @@ fn count(weights: &mut HashMap<u32, usize>, weight: u32, add: bool) {
 /// change what the balancer knows.
 pub(crate) struct ReadyView<'a, S> {
     slots: &'a [ReadySlot<S>],
-    /// All ready endpoints have the same weight.
-    pub(crate) uniform: bool,
     /// Changes whenever the ready list or a ready weight changes.
     pub(crate) version: u64,
     /// Every known endpoint, in table order.

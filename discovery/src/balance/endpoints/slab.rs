@@ -30,7 +30,7 @@ pub(crate) struct Entry<S> {
     /// its ready slot).
     pub(crate) service: Option<S>,
     /// What the service is polled with, made when it connected (see
-    /// `recheck.rs`).
+    /// `EndpointWaker` in `wake.rs`).
     pub(crate) waker: Option<Waker>,
     pub(crate) stage: Stage,
     pub(crate) epoch: u64,

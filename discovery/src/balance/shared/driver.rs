@@ -10,14 +10,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
-use super::super::{BalanceError, Balancer, BoxError, FailureClassifier, RequestKey};
+use super::super::BalanceError;
 use super::fast::Shared;
 use super::future::BoxResponseFuture;
-use crate::{Endpoint, EndpointChange};
 
 /// A request on its way to the driver, and where its answer goes.
 pub(crate) struct Message<Req, Rsp> {
@@ -32,44 +30,17 @@ pub(crate) trait Drive<Req>: Service<Req, Error = BalanceError> {
     fn poll_background(&mut self, cx: &mut Context<'_>);
 }
 
-impl<D, M, K, H, Req, E> Drive<Req> for Balancer<D, M, K, H>
-where
-    D: Stream<Item = EndpointChange> + Unpin,
-    M: Service<Endpoint>,
-    M::Error: Into<BoxError>,
-    M::Future: Future<Output = Result<M::Response, E>>,
-    E: Into<BoxError>,
-    M::Response: Service<Req>,
-    <M::Response as Service<Req>>::Error: Into<BoxError>,
-    K: FailureClassifier<<M::Response as Service<Req>>::Response, <M::Response as Service<Req>>::Error>,
-    H: RequestKey<Req>,
-{
-    fn poll_background(&mut self, cx: &mut Context<'_>) {
-        Balancer::poll_background::<Req, E>(self, cx);
-    }
-}
-
 /// The driver future: runs until every handle is gone and the queue is
 /// empty, or until a panic poisoned the balancer's lock.
 pub(crate) struct Driver<B, Req, Rsp> {
-    shared: Arc<Shared<B>>,
-    requests: mpsc::Receiver<Message<Req, Rsp>>,
+    pub(super) shared: Arc<Shared<B>>,
+    pub(super) requests: mpsc::Receiver<Message<Req, Rsp>>,
     /// Taken off the queue, waiting for the balancer to be ready.
-    current: Option<Message<Req, Rsp>>,
+    pub(super) current: Option<Message<Req, Rsp>>,
 }
 
 // Nothing in the driver is pinned: the balancer is polled through `&mut`.
 impl<B, Req, Rsp> Unpin for Driver<B, Req, Rsp> {}
-
-impl<B, Req, Rsp> Driver<B, Req, Rsp> {
-    pub(crate) fn new(shared: Arc<Shared<B>>, requests: mpsc::Receiver<Message<Req, Rsp>>) -> Self {
-        Self {
-            shared,
-            requests,
-            current: None,
-        }
-    }
-}
 
 impl<B, Req, Rsp> Future for Driver<B, Req, Rsp>
 where

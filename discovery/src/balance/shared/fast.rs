@@ -19,9 +19,10 @@ use std::{
 
 use tower_service::Service;
 
-use super::super::BalanceError;
-use super::future::BoxResponseFuture;
+use super::super::{BalanceError, Balancer};
+use super::future::SharedResponseFuture;
 use super::load::{LoadSnapshot, LoadView};
+use crate::Endpoint;
 
 /// The state behind the lock: one balancer, whoever polls it.
 pub(crate) struct Shared<B> {
@@ -43,18 +44,6 @@ pub(crate) struct Inner<B> {
     pub(crate) queued: usize,
 }
 
-/// What became of a call offered to the fast path.
-pub(crate) enum FastCall<Req, Rsp> {
-    /// Called in the caller's task: the endpoint's response future.
-    Sent(BoxResponseFuture<Rsp>),
-    /// The balancer's answer with no call queued before this one: the
-    /// driver would have answered the same.
-    Failed(BalanceError),
-    /// Not sent: the request back, counted as queued if the caller asked
-    /// for it with [`IfBusy::Queue`].
-    Busy(Req),
-}
-
 /// What [`FastPath::try_call`] does with a call it cannot send at once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IfBusy {
@@ -74,8 +63,11 @@ pub(crate) trait FastPath<Req, Rsp>: LoadView {
     fn ready_now(&self) -> bool;
 
     /// Calls the balancer at once if nothing queued waits and an endpoint
-    /// is ready (or answers its fail-fast error), or gives the request back.
-    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp>;
+    /// is ready: the endpoint's response future, called in the caller's
+    /// task, or the balancer's fail-fast error (the driver would have
+    /// answered the same). Otherwise the request back (`Err`), counted as
+    /// queued if the caller asked for it with [`IfBusy::Queue`].
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> Result<SharedResponseFuture<Rsp>, Req>;
 }
 
 // ===== impl Shared =====
@@ -117,74 +109,78 @@ impl<B> Shared<B> {
     }
 }
 
-/// What a balancer reports of its load (implemented by [`Balancer`]).
-///
-/// [`Balancer`]: super::super::Balancer
-pub(crate) trait ReportsLoad {
-    fn load(&self) -> LoadSnapshot;
-}
-
-impl<B: ReportsLoad + Send> LoadView for Shared<B> {
+impl<D, M, K, H> LoadView for Shared<Balancer<D, M, K, H>>
+where
+    M: Service<Endpoint>,
+    Balancer<D, M, K, H>: Send,
+{
     fn load(&self) -> Option<LoadSnapshot> {
         // Poisoned: the driver ends when it sees it; there is no load.
-        self.inner.lock().ok()?.balancer.as_ref().map(ReportsLoad::load)
+        let inner = self.inner.lock().ok()?;
+        let balancer = inner.balancer.as_ref()?;
+        Some(LoadSnapshot {
+            ready: balancer.ready_len(),
+            in_flight: balancer.in_flight(),
+        })
     }
 }
 
 impl<B, Req, Rsp> FastPath<Req, Rsp> for Shared<B>
 where
-    B: Service<Req, Response = Rsp, Error = BalanceError> + ReportsLoad + Send,
+    B: Service<Req, Response = Rsp, Error = BalanceError> + Send,
     B::Future: Send + 'static,
+    Rsp: Send + 'static,
+    Self: LoadView,
 {
     fn ready_now(&self) -> bool {
-        let Ok(mut inner) = self.inner.lock() else {
-            return false;
-        };
-        let Inner {
-            balancer,
-            driver,
-            queued,
-        } = &mut *inner;
-        let (0, Some(balancer), Some(driver)) = (*queued, balancer.as_mut(), driver.as_ref()) else {
-            return false;
-        };
         // Failing fast is not "ready": the call goes the queue's way and
         // `try_call` answers it, so that the balancer counts it once.
-        let mut cx = Context::from_waker(driver);
-        matches!(balancer.poll_ready(&mut cx), Poll::Ready(Ok(())))
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        matches!(inner.poll_ready(), Poll::Ready(Ok(_)))
     }
 
-    fn try_call(&self, request: Req, if_busy: IfBusy) -> FastCall<Req, Rsp> {
+    fn try_call(&self, request: Req, if_busy: IfBusy) -> Result<SharedResponseFuture<Rsp>, Req> {
         // Poisoned: the driver ends when it sees it, and answers `Closed`.
         let Ok(mut inner) = self.inner.lock() else {
-            return FastCall::Busy(request);
+            return Err(request);
         };
-        let Inner {
-            balancer,
-            driver,
-            queued,
-        } = &mut *inner;
-        if let (0, Some(balancer), Some(driver)) = (*queued, balancer.as_mut(), driver.as_ref()) {
-            // `poll_ready` and `call` under one lock: the reservation a
-            // `Ready` makes is this call's, no other handle's.
-            let mut cx = Context::from_waker(driver);
-            match balancer.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => {
-                    let future = balancer.call(request);
-                    drop(inner);
-                    return FastCall::Sent(Box::pin(future));
-                }
-                // Failing fast: no call waits, so this is the answer the
-                // driver would give (and count in the metrics) at once.
-                Poll::Ready(Err(error)) => return FastCall::Failed(error),
-                // Waiting for an endpoint, the fail-fast timer armed with
-                // the driver's waker: the driver takes the call from here.
-                Poll::Pending => {}
+        // `poll_ready` and `call` under one lock: the reservation a
+        // `Ready` makes is this call's, no other handle's.
+        match inner.poll_ready() {
+            Poll::Ready(Ok(balancer)) => {
+                let future = balancer.call(request);
+                drop(inner);
+                return Ok(SharedResponseFuture::sent(Box::pin(future)));
             }
+            // Failing fast: no call waits, so this is the answer the
+            // driver would give (and count in the metrics) at once.
+            Poll::Ready(Err(error)) => return Ok(SharedResponseFuture::failed(error)),
+            // Waiting for an endpoint (the fail-fast timer armed with the
+            // driver's waker: the driver takes the call from here), calls
+            // queued before this one, or no driver yet.
+            Poll::Pending => {}
         }
         if if_busy == IfBusy::Queue {
-            *queued += 1;
+            inner.queued += 1;
         }
-        FastCall::Busy(request)
+        Err(request)
+    }
+}
+
+impl<B> Inner<B> {
+    /// The balancer's `poll_ready`, polled with the driver's waker, when no
+    /// call is queued and the driver runs; `Pending` otherwise.
+    fn poll_ready<Req>(&mut self) -> Poll<Result<&mut B, BalanceError>>
+    where
+        B: Service<Req, Error = BalanceError>,
+    {
+        let (0, Some(balancer), Some(driver)) = (self.queued, self.balancer.as_mut(), self.driver.as_ref())
+        else {
+            return Poll::Pending;
+        };
+        let ready = balancer.poll_ready(&mut Context::from_waker(driver));
+        ready.map_ok(|()| balancer)
     }
 }

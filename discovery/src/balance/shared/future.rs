@@ -6,7 +6,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use tokio::sync::oneshot;
@@ -25,34 +25,24 @@ pub(crate) type BoxResponseFuture<Rsp> = Pin<Box<dyn Future<Output = Result<Rsp,
 /// endpoint's response. Dropping it cancels the request: the driver skips
 /// a request whose future is gone, and a request already sent is dropped
 /// with it.
-pub struct SharedResponseFuture<Rsp> {
-    state: State<Rsp>,
-}
+pub struct SharedResponseFuture<Rsp>(BoxResponseFuture<Rsp>);
 
-enum State<Rsp> {
-    Waiting(oneshot::Receiver<Result<BoxResponseFuture<Rsp>, BalanceError>>),
-    Sent(BoxResponseFuture<Rsp>),
-    Failed(Option<BalanceError>),
-}
-
-impl<Rsp> SharedResponseFuture<Rsp> {
+impl<Rsp: Send + 'static> SharedResponseFuture<Rsp> {
     pub(crate) fn waiting(reply: oneshot::Receiver<Result<BoxResponseFuture<Rsp>, BalanceError>>) -> Self {
-        Self {
-            state: State::Waiting(reply),
-        }
+        Self(Box::pin(async move {
+            // A dropped sender: the driver dropped the request unanswered.
+            let future = reply.await.map_err(|_gone| BalanceError::Closed)??;
+            future.await
+        }))
     }
 
     /// Called in the caller's task: only the endpoint's response is left.
     pub(crate) fn sent(future: BoxResponseFuture<Rsp>) -> Self {
-        Self {
-            state: State::Sent(future),
-        }
+        Self(future)
     }
 
     pub(crate) fn failed(error: BalanceError) -> Self {
-        Self {
-            state: State::Failed(Some(error)),
-        }
+        Self(Box::pin(std::future::ready(Err(error))))
     }
 }
 
@@ -60,34 +50,12 @@ impl<Rsp> Future for SharedResponseFuture<Rsp> {
     type Output = Result<Rsp, BalanceError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every state is `Unpin` (a oneshot receiver, a box, an error).
-        let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                State::Waiting(reply) => match ready!(Pin::new(reply).poll(cx)) {
-                    Ok(Ok(future)) => this.state = State::Sent(future),
-                    Ok(Err(error)) => return Poll::Ready(Err(error)),
-                    // The driver dropped the request unanswered: it is gone.
-                    Err(_) => return Poll::Ready(Err(BalanceError::Closed)),
-                },
-                State::Sent(future) => return future.as_mut().poll(cx),
-                State::Failed(error) => {
-                    return Poll::Ready(Err(error.take().unwrap_or(BalanceError::NotReady)));
-                }
-            }
-        }
+        self.get_mut().0.as_mut().poll(cx)
     }
 }
 
 impl<Rsp> fmt::Debug for SharedResponseFuture<Rsp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Waiting(_) => "waiting for the driver",
-            State::Sent(_) => "sent",
-            State::Failed(_) => "failed",
-        };
-        f.debug_struct("SharedResponseFuture")
-            .field("state", &state)
-            .finish()
+        f.debug_struct("SharedResponseFuture").finish_non_exhaustive()
     }
 }

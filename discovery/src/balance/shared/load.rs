@@ -6,7 +6,7 @@
 //! nothing for it (the in-flight counts are the reference counts the
 //! balancer keeps anyway).
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use async_trait::async_trait;
 use orch_core::autoscale::{MetricSource, Reading};
@@ -45,7 +45,7 @@ pub(crate) trait LoadView: Send + Sync {
 /// ```
 #[derive(Clone)]
 pub struct BalancerLoad {
-    balancer: Weak<dyn LoadView>,
+    pub(super) balancer: Weak<dyn LoadView>,
 }
 
 impl std::fmt::Debug for BalancerLoad {
@@ -57,12 +57,6 @@ impl std::fmt::Debug for BalancerLoad {
 }
 
 impl BalancerLoad {
-    pub(crate) fn new(balancer: &Arc<dyn LoadView>) -> Self {
-        Self {
-            balancer: Arc::downgrade(balancer),
-        }
-    }
-
     /// Ready endpoints and requests in flight now; `None` once the
     /// balancer is gone.
     pub fn snapshot(&self) -> Option<LoadSnapshot> {

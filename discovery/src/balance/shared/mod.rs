@@ -39,8 +39,9 @@ use crate::{Endpoint, EndpointChange};
 pub use future::SharedResponseFuture;
 pub use load::{BalancerLoad, LoadSnapshot};
 
+pub(crate) use driver::Drive;
 use driver::{Driver, Message};
-use fast::{FastCall, FastPath, IfBusy, ReportsLoad, Shared};
+use fast::{FastPath, IfBusy, Shared};
 
 /// A cheap `Clone` handle to a [`Balancer`] run by a driver task, for any
 /// number of tasks to share; no outage of the endpoints, however long,
@@ -124,18 +125,11 @@ pub struct SharedBalancer<Req, Rsp> {
     /// Made on the first call that must wait for a place in the queue, and
     /// kept: a handle whose calls all go at once never needs it.
     queue: Option<PollSender<Message<Req, Rsp>>>,
-    ready: Readiness,
-}
-
-/// What the last `poll_ready` granted, until `call` uses it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Readiness {
-    /// No `Ready` since the last `call`.
-    Unpolled,
-    /// Nothing queued and an endpoint ready: the call goes at once.
-    Now,
-    /// A place in the queue is reserved (in `queue`).
-    Queued,
+    /// What the last `poll_ready` granted, until `call` uses it: `None`
+    /// before a `Ready`; [`IfBusy::GiveBack`] when the call goes at once
+    /// (nothing queued and an endpoint ready), [`IfBusy::Queue`] when a
+    /// place in the queue is reserved (in `queue`).
+    ready: Option<IfBusy>,
 }
 
 impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
@@ -146,7 +140,7 @@ impl<Req, Rsp> Clone for SharedBalancer<Req, Rsp> {
             balancer: Arc::clone(&self.balancer),
             requests: self.requests.clone(),
             queue: None,
-            ready: Readiness::Unpolled,
+            ready: None,
         }
     }
 }
@@ -164,7 +158,9 @@ impl<Req, Rsp> SharedBalancer<Req, Rsp> {
     /// alive.
     pub fn load(&self) -> BalancerLoad {
         let view: Arc<dyn load::LoadView> = self.balancer.clone();
-        BalancerLoad::new(&view)
+        BalancerLoad {
+            balancer: Arc::downgrade(&view),
+        }
     }
 }
 
@@ -204,13 +200,13 @@ where
     type Future = SharedResponseFuture<Rsp>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        if self.ready != Readiness::Unpolled {
+        if self.ready.is_some() {
             return Poll::Ready(Ok(()));
         }
         if self.balancer.ready_now() {
             // A place being waited for is not needed any more.
             self.abort_reserved();
-            self.ready = Readiness::Now;
+            self.ready = Some(IfBusy::GiveBack);
             return Poll::Ready(Ok(()));
         }
         // A place in the queue even for a call that may yet go at once:
@@ -222,38 +218,28 @@ where
             .get_or_insert_with(|| PollSender::new(requests.clone()));
         let ready = queue.poll_reserve(cx).map_err(|_closed| BalanceError::Closed);
         if let Poll::Ready(Ok(())) = ready {
-            self.ready = Readiness::Queued;
+            self.ready = Some(IfBusy::Queue);
         }
         ready
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match std::mem::replace(&mut self.ready, Readiness::Unpolled) {
+        let Some(if_busy) = self.ready.take() else {
             // No `Ready` from `poll_ready` first: a broken `Service` contract.
-            Readiness::Unpolled => SharedResponseFuture::failed(BalanceError::NotReady),
-            Readiness::Now => match self.balancer.try_call(request, IfBusy::GiveBack) {
-                FastCall::Sent(future) => SharedResponseFuture::sent(future),
-                FastCall::Failed(error) => SharedResponseFuture::failed(error),
-                FastCall::Busy(request) => {
-                    let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
-                    SharedResponseFuture::sent(Box::pin(queued))
-                }
-            },
-            Readiness::Queued => {
-                let request = match self.balancer.try_call(request, IfBusy::Queue) {
-                    FastCall::Sent(future) => {
-                        self.abort_reserved();
-                        return SharedResponseFuture::sent(future);
-                    }
-                    FastCall::Failed(error) => {
-                        self.abort_reserved();
-                        return SharedResponseFuture::failed(error);
-                    }
-                    FastCall::Busy(request) => request,
-                };
-                self.queue(request)
+            return SharedResponseFuture::failed(BalanceError::NotReady);
+        };
+        let result = match self.balancer.try_call(request, if_busy) {
+            Ok(future) => future,
+            Err(request) if if_busy == IfBusy::Queue => return self.queue(request),
+            Err(request) => {
+                let queued = queue_later(Arc::clone(&self.balancer), self.requests.clone(), request);
+                return SharedResponseFuture::sent(Box::pin(queued));
             }
-        }
+        };
+        // Sent or answered at once: the place reserved in the queue (if
+        // any) is not needed.
+        self.abort_reserved();
+        result
     }
 }
 
@@ -263,7 +249,7 @@ where
 /// in the queue, tries the fast path again, and otherwise queues: the
 /// count and the send with no `await` between them, so a call dropped
 /// while it waits leaves nothing counted.
-async fn queue_later<Req, Rsp>(
+async fn queue_later<Req, Rsp: Send + 'static>(
     balancer: Arc<dyn FastPath<Req, Rsp>>,
     requests: mpsc::Sender<Message<Req, Rsp>>,
     request: Req,
@@ -273,9 +259,8 @@ async fn queue_later<Req, Rsp>(
         .await
         .map_err(|_closed| BalanceError::Closed)?;
     let request = match balancer.try_call(request, IfBusy::Queue) {
-        FastCall::Sent(future) => return future.await,
-        FastCall::Failed(error) => return Err(error),
-        FastCall::Busy(request) => request,
+        Ok(future) => return future.await,
+        Err(request) => request,
     };
     let (respond, reply) = oneshot::channel();
     place.send(Message { request, respond });
@@ -283,18 +268,6 @@ async fn queue_later<Req, Rsp>(
 }
 
 // ===== impl Balancer =====
-
-impl<D, M, K, H> ReportsLoad for Balancer<D, M, K, H>
-where
-    M: Service<Endpoint>,
-{
-    fn load(&self) -> LoadSnapshot {
-        LoadSnapshot {
-            ready: self.ready_len(),
-            in_flight: self.in_flight(),
-        }
-    }
-}
 
 impl<D, M, K, H> Balancer<D, M, K, H>
 where
@@ -369,8 +342,13 @@ where
             balancer: Arc::clone(&balancer) as Arc<dyn FastPath<_, _>>,
             requests: sender,
             queue: None,
-            ready: Readiness::Unpolled,
+            ready: None,
         };
-        (shared, Driver::new(balancer, receiver))
+        let driver = Driver {
+            shared: balancer,
+            requests: receiver,
+            current: None,
+        };
+        (shared, driver)
     }
 }
