@@ -1,5 +1,7 @@
 //! Smooth weighted round robin: nginx's algorithm, precomputed.
 
+use std::fmt;
+
 use crate::Weight;
 use crate::balance::{
     endpoints::ReadyView,
@@ -90,7 +92,7 @@ const PROBES: usize = 32;
 /// their first request to the same endpoint; [`set_start`](Self::set_start)
 /// rotates the tie order (Envoy starts its round robin at a random endpoint
 /// for the same reason).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmoothWrr {
     weights: Vec<Weight>,
     eligible: Vec<bool>,
@@ -99,6 +101,24 @@ pub struct SmoothWrr {
     /// Weights, eligibility or start changed since the state was built.
     stale: bool,
     limits: Limits,
+}
+
+// Not derived: a precomputed schedule holds up to `MAX_SCHEDULE` entries.
+impl fmt::Debug for SmoothWrr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.state {
+            State::Empty => "empty",
+            State::Schedule { .. } => "schedule",
+            State::Live(_) => "live",
+        };
+        f.debug_struct("SmoothWrr")
+            .field("weights", &self.weights)
+            .field("eligible", &self.eligible)
+            .field("start", &self.start)
+            .field("mode", &mode)
+            .field("stale", &self.stale)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

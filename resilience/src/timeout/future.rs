@@ -29,7 +29,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline(always)]
+    #[inline]
     pub(crate) fn new(response: F, after: Duration, limit: Limit) -> Self {
         Self {
             response,
@@ -63,9 +63,7 @@ where
     }
 }
 
-/// Reports a timeout; out of line, so the poll of a call answered in time
-/// stays small.
-#[cold]
+/// Reports a timeout.
 fn timed_out(limit: Limit) -> ResilienceError {
     let (label, kind, after) = limit.get();
     let name = label.name();
