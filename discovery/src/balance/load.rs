@@ -295,7 +295,8 @@ struct HealthLink {
 
 /// A run of failures tripped the detector: the balancer ejects the
 /// endpoint at its next `poll_ready`. Out of line: rare, and inlined it
-/// lengthened every request's record.
+/// lengthened every request's record (+5 ns a request at 1,000 endpoints
+/// in `benches/balance.rs`).
 #[cold]
 #[inline(never)]
 fn tripped(balancer: &Waker) {
