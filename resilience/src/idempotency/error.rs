@@ -113,4 +113,24 @@ impl StoreError {
     pub fn is_stale(&self) -> bool {
         matches!(self, Self::StaleToken)
     }
+
+    /// [`InvalidLease`](Self::InvalidLease) unless `lease` is above zero
+    /// and at most `max`: the check every store makes before a claim or a
+    /// renewal.
+    pub(super) fn check_lease(lease: Duration, max: Duration) -> Result<(), Self> {
+        if lease.is_zero() || lease > max {
+            return Err(Self::InvalidLease { lease, max });
+        }
+        Ok(())
+    }
+
+    /// [`ResponseTooLarge`](Self::ResponseTooLarge) if `response` is larger
+    /// than `max` bytes: the check every store makes before a completion.
+    pub(super) fn check_size(response: &super::SavedResponse, max: usize) -> Result<(), Self> {
+        let size = response.size();
+        if size > max {
+            return Err(Self::ResponseTooLarge { size, max });
+        }
+        Ok(())
+    }
 }

@@ -53,3 +53,27 @@ pub use postgres::{PostgresStore, PostgresStoreConfig};
 pub use response::{ResponseStatus, SavedResponse};
 pub use store::{Claim, IdempotencyStore};
 pub use token::{FencingToken, Fingerprint};
+
+use std::time::Duration;
+
+use crate::config::{ConfigError, check};
+
+/// The longest retention a store accepts: a year and a day, far beyond any
+/// sensible one, and well within what `Instant` can add.
+const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The shape of every check in the stores' and layers' configs: an error
+/// naming `field` unless `valid`.
+fn ensure(valid: bool, field: &str, reason: &'static str) -> Result<(), ConfigError> {
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::field(field, reason))
+    }
+}
+
+/// A store's retention: above zero and at most [`MAX_RETENTION`].
+fn check_retention(field: &str, retention: Duration) -> Result<(), ConfigError> {
+    check::non_zero_duration(field, retention)?;
+    ensure(retention <= MAX_RETENTION, field, "must be at most 366 days")
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, check};
+use crate::idempotency::ensure;
 
 /// The longest key accepted by any configuration: the memory store leaves
 /// room for 1 KiB of scope and key, and scopes are cut to 71 bytes (see
@@ -233,38 +234,28 @@ impl IdempotencyConfig {
     /// Rejects values that cannot work; the error names the field
     /// (`idempotency.max_key_length`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::field("idempotency.name", "must not be empty"));
-        }
-        if self.methods.is_empty() {
-            return Err(ConfigError::field(
-                "idempotency.methods",
-                "must name at least one method",
-            ));
-        }
-        if self
-            .methods
-            .iter()
-            .any(|m| http::Method::from_bytes(m.as_bytes()).is_err())
-        {
-            return Err(ConfigError::field(
-                "idempotency.methods",
-                "must be HTTP method names",
-            ));
-        }
-        if self.grpc_methods.iter().any(|path| !is_grpc_path(path)) {
-            return Err(ConfigError::field(
-                "idempotency.grpc_methods",
-                "must be full method paths like /package.Service/Method",
-            ));
-        }
+        ensure(!self.name.is_empty(), "idempotency.name", "must not be empty")?;
+        ensure(
+            !self.methods.is_empty(),
+            "idempotency.methods",
+            "must name at least one method",
+        )?;
+        ensure(
+            (self.methods.iter()).all(|m| http::Method::from_bytes(m.as_bytes()).is_ok()),
+            "idempotency.methods",
+            "must be HTTP method names",
+        )?;
+        ensure(
+            self.grpc_methods.iter().all(|path| is_grpc_path(path)),
+            "idempotency.grpc_methods",
+            "must be full method paths like /package.Service/Method",
+        )?;
         check::non_zero_duration("idempotency.lease", self.lease)?;
-        if self.lease > MAX_LEASE {
-            return Err(ConfigError::field(
-                "idempotency.lease",
-                "must be at most 366 days",
-            ));
-        }
+        ensure(
+            self.lease <= MAX_LEASE,
+            "idempotency.lease",
+            "must be at most 366 days",
+        )?;
         check::non_zero_duration(
             "idempotency.in_progress_retry_after",
             self.in_progress_retry_after,
@@ -272,24 +263,21 @@ impl IdempotencyConfig {
         check::non_zero_duration("idempotency.store_retry_after", self.store_retry_after)?;
         check::non_zero("idempotency.max_body_bytes", self.max_body_bytes)?;
         check::non_zero("idempotency.max_response_bytes", self.max_response_bytes)?;
-        if self.max_key_length == 0 || self.max_key_length > MAX_KEY_LENGTH {
-            return Err(ConfigError::field(
-                "idempotency.max_key_length",
-                "must be from 1 to 512",
-            ));
-        }
-        if self.min_key_length == 0 || self.min_key_length > self.max_key_length {
-            return Err(ConfigError::field(
-                "idempotency.min_key_length",
-                "must be from 1 to max_key_length",
-            ));
-        }
-        if self.min_key_distinct_chars > self.max_key_length {
-            return Err(ConfigError::field(
-                "idempotency.min_key_distinct_chars",
-                "must be at most max_key_length",
-            ));
-        }
+        ensure(
+            (1..=MAX_KEY_LENGTH).contains(&self.max_key_length),
+            "idempotency.max_key_length",
+            "must be from 1 to 512",
+        )?;
+        ensure(
+            (1..=self.max_key_length).contains(&self.min_key_length),
+            "idempotency.min_key_length",
+            "must be from 1 to max_key_length",
+        )?;
+        ensure(
+            self.min_key_distinct_chars <= self.max_key_length,
+            "idempotency.min_key_distinct_chars",
+            "must be at most max_key_length",
+        )?;
         Ok(())
     }
 }

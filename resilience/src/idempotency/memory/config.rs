@@ -4,10 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MemoryStore, shard::RECORD_OVERHEAD};
 use crate::config::{ConfigError, check};
-
-/// The longest retention a memory store accepts: a year and a day, far
-/// beyond any sensible one, and well within what `Instant` can add.
-const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+use crate::idempotency::{check_retention, ensure};
 
 /// The most shards a memory store has.
 const MAX_SHARDS: usize = 1024;
@@ -109,39 +106,25 @@ impl MemoryStoreConfig {
     /// Rejects values that cannot work; the error names the field
     /// (`idempotency.memory.max_records`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::non_zero_duration("idempotency.memory.retention", self.retention)?;
-        if self.retention > MAX_RETENTION {
-            return Err(ConfigError::field(
-                "idempotency.memory.retention",
-                "must be at most 366 days",
-            ));
-        }
-        if !self.shards.is_power_of_two() || self.shards > MAX_SHARDS {
-            return Err(ConfigError::field(
-                "idempotency.memory.shards",
-                "must be a power of two from 1 to 1024",
-            ));
-        }
+        check_retention("idempotency.memory.retention", self.retention)?;
+        ensure(
+            self.shards.is_power_of_two() && self.shards <= MAX_SHARDS,
+            "idempotency.memory.shards",
+            "must be a power of two from 1 to 1024",
+        )?;
         check::non_zero("idempotency.memory.max_records", self.max_records)?;
-        if self.max_records < self.shards {
-            return Err(ConfigError::field(
-                "idempotency.memory.max_records",
-                "must be at least the number of shards",
-            ));
-        }
+        ensure(
+            self.max_records >= self.shards,
+            "idempotency.memory.max_records",
+            "must be at least the number of shards",
+        )?;
         check::non_zero("idempotency.memory.max_response_bytes", self.max_response_bytes)?;
-        let per_shard = self.max_bytes / self.shards;
-        if per_shard
-            < self
-                .max_response_bytes
-                .saturating_add(RECORD_OVERHEAD + MAX_NAME_ALLOWANCE)
-        {
-            return Err(ConfigError::field(
-                "idempotency.memory.max_bytes",
-                "must give each shard (max_bytes / shards) room for a record with a response of max_response_bytes",
-            ));
-        }
-        Ok(())
+        let per_record = (self.max_response_bytes).saturating_add(RECORD_OVERHEAD + MAX_NAME_ALLOWANCE);
+        ensure(
+            self.max_bytes / self.shards >= per_record,
+            "idempotency.memory.max_bytes",
+            "must give each shard (max_bytes / shards) room for a record with a response of max_response_bytes",
+        )
     }
 
     /// Validates the config and builds the store.

@@ -18,8 +18,6 @@
 mod config;
 mod expiry;
 mod shard;
-#[cfg(test)]
-mod tests;
 
 use std::{
     fmt,
@@ -143,14 +141,6 @@ impl MemoryStore {
         // and its tag from the top seven, so within a shard they still vary.
         lock(&self.inner.shards[(slot.hash >> 40) as usize & self.inner.mask])
     }
-
-    fn check_lease(&self, lease: Duration) -> Result<(), StoreError> {
-        let max = self.inner.limits.retention;
-        if lease.is_zero() || lease > max {
-            return Err(StoreError::InvalidLease { lease, max });
-        }
-        Ok(())
-    }
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -185,7 +175,7 @@ impl IdempotencyStore for MemoryStore {
         fingerprint: Fingerprint,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        self.check_lease(lease)?;
+        StoreError::check_lease(lease, self.inner.limits.retention)?;
         let slot = self.slot(RecordName::new(scope, key));
         let now = Instant::now();
         self.shard(&slot)
@@ -193,11 +183,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn complete(&self, token: &FencingToken, response: SavedResponse) -> Result<(), StoreError> {
-        let size = response.size();
-        let max = self.inner.config.max_response_bytes;
-        if size > max {
-            return Err(StoreError::ResponseTooLarge { size, max });
-        }
+        StoreError::check_size(&response, self.inner.config.max_response_bytes)?;
         let slot = self.slot(token.name().clone());
         let now = Instant::now();
         let result = self
@@ -220,9 +206,12 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn renew(&self, token: &FencingToken, lease: Duration) -> Result<(), StoreError> {
-        self.check_lease(lease)?;
+        StoreError::check_lease(lease, self.inner.limits.retention)?;
         let slot = self.slot(token.name().clone());
         let now = Instant::now();
         self.shard(&slot).renew(&slot, token.generation(), lease, now)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,10 +6,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, check};
-
-/// The longest retention accepted: a year and a day, as for the memory
-/// store.
-const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+use crate::idempotency::{check_retention, ensure};
 
 /// PostgreSQL's identifiers hold at most 63 bytes; longer ones are cut
 /// silently, so two long names could end up the same.
@@ -173,29 +170,21 @@ impl PostgresStoreConfig {
             parse_url(url)?;
         }
         identifier("idempotency.postgres.schema", &self.schema, MAX_IDENTIFIER)?;
-        if self.schema.starts_with("pg_") {
-            return Err(ConfigError::field(
-                "idempotency.postgres.schema",
-                "must not start with pg_, which PostgreSQL reserves",
-            ));
-        }
+        ensure(
+            !self.schema.starts_with("pg_"),
+            "idempotency.postgres.schema",
+            "must not start with pg_, which PostgreSQL reserves",
+        )?;
         identifier("idempotency.postgres.table", &self.table, MAX_TABLE)?;
-        check::non_zero_duration("idempotency.postgres.retention", self.retention)?;
-        if self.retention > MAX_RETENTION {
-            return Err(ConfigError::field(
-                "idempotency.postgres.retention",
-                "must be at most 366 days",
-            ));
-        }
+        check_retention("idempotency.postgres.retention", self.retention)?;
         check::non_zero("idempotency.postgres.max_connections", self.max_connections)?;
         check::non_zero_duration("idempotency.postgres.connect_timeout", self.connect_timeout)?;
         check::non_zero("idempotency.postgres.max_response_bytes", self.max_response_bytes)?;
-        if self.max_response_bytes > MAX_RESPONSE_BYTES {
-            return Err(ConfigError::field(
-                "idempotency.postgres.max_response_bytes",
-                "must be at most 256 MiB",
-            ));
-        }
+        ensure(
+            self.max_response_bytes <= MAX_RESPONSE_BYTES,
+            "idempotency.postgres.max_response_bytes",
+            "must be at most 256 MiB",
+        )?;
         check::non_zero_duration(
             "idempotency.postgres.unavailable_retry_after",
             self.unavailable_retry_after,
@@ -220,18 +209,16 @@ fn identifier(field: &str, name: &str, max: usize) -> Result<(), ConfigError> {
     let mut chars = name.chars();
     let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !starts_well || !rest_ok {
-        return Err(ConfigError::field(
-            field,
-            "must be a lower-case SQL identifier: a-z or _ first, then a-z, 0-9 or _",
-        ));
-    }
-    if name.len() > max {
-        return Err(ConfigError::field(
-            field,
-            "is too long: at most 63 bytes for the schema, 52 for the table",
-        ));
-    }
+    ensure(
+        starts_well && rest_ok,
+        field,
+        "must be a lower-case SQL identifier: a-z or _ first, then a-z, 0-9 or _",
+    )?;
+    ensure(
+        name.len() <= max,
+        field,
+        "is too long: at most 63 bytes for the schema, 52 for the table",
+    )?;
     Ok(())
 }
 

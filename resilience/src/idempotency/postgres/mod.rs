@@ -238,14 +238,6 @@ impl PostgresStore {
         StoreError::unavailable(err).with_retry_after(self.inner.config.unavailable_retry_after)
     }
 
-    fn check_lease(&self, lease: Duration) -> Result<(), StoreError> {
-        let max = self.inner.config.retention;
-        if lease.is_zero() || lease > max {
-            return Err(StoreError::InvalidLease { lease, max });
-        }
-        Ok(())
-    }
-
     /// Runs a fenced statement; no row changed means a stale token.
     async fn fenced(
         &self,
@@ -296,7 +288,7 @@ impl IdempotencyStore for PostgresStore {
         fingerprint: Fingerprint,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        self.check_lease(lease)?;
+        StoreError::check_lease(lease, self.inner.config.retention)?;
         let (lease_us, retention_us) = (micros(lease), micros(self.inner.config.retention));
         let fp: &[u8] = fingerprint.as_bytes();
         let client = self.client().await?;
@@ -321,10 +313,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn complete(&self, token: &FencingToken, response: SavedResponse) -> Result<(), StoreError> {
-        let (size, max) = (response.size(), self.inner.config.max_response_bytes);
-        if size > max {
-            return Err(StoreError::ResponseTooLarge { size, max });
-        }
+        StoreError::check_size(&response, self.inner.config.max_response_bytes)?;
         let retention_us = micros(self.inner.config.retention);
         let saved = row::Columns::from(&response);
         self.fenced(
@@ -349,7 +338,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn renew(&self, token: &FencingToken, lease: Duration) -> Result<(), StoreError> {
-        self.check_lease(lease)?;
+        StoreError::check_lease(lease, self.inner.config.retention)?;
         let lease_us = micros(lease);
         self.fenced(&self.inner.sql.renew, token, &[&lease_us]).await
     }

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RedisStore;
 use crate::config::{ConfigError, check};
-
-/// The longest retention accepted: a year and a day, as the memory store.
-const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+use crate::idempotency::{MAX_RETENTION, ensure};
 
 /// The largest response accepted as `max_response_bytes`: Redis holds at
 /// most 512 MiB in one value, and the encoding adds a little.
@@ -127,34 +125,28 @@ impl RedisStoreConfig {
     /// (`idempotency.redis.key_prefix`). A missing `url` is not an error
     /// here: [`build`](Self::build) needs it, `build_with_client` does not.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url
-            && ::redis::Client::open(url.as_str()).is_err()
-        {
-            return Err(ConfigError::field(
-                "idempotency.redis.url",
-                "must be a redis:// or unix:// URL (rediss:// needs a TLS feature of the redis crate)",
-            ));
-        }
-        if self.key_prefix.is_empty() || self.key_prefix.len() > 256 {
-            return Err(ConfigError::field(
-                "idempotency.redis.key_prefix",
-                "must be 1 to 256 bytes, to keep the store's keys apart from others",
-            ));
-        }
+        ensure(
+            (self.url.as_ref()).is_none_or(|url| ::redis::Client::open(url.as_str()).is_ok()),
+            "idempotency.redis.url",
+            "must be a redis:// or unix:// URL (rediss:// needs a TLS feature of the redis crate)",
+        )?;
+        ensure(
+            (1..=256).contains(&self.key_prefix.len()),
+            "idempotency.redis.key_prefix",
+            "must be 1 to 256 bytes, to keep the store's keys apart from others",
+        )?;
         // Below a millisecond PEXPIRE cannot express it.
-        if self.retention < Duration::from_millis(1) || self.retention > MAX_RETENTION {
-            return Err(ConfigError::field(
-                "idempotency.redis.retention",
-                "must be from 1 ms to 366 days",
-            ));
-        }
+        ensure(
+            (Duration::from_millis(1)..=MAX_RETENTION).contains(&self.retention),
+            "idempotency.redis.retention",
+            "must be from 1 ms to 366 days",
+        )?;
         check::non_zero("idempotency.redis.max_response_bytes", self.max_response_bytes)?;
-        if self.max_response_bytes > MAX_RESPONSE_LIMIT {
-            return Err(ConfigError::field(
-                "idempotency.redis.max_response_bytes",
-                "must be at most 256 MiB (Redis holds 512 MiB per value)",
-            ));
-        }
+        ensure(
+            self.max_response_bytes <= MAX_RESPONSE_LIMIT,
+            "idempotency.redis.max_response_bytes",
+            "must be at most 256 MiB (Redis holds 512 MiB per value)",
+        )?;
         check::non_zero_duration("idempotency.redis.connect_timeout", self.connect_timeout)?;
         check::non_zero_duration("idempotency.redis.response_timeout", self.response_timeout)?;
         check::non_zero_duration(

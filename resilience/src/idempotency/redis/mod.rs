@@ -184,10 +184,7 @@ impl RedisStore {
     }
 
     fn check_lease(&self, lease: Duration) -> Result<u128, StoreError> {
-        let max = self.inner.config.retention;
-        if lease.is_zero() || lease > max {
-            return Err(StoreError::InvalidLease { lease, max });
-        }
+        StoreError::check_lease(lease, self.inner.config.retention)?;
         Ok(lease.as_micros())
     }
 
@@ -247,10 +244,7 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn complete(&self, token: &FencingToken, response: SavedResponse) -> Result<(), StoreError> {
-        let (size, max) = (response.size(), self.inner.config.max_response_bytes);
-        if size > max {
-            return Err(StoreError::ResponseTooLarge { size, max });
-        }
+        StoreError::check_size(&response, self.inner.config.max_response_bytes)?;
         self.fenced(
             scripts::COMPLETE
                 .key(self.record_key(token.scope(), token.key()))
