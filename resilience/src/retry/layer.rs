@@ -51,6 +51,7 @@ use crate::{
 /// assert_eq!(service.oneshot(21).await.unwrap(), 42);
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct RetryLayer<C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     name: Arc<str>,
     settings: Settings,
@@ -216,19 +217,6 @@ impl<C, P, R> RetryLayer<C, P, R> {
     /// The throttle, if any.
     pub fn throttle(&self) -> Option<&Arc<RetryThrottle>> {
         self.shared.throttle.as_ref()
-    }
-}
-
-impl<C: Clone, P: Clone, R: Clone> Clone for RetryLayer<C, P, R> {
-    fn clone(&self) -> Self {
-        Self {
-            name: Arc::clone(&self.name),
-            settings: self.settings,
-            classifier: self.classifier.clone(),
-            safety: self.safety.clone(),
-            replay: self.replay.clone(),
-            shared: self.shared.clone(),
-        }
     }
 }
 

@@ -28,6 +28,7 @@ use crate::deadline::deadline_after;
 pub(super) struct CallTimer(Option<Pin<Box<Parts>>>);
 
 pin_project! {
+    #[derive(Default)]
     struct Parts {
         // `None` until first armed: a call whose body is read first arms
         // it at the first poll, so that `call` needs no runtime.
@@ -65,7 +66,7 @@ impl CallTimer {
             sleep,
             cutoff,
             deadline,
-            backoff: None,
+            ..Parts::default()
         })))
     }
 
@@ -141,14 +142,6 @@ fn drop_parts(parts: Pin<Box<Parts>>) {
 
 impl CallTimer {
     fn parts(&mut self) -> Pin<&mut Parts> {
-        let parts = self.0.get_or_insert_with(|| {
-            Box::pin(Parts {
-                sleep: None,
-                cutoff: None,
-                deadline: None,
-                backoff: None,
-            })
-        });
-        parts.as_mut()
+        self.0.get_or_insert_with(|| Box::pin(Parts::default())).as_mut()
     }
 }
