@@ -1,0 +1,224 @@
+//! Instructions per call of a few benchmark lines, counted under callgrind,
+//! for choices worth a handful of instructions (an `#[inline(always)]`, a
+//! field fewer in a future): on the project's shared two-core machines the
+//! wall time of one line moves by a third between runs, instruction counts
+//! do not move at all.
+//!
+//! Usage: `cargo bench --bench instructions --no-run`, then run the binary
+//! it names as `valgrind --tool=callgrind --callgrind-out-file=/dev/null
+//! <binary> <line> <calls>` with 10,000 and 30,000 calls; the difference of
+//! the two totals over 20,000 is the count per call, setup and warm-up
+//! excluded. Lines: `bare`, `retry`, `retry_without_budget`,
+//! `tower_retry_backoff`, `tower_retry_budget` (as in `benches/resilience.rs`),
+//! and `p2c_ewma`, `p2c_pending`, `round_robin`, `maglev`, `tower_p2c_ewma`
+//! followed by `@` and a number of endpoints (as in `benches/balance.rs`).
+//! The balancer lines run with tokio's clock paused, so the balancer reads
+//! a clock that stands still and decides the same way however slowly
+//! valgrind runs. Without arguments (as `cargo bench` runs it) it prints
+//! this usage and exits.
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    hint::black_box,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures_util::{Stream, stream};
+use orch::{
+    discovery::{
+        Endpoint, EndpointChange,
+        balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
+    },
+    resilience::{AlwaysSafe, RetryConfig, RetryLayer},
+};
+use tower::{Layer, Service};
+
+// `bench_service` is for criterion's benchmarks, not this one.
+#[allow(dead_code)]
+#[path = "support/drive.rs"]
+mod drive;
+
+use drive::{Bare, bare, call_now};
+
+/// `calls` calls of `svc`, after a thousand not counted apart (the
+/// difference of two runs removes them with the setup).
+fn run<S: Service<u64>>(mut svc: S, calls: u64) {
+    for i in 0..calls {
+        black_box(call_now(&mut svc, black_box(i)));
+    }
+}
+
+/// `tower::retry` with tower's exponential backoff, as in `benches/resilience.rs`.
+#[derive(Clone)]
+struct BackoffAttempts {
+    left: usize,
+    backoff: tower::retry::backoff::ExponentialBackoff,
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for BackoffAttempts {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        use tower::retry::backoff::Backoff as _;
+        match result {
+            Err(_) if self.left > 0 => {
+                self.left -= 1;
+                Some(self.backoff.next_backoff())
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
+/// `tower::retry` with its `TpsBudget`, as in `benches/resilience.rs`.
+#[derive(Clone)]
+struct BudgetedAttempts {
+    left: usize,
+    budget: Arc<tower::retry::budget::TpsBudget>,
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for BudgetedAttempts {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget as _;
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) if self.left > 0 && self.budget.withdraw() => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
+fn retry_line(line: &str, calls: u64) -> Result<(), String> {
+    let orch_retry = |config: RetryConfig| {
+        RetryLayer::new(config)
+            .map(|layer| layer.safety(AlwaysSafe).layer(bare()))
+            .map_err(|error| error.to_string())
+    };
+    match line {
+        "bare" => run(bare(), calls),
+        "retry" => run(orch_retry(RetryConfig::default())?, calls),
+        "retry_without_budget" => run(orch_retry(RetryConfig::default().budget(None))?, calls),
+        "tower_retry_backoff" => {
+            use tower::retry::backoff::{ExponentialBackoffMaker, MakeBackoff as _};
+            let backoff = ExponentialBackoffMaker::new(
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                1.0,
+                tower::util::rng::HasherRng::default(),
+            )
+            .map_err(|error| error.to_string())?
+            .make_backoff();
+            let policy = BackoffAttempts { left: 2, backoff };
+            run(tower::retry::RetryLayer::new(policy).layer(bare()), calls)
+        }
+        "tower_retry_budget" => {
+            let policy = BudgetedAttempts {
+                left: 2,
+                budget: Arc::default(),
+            };
+            run(tower::retry::RetryLayer::new(policy).layer(bare()), calls)
+        }
+        other => return Err(format!("unknown line `{other}`")),
+    }
+    Ok(())
+}
+
+/// Our balancer over `n` bare endpoints, as `benches/balance.rs` builds it.
+fn ours(
+    n: usize,
+    algorithm: Algorithm,
+) -> Balancer<
+    impl Stream<Item = EndpointChange> + Unpin,
+    impl Service<Endpoint, Response = Bare, Error = Infallible, Future = Ready<Result<Bare, Infallible>>>,
+> {
+    let changes: Vec<EndpointChange> = (0..n)
+        .map(|i| {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
+            EndpointChange::Insert(Endpoint::new(format!("e{i}"), address))
+        })
+        .collect();
+    let config = BalancerConfig::default().algorithm(algorithm).seed(1);
+    let connect = connect_fn(|_: &Endpoint| bare());
+    Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
+}
+
+/// `svc` warmed up (connects, first readiness), then called `calls` times.
+fn warm_then_run<S: Service<u64>>(mut svc: S, calls: u64) {
+    for i in 0..1_000 {
+        black_box(call_now(&mut svc, i));
+    }
+    run(svc, calls);
+}
+
+fn balance_line(line: &str, n: usize, calls: u64) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let _entered = runtime.enter();
+    match line {
+        "p2c_ewma" => warm_then_run(ours(n, Algorithm::peak_ewma().into()), calls),
+        "p2c_pending" => warm_then_run(ours(n, Algorithm::pending_requests().into()), calls),
+        "round_robin" => warm_then_run(ours(n, Algorithm::RoundRobin), calls),
+        "maglev" => {
+            let keyed = ours(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
+            warm_then_run(keyed, calls);
+        }
+        "tower_p2c_ewma" => {
+            use tower::{
+                balance::p2c::Balance,
+                discover::ServiceList,
+                load::{CompleteOnResponse, PeakEwmaDiscover},
+            };
+            let endpoints = ServiceList::new((0..n).map(|_| bare()).collect::<Vec<_>>());
+            let discover = PeakEwmaDiscover::new::<u64>(
+                endpoints,
+                Duration::from_millis(30),
+                Duration::from_secs(10),
+                CompleteOnResponse::default(),
+            );
+            warm_then_run(Balance::new(discover), calls);
+        }
+        other => return Err(format!("unknown line `{other}`")),
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    let [line, calls] = args.as_slice() else {
+        println!("usage: instructions <line> <calls> (under valgrind --tool=callgrind; see the file's docs)");
+        return Ok(());
+    };
+    let calls: u64 = calls
+        .parse()
+        .map_err(|_| format!("`{calls}` is not a number of calls"))?;
+    match line.split_once('@') {
+        Some((line, n)) => {
+            let n = n
+                .parse()
+                .map_err(|_| format!("`{n}` is not a number of endpoints"))?;
+            balance_line(line, n, calls)
+        }
+        None => retry_line(line, calls),
+    }
+}
