@@ -32,14 +32,14 @@ pub(crate) fn shard_count() -> usize {
 }
 
 /// The calling thread's shard, for a counter with `mask + 1` shards.
-#[inline(always)]
+#[inline]
 pub(crate) fn shard_index(mask: usize) -> usize {
     thread_seed() & mask
 }
 
 /// The calling thread's seed, below `MAX_SHARDS`: its shard in every
 /// sharded counter is `seed & mask`.
-#[inline(always)]
+#[inline]
 pub(crate) fn thread_seed() -> usize {
     static NEXT_SEED: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -68,7 +68,6 @@ pub(crate) struct Padded<T>(pub(crate) T);
 impl<T> Deref for Padded<T> {
     type Target = T;
 
-    #[inline(always)]
     fn deref(&self) -> &T {
         &self.0
     }
@@ -93,7 +92,6 @@ impl<T> Sharded<T> {
     }
 
     /// The calling thread's value.
-    #[inline(always)]
     pub(crate) fn local(&self) -> &T {
         &self.items[shard_index(self.mask)]
     }
@@ -102,7 +100,6 @@ impl<T> Sharded<T> {
 impl<T> Deref for Sharded<T> {
     type Target = [T];
 
-    #[inline(always)]
     fn deref(&self) -> &[T] {
         &self.items
     }
@@ -130,7 +127,6 @@ impl<T> ShardHandles<T> {
     }
 
     /// The calling thread's shard handle.
-    #[inline(always)]
     pub(crate) fn for_thread(&self) -> Arc<ShardHandle<T>> {
         Arc::clone(self.0.local())
     }

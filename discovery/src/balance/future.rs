@@ -66,8 +66,9 @@ where
 {
     type Output = Result<T, BalanceError>;
 
-    // Always inlined: it is a third of the balancer's per-request work, and
-    // out of line its result travels through memory.
+    // Always inlined: out of line, its result travels through memory, 34
+    // more instructions a request with every algorithm (795 against 761
+    // for P2C peak-EWMA at 16 endpoints, `benches/instructions.rs`).
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

@@ -317,7 +317,6 @@ impl OutlierDetector {
         self.poll_due(now)
     }
 
-    #[inline(never)]
     fn poll_due(&mut self, now: Instant) -> Vec<HealthEvent> {
         let mut events = Vec::new();
         for index in 0..self.slots.len() {

@@ -392,7 +392,6 @@ impl MaglevPicker {
         p2c(&mut self.fallback, ready, rng, now)
     }
 
-    #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
         let members = ready.members.iter().map(|m| (&m.id, m.weight));
         let table = Maglev::with_table_size(members, self.table_size).inspect_err(|error| {

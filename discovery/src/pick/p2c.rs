@@ -60,7 +60,6 @@ pub(crate) fn p2c<S>(
 
 /// Any available endpoint, scanning from a random start; `None` when all
 /// are ejected.
-#[cold]
 fn first_available<S>(ready: &ReadyView<'_, S>, rng: &mut Rng) -> Option<usize> {
     let n = ready.len();
     let start = below(rng.next_u64() as u32, n);

@@ -288,7 +288,6 @@ impl SmoothWrr {
 
     /// Rebuilds the cycle from the current weights and eligibility, keeping
     /// the position within the cycle when both old and new are schedules.
-    #[cold]
     fn rebuild(&mut self) {
         self.stale = false;
         let phase = match &self.state {
@@ -472,7 +471,6 @@ impl RoundRobin {
         (n > 0).then(|| below(rng.next_u64() as u32, n))
     }
 
-    #[cold]
     fn rebuild<S>(&mut self, ready: &ReadyView<'_, S>) {
         let members = ready.members;
         if self.wrr.len() == members.len() {
