@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{backoff::ActiveBackoff, policy::CallPolicy, replay::Replay};
+use super::{policy::CallPolicy, replay::Replay, timer::CallTimer};
 use crate::{
     classify::{Classify, Pushback},
     error::{NotRetriedReason, ResilienceError},
@@ -77,15 +77,15 @@ pub(super) struct NextAttempt<Request> {
 /// Decides what follows the retryable `result` of attempt `attempts`, in
 /// the order of the module docs' table; the budget is asked last, so a
 /// retry refused for any other reason spends nothing. `source` is what the
-/// replay kept (`None` for a request that may not be repeated), `backoff`
-/// the call's schedule, started on first use.
+/// replay kept (`None` for a request that may not be repeated); `timer`
+/// holds the call's time limits and its backoff schedule, started on
+/// first use.
 pub(super) fn next_attempt<Req, Res, C, R>(
     policy: &CallPolicy<C, R>,
     attempts: u32,
     source: Option<&R::Source>,
     result: Result<&Res, &ResilienceError>,
-    backoff: &mut Option<ActiveBackoff>,
-    deadline: Option<Deadline>,
+    timer: &mut CallTimer<Result<Res, ResilienceError>>,
 ) -> Result<NextAttempt<R::Request>, GiveUp>
 where
     C: Classify<Res, ResilienceError>,
@@ -104,17 +104,21 @@ where
         Pushback::After(delay) => {
             // gRFC A6: after a pushback the backoff starts over from its
             // initial delay.
-            *backoff = None;
+            *timer.backoff() = None;
             (delay, "pushback")
         }
-        Pushback::None => match backoff.get_or_insert_with(|| policy.start_backoff()).next_delay() {
+        Pushback::None => match timer
+            .backoff()
+            .get_or_insert_with(|| policy.start_backoff())
+            .next_delay()
+        {
             Some(delay) => (delay, "backoff"),
             // A custom schedule that ends is a limit on attempts.
             None => return Err(GiveUp::NotRetried(NotRetriedReason::MaxAttempts)),
         },
     };
-    if let Some(deadline) = deadline
-        && !fits(Instant::now(), delay, settings.planned_attempt, deadline.at)
+    if let Some(deadline) = timer.deadline()
+        && !fits(Instant::now(), delay, timer.planned_attempt(), deadline.at)
     {
         return Err(GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose));
     }

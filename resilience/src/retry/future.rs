@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    decision::{Cutoff, GiveUp, NextAttempt, cutoff_for, fits, give_up, next_attempt, report_retry},
+    decision::{Cutoff, GiveUp, NextAttempt, fits, give_up, next_attempt, report_retry},
     policy::{CallPolicy, Policy},
     replay::{Prepared, Replay},
     timer::CallTimer,
@@ -44,21 +44,15 @@ pin_project! {
     {
         #[pin]
         state: State<R::Prepare, S::Future, R::Request>,
-        // The call's one timer and deadline (see the module docs).
-        timer: CallTimer,
+        // The call's one timer and deadline (see the module docs), and the
+        // result kept while the next attempt waits.
+        timer: CallTimer<Result<S::Response, ResilienceError>>,
         policy: CallPolicy<C, R>,
         // The service of later attempts; `None` for a call that cannot be
         // retried, which so clones nothing.
         service: Option<S>,
         // What later attempts are made from; `None` when there are none.
         source: Option<R::Source>,
-        // While the next attempt waits: the call's output if it cannot
-        // start in time. Not in `State`, which is kept small: a state is
-        // built on the stack and copied into the future, and a large one
-        // was read back wider than it was written, which stalls store
-        // forwarding (12.3 against 4.6 ns over a bare service, `retry`
-        // group of `benches/resilience.rs`).
-        last: Option<Result<S::Response, ResilienceError>>,
         attempts: u32,
     }
 }
@@ -88,6 +82,9 @@ where
     /// goes to it at once, as it would without this layer, and a clone is
     /// kept for later attempts only if there can be any. A body to read
     /// first takes the ready service along and leaves the clone.
+    ///
+    /// Always inlined: out of line, 26 more instructions a call (165
+    /// against 139 without a budget, `benches/instructions.rs`).
     #[inline(always)]
     pub(crate) fn new<P>(
         inner: &mut S,
@@ -99,9 +96,9 @@ where
         C: Clone,
         R: Clone,
     {
-        let settings = &policy.settings;
-        let timer = match settings.overall_timeout.is_some() || settings.attempt_timeout.is_some() {
-            true => CallTimer::start(settings, matches!(prepared, Prepared::Ready(..))),
+        let limits = &policy.limits;
+        let timer = match limits.attempt_timeout.is_some() || limits.overall_timeout.is_some() {
+            true => CallTimer::start(limits, matches!(prepared, Prepared::Ready(..))),
             false => CallTimer::NONE,
         };
         match prepared {
@@ -113,7 +110,6 @@ where
                     policy: policy.for_call(),
                     service: source.is_some().then(|| inner.clone()),
                     source,
-                    last: None,
                     attempts: 1,
                 }
             }
@@ -125,7 +121,6 @@ where
                     policy: policy.for_call(),
                     service: Some(mem::replace(inner, clone)),
                     source: None,
-                    last: None,
                     attempts: 0,
                 }
             }
@@ -221,16 +216,19 @@ where
                     // Waiting for the service may have eaten the time the
                     // attempt needs: then it must not start.
                     if let (Some(deadline), Some(limit)) =
-                        (this.timer.deadline(), this.policy.settings.planned_attempt)
+                        (this.timer.deadline(), this.timer.planned_attempt())
                         && !fits(Instant::now(), Duration::ZERO, Some(limit), deadline.at)
                     {
-                        let last = this.last.take().unwrap_or_else(|| Err(overall(deadline.after)));
+                        let last = this
+                            .timer
+                            .take_last()
+                            .unwrap_or_else(|| Err(overall(deadline.after)));
                         let why = GiveUp::NotRetried(NotRetriedReason::DeadlineTooClose);
                         let output = give_up(this.policy.settings.label, *this.attempts, why, last);
                         return this.finish(output);
                     }
                     // The kept result is for giving up before this attempt starts.
-                    *this.last = None;
+                    this.timer.take_last();
                     if let Err(error) = this.send(next) {
                         return this.finish(Err(error));
                     }
@@ -256,16 +254,7 @@ where
         let service = self.service.as_mut().ok_or_else(no_service)?;
         let call = service.call(request);
         *self.attempts += 1;
-        let settings = &self.policy.settings;
-        // Without a timeout, the clock is not read.
-        let cutoff = match (settings.attempt_timeout, self.timer.deadline()) {
-            (None, None) => None,
-            (attempt_timeout, deadline) => cutoff_for(Instant::now(), attempt_timeout, deadline),
-        };
-        match cutoff {
-            Some((at, cutoff)) => self.timer.arm(at, Some(cutoff)),
-            None => self.timer.uncut(),
-        }
+        self.timer.start_attempt();
         self.state.set(State::Waiting { call });
         Ok(())
     }
@@ -297,14 +286,12 @@ where
         // Drop the finished (or cancelled) attempt before deciding.
         self.state.set(State::Done);
         let (label, attempts) = (self.policy.settings.label, *self.attempts);
-        let deadline = self.timer.deadline();
         let next = next_attempt(
             self.policy,
             attempts,
             self.source.as_ref(),
             result.as_ref(),
-            self.timer.backoff(),
-            deadline,
+            self.timer,
         );
         let NextAttempt {
             request,
@@ -315,7 +302,7 @@ where
             Err(why) => return Some(give_up(label, attempts, why, result)),
         };
         report_retry(label, attempts, delay, reason, result.as_ref().err());
-        *self.last = Some(result);
+        self.timer.keep_last(result);
         if delay.is_zero() {
             if let Some(deadline) = self.timer.deadline() {
                 self.timer.arm(deadline.at, None);

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use super::{
     BufferBodies, CloneRequest, Retry, RetryBudget, RetryConfig, RetryThrottle,
     backoff::CustomBackoff,
-    policy::{LayerState, Policy, Settings},
+    policy::{LayerState, Policy, Settings, TimeLimits},
 };
 use crate::{
     classify::{DefaultClassifier, GrpcClassifier, HttpClassifier},
@@ -55,6 +55,7 @@ use crate::{
 pub struct RetryLayer<C = DefaultClassifier, P = HttpSafety, R = CloneRequest> {
     name: Arc<str>,
     settings: Settings,
+    limits: TimeLimits,
     classifier: C,
     safety: P,
     replay: R,
@@ -108,8 +109,8 @@ impl<C, P, R> RetryLayer<C, P, R> {
     /// deadline, without arming a timer: an attempt timeout layer below this
     /// one enforces the limit (the composition builder's attempt timeout).
     pub(crate) fn plan_attempts(mut self, limit: Duration) -> Self {
-        if self.settings.attempt_timeout.is_none() {
-            self.settings.planned_attempt = Some(limit);
+        if self.limits.attempt_timeout.is_none() {
+            self.limits.planned_attempt = Some(limit);
         }
         self
     }
@@ -122,10 +123,12 @@ impl<C, P, R> RetryLayer<C, P, R> {
             settings: Settings {
                 label: Label::intern(&config.name),
                 max_attempts: config.max_attempts,
+                backoff: config.backoff,
+            },
+            limits: TimeLimits {
                 attempt_timeout: config.attempt_timeout,
                 planned_attempt: config.attempt_timeout,
                 overall_timeout: config.overall_timeout,
-                backoff: config.backoff,
             },
             name: config.name.into(),
             classifier,
@@ -146,6 +149,7 @@ impl<C, P, R> RetryLayer<C, P, R> {
         RetryLayer {
             name: self.name,
             settings: self.settings,
+            limits: self.limits,
             classifier,
             safety,
             replay,
@@ -226,7 +230,7 @@ impl<S, C: Clone, P: Clone, R: Clone> Layer<S> for RetryLayer<C, P, R> {
     fn layer(&self, inner: S) -> Self::Service {
         let policy = Policy::new(
             Arc::clone(&self.name),
-            self.settings,
+            (self.settings, self.limits),
             self.classifier.clone(),
             self.safety.clone(),
             self.replay.clone(),
@@ -241,6 +245,7 @@ impl<C, P, R> fmt::Debug for RetryLayer<C, P, R> {
         f.debug_struct("RetryLayer")
             .field("name", &self.name)
             .field("settings", &self.settings)
+            .field("limits", &self.limits)
             .field("shared", &self.shared)
             .finish_non_exhaustive()
     }

@@ -4,7 +4,8 @@
 //! with `oneshot`), so it owns what it needs, in two parts:
 //! - the plain [`Settings`], the classifier and the replay are copied into
 //!   each call, as `tower::retry` clones its policy into each future:
-//!   carrying them writes no shared memory;
+//!   carrying them writes no shared memory; the [`TimeLimits`] only into
+//!   the timer of a call that has one (`timer.rs`);
 //! - what the calls write (the budget, the throttle) and a custom backoff
 //!   builder are [`LayerState`], and each call clones the calling thread's
 //!   shard's `Arc` of them ([`ShardHandles`], as the breaker's permits do), so two
@@ -23,19 +24,25 @@ use crate::{
     shard::{ShardHandle, ShardHandles},
 };
 
-/// The numbers a call's attempts follow, copied into every call.
+/// What a call's decisions to retry follow, copied into every call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     /// The layer's name as events and metrics report it.
     pub(crate) label: Label,
     pub(crate) max_attempts: u32,
+    pub(crate) backoff: BackoffConfig,
+}
+
+/// A layer's time limits, copied into the timer of each call when there
+/// is one: most layers have none, and their calls then carry nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimeLimits {
     pub(crate) attempt_timeout: Option<Duration>,
     /// How long an attempt may take when planning against the deadline:
     /// `attempt_timeout`, or the limit of an attempt timeout layer below
     /// this one (set by the composition builder), which arms no timer here.
     pub(crate) planned_attempt: Option<Duration>,
     pub(crate) overall_timeout: Option<Duration>,
-    pub(crate) backoff: BackoffConfig,
 }
 
 /// What the calls of a layer share and write.
@@ -57,6 +64,7 @@ impl LayerState {
 pub(crate) struct Policy<C, P, R> {
     pub(crate) name: Arc<str>,
     pub(crate) settings: Settings,
+    pub(crate) limits: TimeLimits,
     pub(crate) classifier: C,
     pub(crate) safety: P,
     pub(crate) replay: R,
@@ -68,7 +76,7 @@ pub(crate) struct Policy<C, P, R> {
 impl<C, P, R> Policy<C, P, R> {
     pub(crate) fn new(
         name: Arc<str>,
-        settings: Settings,
+        (settings, limits): (Settings, TimeLimits),
         classifier: C,
         safety: P,
         replay: R,
@@ -78,6 +86,7 @@ impl<C, P, R> Policy<C, P, R> {
         Self {
             name,
             settings,
+            limits,
             classifier,
             safety,
             replay,
@@ -114,6 +123,7 @@ impl<C, P, R> fmt::Debug for Policy<C, P, R> {
         f.debug_struct("Policy")
             .field("name", &self.name)
             .field("settings", &self.settings)
+            .field("limits", &self.limits)
             .field("shared", &shared)
             .finish_non_exhaustive()
     }

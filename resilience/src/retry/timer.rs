@@ -1,4 +1,5 @@
-//! A retry call's one timer, its deadline and its backoff schedule.
+//! A retry call's one timer, its time limits, its backoff schedule and the
+//! result it keeps while the next attempt waits.
 //!
 //! The timer means the attempt's cutoff while an attempt runs, the delay
 //! while backing off, the overall deadline otherwise. Most calls have no
@@ -12,6 +13,7 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use pin_project_lite::pin_project;
@@ -20,16 +22,15 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use super::{
     backoff::ActiveBackoff,
     decision::{Cutoff, Deadline, cutoff_for},
-    policy::Settings,
+    policy::TimeLimits,
 };
 use crate::deadline::deadline_after;
 
-/// The timer of one call (see the module docs).
-pub(super) struct CallTimer(Option<Pin<Box<Parts>>>);
+/// The timer of one call whose attempts end in `T` (see the module docs).
+pub(super) struct CallTimer<T>(Option<Pin<Box<Parts<T>>>>);
 
 pin_project! {
-    #[derive(Default)]
-    struct Parts {
+    struct Parts<T> {
         // `None` until first armed: a call whose body is read first arms
         // it at the first poll, so that `call` needs no runtime.
         #[pin]
@@ -37,26 +38,46 @@ pin_project! {
         // What the timer means while an attempt runs.
         cutoff: Option<Cutoff>,
         deadline: Option<Deadline>,
+        attempt_timeout: Option<Duration>,
+        // `TimeLimits::planned_attempt`.
+        planned_attempt: Option<Duration>,
         // Started at the first retry.
         backoff: Option<ActiveBackoff>,
+        // While the next attempt waits: the call's output if it cannot
+        // start in time.
+        last: Option<T>,
     }
 }
 
-impl CallTimer {
+impl<T> Parts<T> {
+    /// The parts of a call without time limits, made at its first retry.
+    fn empty() -> Self {
+        Self {
+            sleep: None,
+            cutoff: None,
+            deadline: None,
+            attempt_timeout: None,
+            planned_attempt: None,
+            backoff: None,
+            last: None,
+        }
+    }
+}
+
+impl<T> CallTimer<T> {
     pub(super) const NONE: Self = Self(None);
 
     /// The timer of a call with a timeout: its deadline and, when its first
     /// attempt `starts` now, that attempt's cutoff. The one clock read of
     /// a call that succeeds at once.
-    #[inline(never)]
-    pub(super) fn start(settings: &Settings, starts: bool) -> Self {
+    pub(super) fn start(limits: &TimeLimits, starts: bool) -> Self {
         let now = Instant::now();
-        let deadline = settings.overall_timeout.map(|after| Deadline {
+        let deadline = limits.overall_timeout.map(|after| Deadline {
             at: deadline_after(now, after),
             after,
         });
         let (sleep, cutoff) = match starts
-            .then(|| cutoff_for(now, settings.attempt_timeout, deadline))
+            .then(|| cutoff_for(now, limits.attempt_timeout, deadline))
             .flatten()
         {
             Some((at, cutoff)) => (Some(sleep_until(at)), Some(cutoff)),
@@ -66,13 +87,20 @@ impl CallTimer {
             sleep,
             cutoff,
             deadline,
-            ..Parts::default()
+            attempt_timeout: limits.attempt_timeout,
+            planned_attempt: limits.planned_attempt,
+            ..Parts::empty()
         })))
     }
 
     /// The call's overall deadline, if it has one.
     pub(super) fn deadline(&self) -> Option<Deadline> {
         self.0.as_ref()?.deadline
+    }
+
+    /// How long an attempt may take when planning against the deadline.
+    pub(super) fn planned_attempt(&self) -> Option<Duration> {
+        self.0.as_ref()?.planned_attempt
     }
 
     /// What the timer means for the attempt in flight.
@@ -82,6 +110,17 @@ impl CallTimer {
 
     pub(super) fn is_armed(&self) -> bool {
         self.0.as_ref().is_some_and(|parts| parts.sleep.is_some())
+    }
+
+    /// Keeps `result` as the call's output should the next attempt not
+    /// start in time.
+    pub(super) fn keep_last(&mut self, result: T) {
+        *self.parts().project().last = Some(result);
+    }
+
+    /// The result kept by [`keep_last`](Self::keep_last), if any.
+    pub(super) fn take_last(&mut self) -> Option<T> {
+        self.0.as_mut()?.as_mut().project().last.take()
     }
 
     /// The call's backoff schedule, `None` until started.
@@ -99,11 +138,20 @@ impl CallTimer {
         *parts.cutoff = cutoff;
     }
 
-    /// Starts an attempt without a cutoff: a timer left from a backoff
-    /// means nothing to it.
-    pub(super) fn uncut(&mut self) {
-        if let Some(parts) = self.0.as_mut() {
-            *parts.as_mut().project().cutoff = None;
+    /// Arms the cutoff of an attempt that starts now: its own timeout or
+    /// the deadline, whichever comes first. Without either, the clock is
+    /// not read, and a timer left from a backoff means nothing to it.
+    pub(super) fn start_attempt(&mut self) {
+        let Some(parts) = self.0.as_mut() else {
+            return;
+        };
+        match (parts.attempt_timeout, parts.deadline) {
+            (None, None) => *parts.as_mut().project().cutoff = None,
+            (attempt_timeout, deadline) => {
+                if let Some((at, cutoff)) = cutoff_for(Instant::now(), attempt_timeout, deadline) {
+                    self.arm(at, Some(cutoff));
+                }
+            }
         }
     }
 
@@ -126,7 +174,7 @@ impl CallTimer {
 // drop was one outlined function that saved five registers before testing
 // the pointer: 13 of the 148 instructions a call adds without a budget
 // (callgrind, `retry` group's case of `benches/resilience.rs` in a loop).
-impl Drop for CallTimer {
+impl<T> Drop for CallTimer<T> {
     #[inline]
     fn drop(&mut self) {
         if let Some(parts) = self.0.take() {
@@ -136,12 +184,12 @@ impl Drop for CallTimer {
 }
 
 #[inline(never)]
-fn drop_parts(parts: Pin<Box<Parts>>) {
+fn drop_parts<T>(parts: Pin<Box<Parts<T>>>) {
     drop(parts);
 }
 
-impl CallTimer {
-    fn parts(&mut self) -> Pin<&mut Parts> {
-        self.0.get_or_insert_with(|| Box::pin(Parts::default())).as_mut()
+impl<T> CallTimer<T> {
+    fn parts(&mut self) -> Pin<&mut Parts<T>> {
+        self.0.get_or_insert_with(|| Box::pin(Parts::empty())).as_mut()
     }
 }
