@@ -28,47 +28,27 @@
 //! Run: `cargo bench --bench balance`. The overhead of a line is its time
 //! minus `bare` of its group.
 
-use std::{convert::Infallible, future::Ready, hint::black_box, time::Duration};
+use std::{hint::black_box, time::Duration};
 
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
-use futures_util::{Stream, stream};
-use orch::discovery::{
-    Endpoint, EndpointChange,
-    balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
-};
+use orch::discovery::balance::Algorithm;
 use tower::{
-    Service,
     balance::p2c::Balance,
     discover::ServiceList,
     load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover},
 };
 
+#[path = "support/balancer.rs"]
+mod balancer;
 #[path = "support/drive.rs"]
 mod drive;
 
+use balancer::orch_balancer;
 use drive::{Bare, bare, bench_service, call_now};
-
-fn ours(
-    n: usize,
-    algorithm: Algorithm,
-) -> Balancer<
-    impl Stream<Item = EndpointChange> + Unpin,
-    impl Service<Endpoint, Response = Bare, Error = Infallible, Future = Ready<Result<Bare, Infallible>>>,
-> {
-    let changes: Vec<EndpointChange> = (0..n)
-        .map(|i| {
-            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
-            EndpointChange::Insert(Endpoint::new(format!("e{i}"), address))
-        })
-        .collect();
-    let config = BalancerConfig::default().algorithm(algorithm).seed(1);
-    let connect = connect_fn(|_: &Endpoint| bare());
-    Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
-}
 
 /// Maglev with a different key per request.
 fn bench_maglev(g: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
-    let mut svc = ours(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
+    let mut svc = orch_balancer(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
     let mut key = 0u64;
     for _ in 0..1_000 {
         key += 1;
@@ -96,13 +76,21 @@ fn balance(c: &mut Criterion, n: usize) {
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     bench_service(&mut g, "bare", bare());
-    bench_service(&mut g, "ours_p2c_ewma", ours(n, Algorithm::peak_ewma().into()));
+    bench_service(
+        &mut g,
+        "ours_p2c_ewma",
+        orch_balancer(n, Algorithm::peak_ewma().into()),
+    );
     bench_service(
         &mut g,
         "ours_p2c_pending",
-        ours(n, Algorithm::pending_requests().into()),
+        orch_balancer(n, Algorithm::pending_requests().into()),
     );
-    bench_service(&mut g, "ours_round_robin", ours(n, Algorithm::RoundRobin));
+    bench_service(
+        &mut g,
+        "ours_round_robin",
+        orch_balancer(n, Algorithm::RoundRobin),
+    );
     bench_maglev(&mut g, n);
     let peak_ewma = PeakEwmaDiscover::new::<u64>(
         endpoints(n),

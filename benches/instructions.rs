@@ -17,92 +17,33 @@
 //! valgrind runs. Without arguments (as `cargo bench` runs it) it prints
 //! this usage and exits.
 
-use std::{
-    convert::Infallible,
-    future::{Ready, ready},
-    hint::black_box,
-    sync::Arc,
-    time::Duration,
-};
+use std::{hint::black_box, time::Duration};
 
-use futures_util::{Stream, stream};
 use orch::{
-    discovery::{
-        Endpoint, EndpointChange,
-        balance::{Algorithm, Balancer, BalancerConfig, connect_fn},
-    },
+    discovery::balance::Algorithm,
     resilience::{AlwaysSafe, RetryConfig, RetryLayer},
 };
 use tower::{Layer, Service};
 
+#[path = "support/balancer.rs"]
+mod balancer;
 // `bench_service` is for criterion's benchmarks, not this one.
 #[allow(dead_code)]
 #[path = "support/drive.rs"]
 mod drive;
+// `Attempts` is for `benches/resilience.rs`.
+#[allow(dead_code)]
+#[path = "support/tower_retry.rs"]
+mod tower_retry;
 
-use drive::{Bare, bare, call_now};
+use balancer::orch_balancer;
+use drive::{bare, call_now};
+use tower_retry::{backoff_attempts, budgeted_attempts};
 
-/// `calls` calls of `svc`, after a thousand not counted apart (the
-/// difference of two runs removes them with the setup).
+/// `calls` calls of `svc`.
 fn run<S: Service<u64>>(mut svc: S, calls: u64) {
     for i in 0..calls {
         black_box(call_now(&mut svc, black_box(i)));
-    }
-}
-
-/// `tower::retry` with tower's exponential backoff, as in `benches/resilience.rs`.
-#[derive(Clone)]
-struct BackoffAttempts {
-    left: usize,
-    backoff: tower::retry::backoff::ExponentialBackoff,
-}
-
-impl<E> tower::retry::Policy<u64, u64, E> for BackoffAttempts {
-    type Future = tokio::time::Sleep;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        use tower::retry::backoff::Backoff as _;
-        match result {
-            Err(_) if self.left > 0 => {
-                self.left -= 1;
-                Some(self.backoff.next_backoff())
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
-}
-
-/// `tower::retry` with its `TpsBudget`, as in `benches/resilience.rs`.
-#[derive(Clone)]
-struct BudgetedAttempts {
-    left: usize,
-    budget: Arc<tower::retry::budget::TpsBudget>,
-}
-
-impl<E> tower::retry::Policy<u64, u64, E> for BudgetedAttempts {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        use tower::retry::budget::Budget as _;
-        match result {
-            Ok(_) => {
-                self.budget.deposit();
-                None
-            }
-            Err(_) if self.left > 0 && self.budget.withdraw() => {
-                self.left -= 1;
-                Some(ready(()))
-            }
-            Err(_) => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
     }
 }
 
@@ -116,48 +57,17 @@ fn retry_line(line: &str, calls: u64) -> Result<(), String> {
         "bare" => run(bare(), calls),
         "retry" => run(orch_retry(RetryConfig::default())?, calls),
         "retry_without_budget" => run(orch_retry(RetryConfig::default().budget(None))?, calls),
-        "tower_retry_backoff" => {
-            use tower::retry::backoff::{ExponentialBackoffMaker, MakeBackoff as _};
-            let backoff = ExponentialBackoffMaker::new(
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-                1.0,
-                tower::util::rng::HasherRng::default(),
-            )
-            .map_err(|error| error.to_string())?
-            .make_backoff();
-            let policy = BackoffAttempts { left: 2, backoff };
-            run(tower::retry::RetryLayer::new(policy).layer(bare()), calls)
-        }
-        "tower_retry_budget" => {
-            let policy = BudgetedAttempts {
-                left: 2,
-                budget: Arc::default(),
-            };
-            run(tower::retry::RetryLayer::new(policy).layer(bare()), calls)
-        }
+        "tower_retry_backoff" => run(
+            tower::retry::RetryLayer::new(backoff_attempts()).layer(bare()),
+            calls,
+        ),
+        "tower_retry_budget" => run(
+            tower::retry::RetryLayer::new(budgeted_attempts()).layer(bare()),
+            calls,
+        ),
         other => return Err(format!("unknown line `{other}`")),
     }
     Ok(())
-}
-
-/// Our balancer over `n` bare endpoints, as `benches/balance.rs` builds it.
-fn ours(
-    n: usize,
-    algorithm: Algorithm,
-) -> Balancer<
-    impl Stream<Item = EndpointChange> + Unpin,
-    impl Service<Endpoint, Response = Bare, Error = Infallible, Future = Ready<Result<Bare, Infallible>>>,
-> {
-    let changes: Vec<EndpointChange> = (0..n)
-        .map(|i| {
-            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
-            EndpointChange::Insert(Endpoint::new(format!("e{i}"), address))
-        })
-        .collect();
-    let config = BalancerConfig::default().algorithm(algorithm).seed(1);
-    let connect = connect_fn(|_: &Endpoint| bare());
-    Balancer::with_config(&config, stream::iter(changes), connect).expect("a valid config")
 }
 
 /// `svc` warmed up (connects, first readiness), then called `calls` times.
@@ -176,11 +86,11 @@ fn balance_line(line: &str, n: usize, calls: u64) -> Result<(), String> {
         .map_err(|error| error.to_string())?;
     let _entered = runtime.enter();
     match line {
-        "p2c_ewma" => warm_then_run(ours(n, Algorithm::peak_ewma().into()), calls),
-        "p2c_pending" => warm_then_run(ours(n, Algorithm::pending_requests().into()), calls),
-        "round_robin" => warm_then_run(ours(n, Algorithm::RoundRobin), calls),
+        "p2c_ewma" => warm_then_run(orch_balancer(n, Algorithm::peak_ewma().into()), calls),
+        "p2c_pending" => warm_then_run(orch_balancer(n, Algorithm::pending_requests().into()), calls),
+        "round_robin" => warm_then_run(orch_balancer(n, Algorithm::RoundRobin), calls),
         "maglev" => {
-            let keyed = ours(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
+            let keyed = orch_balancer(n, Algorithm::maglev().into()).hash_with(|key: &u64| Some(*key));
             warm_then_run(keyed, calls);
         }
         "tower_p2c_ewma" => {

@@ -28,7 +28,7 @@
 //! note is the ratio of each line to `bare` of its own group.
 
 use std::{
-    future::{Future, Ready, ready},
+    future::Future,
     hint::black_box,
     num::NonZeroU32,
     pin::Pin,
@@ -47,8 +47,11 @@ use tower::{Layer, Service};
 
 #[path = "support/drive.rs"]
 mod drive;
+#[path = "support/tower_retry.rs"]
+mod tower_retry;
 
 use drive::{bare, bench_service, call_now};
+use tower_retry::{Attempts, backoff_attempts, budgeted_attempts};
 
 /// A breaker that never trips under the benchmark (it only sees successes).
 fn our_breaker_config() -> CircuitBreakerConfig {
@@ -238,89 +241,6 @@ fn breaker_threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// `tower::retry` with a policy of at most `0` retries left to spend: the
-/// cheapest policy that can retry at all.
-#[derive(Clone)]
-struct Attempts(usize);
-
-impl<E> tower::retry::Policy<u64, u64, E> for Attempts {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        match result {
-            Err(_) if self.0 > 0 => {
-                self.0 -= 1;
-                Some(ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
-}
-
-/// `tower::retry` as its documentation sets it up for production: a
-/// Finagle-style `TpsBudget` shared by clones of the policy, deposited on
-/// every success (tower's defaults: 10 s TTL, 10 retries/s, 20 %).
-#[derive(Clone)]
-struct BudgetedAttempts {
-    left: usize,
-    budget: Arc<tower::retry::budget::TpsBudget>,
-}
-
-impl<E> tower::retry::Policy<u64, u64, E> for BudgetedAttempts {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        use tower::retry::budget::Budget as _;
-        match result {
-            Ok(_) => {
-                self.budget.deposit();
-                None
-            }
-            Err(_) if self.left > 0 && self.budget.withdraw() => {
-                self.left -= 1;
-                Some(ready(()))
-            }
-            Err(_) => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
-}
-
-/// `tower::retry` as a production policy without a budget looks: a limit
-/// on attempts and tower's own exponential backoff with jitter between them
-/// (the policy is cloned into every call, backoff state included).
-#[derive(Clone)]
-struct BackoffAttempts {
-    left: usize,
-    backoff: tower::retry::backoff::ExponentialBackoff,
-}
-
-impl<E> tower::retry::Policy<u64, u64, E> for BackoffAttempts {
-    type Future = tokio::time::Sleep;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        use tower::retry::backoff::Backoff as _;
-        match result {
-            Err(_) if self.left > 0 => {
-                self.left -= 1;
-                Some(self.backoff.next_backoff())
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
-}
-
 fn retry(c: &mut Criterion) {
     let mut g = c.benchmark_group("retry");
     bench_service(&mut g, "bare", bare());
@@ -337,27 +257,12 @@ fn retry(c: &mut Criterion) {
         "tower::retry",
         tower::retry::RetryLayer::new(Attempts(2)).layer(bare()),
     );
-    let backoff = {
-        use tower::retry::backoff::{ExponentialBackoffMaker, MakeBackoff as _};
-        use tower::util::rng::HasherRng;
-        ExponentialBackoffMaker::new(
-            Duration::from_millis(100),
-            Duration::from_secs(1),
-            1.0,
-            HasherRng::default(),
-        )
-        .expect("valid backoff")
-        .make_backoff()
-    };
     bench_service(
         &mut g,
         "tower::retry with ExponentialBackoff",
-        tower::retry::RetryLayer::new(BackoffAttempts { left: 2, backoff }).layer(bare()),
+        tower::retry::RetryLayer::new(backoff_attempts()).layer(bare()),
     );
-    let budgeted = BudgetedAttempts {
-        left: 2,
-        budget: Arc::new(tower::retry::budget::TpsBudget::default()),
-    };
+    let budgeted = budgeted_attempts();
     bench_service(
         &mut g,
         "tower::retry with TpsBudget",
@@ -424,10 +329,7 @@ fn retry_threads(c: &mut Criterion) {
             threads,
             no_budget.layer(bare()),
         );
-        let budgeted = BudgetedAttempts {
-            left: 2,
-            budget: Arc::new(tower::retry::budget::TpsBudget::default()),
-        };
+        let budgeted = budgeted_attempts();
         bench_service_threads(
             &mut g,
             "tower::retry with TpsBudget",
