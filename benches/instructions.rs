@@ -9,7 +9,8 @@
 //! <binary> <line> <calls>` with 10,000 and 30,000 calls; the difference of
 //! the two totals over 20,000 is the count per call, setup and warm-up
 //! excluded. Lines: `bare`, `retry`, `retry_without_budget`,
-//! `tower_retry_backoff`, `tower_retry_budget` (as in `benches/resilience.rs`),
+//! `tower_retry_backoff`, `tower_retry_budget`, `hedge_fixed`, `hedge_p95`,
+//! `tower_hedge_p95` (as in `benches/resilience.rs`),
 //! and `p2c_ewma`, `p2c_pending`, `round_robin`, `maglev`, `tower_p2c_ewma`
 //! followed by `@` and a number of endpoints (as in `benches/balance.rs`).
 //! The balancer lines run with tokio's clock paused, so the balancer reads
@@ -21,7 +22,7 @@ use std::{hint::black_box, time::Duration};
 
 use orch::{
     discovery::balance::Algorithm,
-    resilience::{AlwaysSafe, RetryConfig, RetryLayer},
+    resilience::{AlwaysSafe, HedgeConfig, HedgeDelay, HedgeLayer, RetryConfig, RetryLayer},
 };
 use tower::{Layer, Service};
 
@@ -31,6 +32,8 @@ mod balancer;
 #[allow(dead_code)]
 #[path = "support/drive.rs"]
 mod drive;
+#[path = "support/tower_hedge.rs"]
+mod tower_hedge;
 // `Attempts` is for `benches/resilience.rs`.
 #[allow(dead_code)]
 #[path = "support/tower_retry.rs"]
@@ -38,6 +41,7 @@ mod tower_retry;
 
 use balancer::orch_balancer;
 use drive::{bare, call_now};
+use tower_hedge::tower_hedge;
 use tower_retry::{backoff_attempts, budgeted_attempts};
 
 /// `calls` calls of `svc`.
@@ -65,7 +69,34 @@ fn retry_line(line: &str, calls: u64) -> Result<(), String> {
             tower::retry::RetryLayer::new(budgeted_attempts()).layer(bare()),
             calls,
         ),
+        "hedge_fixed" | "hedge_p95" | "tower_hedge_p95" => hedge_line(line, calls)?,
         other => return Err(format!("unknown line `{other}`")),
+    }
+    Ok(())
+}
+
+/// The `hedge` lines of `benches/resilience.rs` whose first attempt answers
+/// at once, under tokio's paused clock (every latency is zero, so the
+/// percentile and the work to find it do not depend on valgrind's speed).
+fn hedge_line(line: &str, calls: u64) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let _entered = runtime.enter();
+    let orch_hedge = |config: HedgeConfig| {
+        HedgeLayer::new(config)
+            .map(|layer| layer.safety(AlwaysSafe).layer(bare()))
+            .map_err(|error| error.to_string())
+    };
+    match line {
+        "hedge_fixed" => {
+            let config = HedgeConfig::default().delay(HedgeDelay::Fixed(Duration::from_millis(10)));
+            warm_then_run(orch_hedge(config)?, calls);
+        }
+        "hedge_p95" => warm_then_run(orch_hedge(HedgeConfig::default())?, calls),
+        _ => warm_then_run(tower_hedge(bare()), calls),
     }
     Ok(())
 }

@@ -21,6 +21,11 @@
 //! - `timeout` (answer before the deadline): ours vs `tower::timeout`, for a
 //!   future ready at once and for one pending at its first poll (which makes
 //!   both arm their timers).
+//! - `hedge` (the first attempt answers, so no hedge is sent): ours with a
+//!   fixed delay and with its default (the 95th percentile of recent
+//!   latencies, which records every call's latency) vs `tower::hedge`
+//!   (always percentile-based), for a future ready at once and for one
+//!   pending at its first poll (which makes both arm their timers).
 //! - `rate_limit` (permit available): our `RateLimiter` on tokio's clock and
 //!   on the TSC vs `governor`.
 //!
@@ -40,17 +45,20 @@ use std::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use orch::resilience::{
-    AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, ClockSource, Outcome, RateLimitConfig,
-    RetryConfig, RetryLayer, TimeoutLayer,
+    AlwaysSafe, CircuitBreakerConfig, CircuitBreakerLayer, ClockSource, HedgeConfig, HedgeDelay, HedgeLayer,
+    Outcome, RateLimitConfig, RetryConfig, RetryLayer, TimeoutLayer,
 };
 use tower::{Layer, Service};
 
 #[path = "support/drive.rs"]
 mod drive;
+#[path = "support/tower_hedge.rs"]
+mod tower_hedge;
 #[path = "support/tower_retry.rs"]
 mod tower_retry;
 
 use drive::{bare, bench_service, call_now};
+use tower_hedge::tower_hedge;
 use tower_retry::{Attempts, backoff_attempts, budgeted_attempts};
 
 /// A breaker that never trips under the benchmark (it only sees successes).
@@ -372,6 +380,42 @@ fn timeout(c: &mut Criterion) {
     g.finish();
 }
 
+fn hedge(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+    let fixed = HedgeLayer::new(HedgeConfig::default().delay(HedgeDelay::Fixed(Duration::from_millis(10))))
+        .expect("valid config")
+        .safety(AlwaysSafe);
+    let percentile = HedgeLayer::new(HedgeConfig::default())
+        .expect("valid config")
+        .safety(AlwaysSafe);
+    let mut g = c.benchmark_group("hedge");
+    bench_service(&mut g, "bare", bare());
+    bench_service(&mut g, "orch hedge, fixed delay", fixed.layer(bare()));
+    bench_service(&mut g, "orch hedge, p95", percentile.layer(bare()));
+    bench_service(&mut g, "tower::hedge, p95", tower_hedge(bare()));
+    bench_service(&mut g, "bare, pending once", PendingOnce);
+    bench_service(
+        &mut g,
+        "orch hedge, fixed delay, pending once",
+        fixed.layer(PendingOnce),
+    );
+    bench_service(
+        &mut g,
+        "orch hedge, p95, pending once",
+        percentile.layer(PendingOnce),
+    );
+    bench_service(
+        &mut g,
+        "tower::hedge, p95, pending once",
+        tower_hedge(PendingOnce),
+    );
+    g.finish();
+}
+
 fn rate_limit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -405,6 +449,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = breaker, breaker_threads, retry, retry_threads, timeout, rate_limit
+    targets = breaker, breaker_threads, retry, retry_threads, timeout, hedge, rate_limit
 }
 criterion_main!(benches);
