@@ -121,8 +121,8 @@ where
         service: S,
         request: Req,
     ) -> Self {
-        let delay = layer.current_delay();
         let started = Instant::now();
+        let delay = layer.delay_at(started);
         let race = Race {
             layer,
             classifier,
@@ -195,23 +195,27 @@ where
     /// Ready with the winner's result, or the last failure once nothing can win.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Answer<S, Req>> {
         loop {
-            let now = Instant::now();
+            // The clock is read where it is needed: a primary that wins at
+            // once under a fixed delay reads none here.
             let (attempt, result) = match self.poll_attempts(cx) {
                 Poll::Ready(finished) => finished,
-                Poll::Pending => match self.poll_next_hedge(cx, now) {
-                    // Sent: poll it at once.
-                    Poll::Ready(Ok(())) => continue,
-                    // Its service clone could not get ready: that is the attempt's result.
-                    Poll::Ready(Err(error)) => (self.sent, Err(error)),
-                    // Attempts in flight or a hedge to come: wait. Else nothing can win.
-                    Poll::Pending if !self.attempts.is_empty() => return Poll::Pending,
-                    Poll::Pending if !matches!(self.next, Next::NoMore) => return Poll::Pending,
-                    Poll::Pending => return Poll::Ready(self.exhausted(now)),
-                },
+                Poll::Pending => {
+                    let now = Instant::now();
+                    match self.poll_next_hedge(cx, now) {
+                        // Sent: poll it at once.
+                        Poll::Ready(Ok(())) => continue,
+                        // Its service clone could not get ready: that is the attempt's result.
+                        Poll::Ready(Err(error)) => (self.sent, Err(error)),
+                        // Attempts in flight or a hedge to come: wait. Else nothing can win.
+                        Poll::Pending if !self.attempts.is_empty() => return Poll::Pending,
+                        Poll::Pending if !matches!(self.next, Next::NoMore) => return Poll::Pending,
+                        Poll::Pending => return Poll::Ready(self.exhausted(now)),
+                    }
+                }
             };
             match self.classifier.classify(result.as_ref()) {
-                Outcome::Success => return Poll::Ready(self.won(attempt, result, now)),
-                Outcome::Retryable | Outcome::Failure => self.failed(attempt, &result, now),
+                Outcome::Success => return Poll::Ready(self.won(attempt, result)),
+                Outcome::Retryable | Outcome::Failure => self.failed(attempt, &result, Instant::now()),
                 Outcome::Rejected => self.stop(attempt, "rejected"),
             }
             self.last = Some(result);
@@ -303,16 +307,20 @@ where
 
     /// Reports the win of `attempt` and returns its result; the caller drops
     /// every other attempt.
-    fn won(&self, attempt: u32, result: Answer<S, Req>, now: Instant) -> Answer<S, Req> {
-        let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
+    fn won(&self, attempt: u32, result: Answer<S, Req>) -> Answer<S, Req> {
         // One sample per call that the primary did not lose by failing: its
         // latency when it won, or, when a hedge won while it ran, the time it
         // had run (at least the delay), so that it counts as slow.
         let primary_running = self.attempts.iter().any(|&(attempt, _)| attempt == 0);
-        if let Some(tracker) = &self.layer.tracker
-            && (attempt == 0 || primary_running)
-        {
-            tracker.record(elapsed);
+        let tracker = (self.layer.tracker.as_ref()).filter(|_| attempt == 0 || primary_running);
+        if tracker.is_none() && self.sent == 0 {
+            // Nothing to record or report: no clock read.
+            return result;
+        }
+        let now = Instant::now();
+        let (name, elapsed) = (&self.layer.name, now.saturating_duration_since(self.started));
+        if let Some(tracker) = tracker {
+            tracker.record_at(now, elapsed);
         }
         if self.sent > 0 {
             tracing::debug!(%name, attempt, hedges_sent = self.sent, ?elapsed, "hedged call won");

@@ -120,13 +120,19 @@ impl LatencyTracker {
     /// `percentile` outside `[0, 1]` is clamped into it (0 gives the
     /// smallest sample's bucket).
     pub fn percentile(&self, percentile: f64) -> Option<Duration> {
-        self.trusted_percentile(percentile, 1)
+        self.trusted_percentile_at(Instant::now(), percentile, 1)
     }
 
-    /// [`percentile`](Self::percentile), or `None` while there are fewer than
-    /// `min_samples` samples to trust it.
-    pub(crate) fn trusted_percentile(&self, percentile: f64, min_samples: u64) -> Option<Duration> {
-        let now = self.window_index(Instant::now());
+    /// [`percentile`](Self::percentile) at `now`, or `None` while there are
+    /// fewer than `min_samples` samples to trust it. The caller's `now`
+    /// saves a call a clock read.
+    pub(crate) fn trusted_percentile_at(
+        &self,
+        now: Instant,
+        percentile: f64,
+        min_samples: u64,
+    ) -> Option<Duration> {
+        let now = self.window_index(now);
         let total = self.samples_at(now);
         if total == 0 || total < min_samples {
             return None;
@@ -160,7 +166,7 @@ impl LatencyTracker {
     }
 
     /// Records `latency` in the window of `now`.
-    fn record_at(&self, now: Instant, latency: Duration) {
+    pub(crate) fn record_at(&self, now: Instant, latency: Duration) {
         let index = self.window_index(now);
         let window = &self.windows[(index % 2) as usize];
         let epoch = window.epoch.load(Ordering::Acquire);

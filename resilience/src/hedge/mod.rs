@@ -109,6 +109,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -189,8 +190,8 @@ impl LayerState {
         })
     }
 
-    /// The delay of a call made now.
-    fn current_delay(&self) -> Duration {
+    /// The delay of a call made at `now`.
+    fn delay_at(&self, now: Instant) -> Duration {
         match self.config.delay {
             HedgeDelay::Fixed(delay) => delay,
             HedgeDelay::Percentile {
@@ -199,7 +200,7 @@ impl LayerState {
                 fallback,
                 ..
             } => (self.tracker.as_ref())
-                .and_then(|tracker| tracker.trusted_percentile(percentile, min_samples))
+                .and_then(|tracker| tracker.trusted_percentile_at(now, percentile, min_samples))
                 .unwrap_or(fallback),
         }
     }
@@ -248,7 +249,7 @@ impl<S, C, P> Hedge<S, C, P> {
 
     /// The hedging delay a call made now would use.
     pub fn current_delay(&self) -> Duration {
-        self.layer.current_delay()
+        self.layer.delay_at(Instant::now())
     }
 }
 
