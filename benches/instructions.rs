@@ -75,15 +75,21 @@ fn retry_line(line: &str, calls: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// A current-thread runtime with tokio's clock paused, entered by the
+/// lines whose layers read that clock.
+fn paused_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|error| error.to_string())
+}
+
 /// The `hedge` lines of `benches/resilience.rs` whose first attempt answers
 /// at once, under tokio's paused clock (every latency is zero, so the
 /// percentile and the work to find it do not depend on valgrind's speed).
 fn hedge_line(line: &str, calls: u64) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|error| error.to_string())?;
+    let runtime = paused_runtime()?;
     let _entered = runtime.enter();
     let orch_hedge = |config: HedgeConfig| {
         HedgeLayer::new(config)
@@ -110,11 +116,7 @@ fn warm_then_run<S: Service<u64>>(mut svc: S, calls: u64) {
 }
 
 fn balance_line(line: &str, n: usize, calls: u64) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|error| error.to_string())?;
+    let runtime = paused_runtime()?;
     let _entered = runtime.enter();
     match line {
         "p2c_ewma" => warm_then_run(orch_balancer(n, Algorithm::peak_ewma().into()), calls),
