@@ -83,13 +83,14 @@
 //! load and a compare-and-swap on the calling thread's shard; the budget
 //! reads the clock on one deposit in 32), and, only when it could be
 //! retried, clones the request and the inner service once each. Its future
-//! owns a copy of the layer's plain settings, classifier and replay, and,
-//! when the layer has a budget, a throttle or a custom backoff, a clone of
-//! the calling thread's shard's `Arc` of them, so threads calling one layer
-//! do not write one cache line (see `policy.rs`). Without a timeout a call
+//! owns a copy of what deciding a retry needs (the layer's name, attempt
+//! limit and backoff settings), the classifier and the replay, and, when
+//! the layer has a budget, a throttle or a custom backoff, a clone of the
+//! calling thread's shard's `Arc` of them, so threads calling one layer do
+//! not write one cache line (see `policy.rs`). Without a timeout a call
 //! neither reads the clock nor creates a timer; with one, a request sent
 //! at once reads the clock once, for the deadline and the first attempt's
-//! cut-off, and boxes one timer. Beyond that, only retries read the clock
+//! cut-off, and boxes one timer, which also holds the time limits. Beyond that, only retries read the clock
 //! and allocate (a custom `backon` schedule is boxed).
 //!
 //! # Observability
