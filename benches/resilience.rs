@@ -348,11 +348,17 @@ fn retry_threads(c: &mut Criterion) {
     g.finish();
 }
 
-fn timeout(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime with timers, entered by the groups whose
+/// layers arm tokio timers or read its clock.
+fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+fn timeout(c: &mut Criterion) {
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let mut g = c.benchmark_group("timeout");
     bench_service(&mut g, "bare", bare());
@@ -381,10 +387,7 @@ fn timeout(c: &mut Criterion) {
 }
 
 fn hedge(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let fixed = HedgeLayer::new(HedgeConfig::default().delay(HedgeDelay::Fixed(Duration::from_millis(10))))
         .expect("valid config")
@@ -417,10 +420,7 @@ fn hedge(c: &mut Criterion) {
 }
 
 fn rate_limit(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let mut g = c.benchmark_group("rate_limit");
     // A limit no benchmark can reach: every check admits.
